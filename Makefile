@@ -1,0 +1,50 @@
+# Steadyshot: `make run` starts everything, `make test` runs the whole suite.
+# Both create .venv with a suitable Python and install the project on first use.
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format browser clean
+
+help:
+	@echo "make run        set up (venv, install, migrate, demo account) and start web, workers, Redis, sandbox"
+	@echo "make test       install and run the whole test suite"
+	@echo "make lint       ruff check and format check"
+	@echo "make format     apply ruff formatting and safe fixes"
+	@echo "make browser    install Debian's chromium for the browser tests (needs root or sudo)"
+
+$(PY):
+	@python=$$(bin/find-python) || exit 1; \
+	echo "Creating $(VENV) with $$python"; \
+	"$$python" -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m config.up
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+
+clean:
+	rm -rf $(VENV) build *.egg-info

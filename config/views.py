@@ -1,0 +1,52 @@
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+
+@require_GET
+def home(request):
+    return render(request, "home.html")
+
+
+@require_GET
+def healthz(request):
+    """Liveness for load balancers: the process answers and the database is reachable."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})
+
+
+def _error(request, status, title, text):
+    return render(
+        request, "error.html", {"title": title, "text": text, "status": status}, status=status
+    )
+
+
+def bad_request(request, exception=None):
+    return _error(
+        request, 400, "Bad request", "The request could not be understood. Go back and try again."
+    )
+
+
+def permission_denied(request, exception=None):
+    text = str(exception) if exception and str(exception) else "You are not allowed to do this."
+    return _error(request, 403, "Not allowed", text)
+
+
+def page_not_found(request, exception=None):
+    return _error(
+        request,
+        404,
+        "Not found",
+        "There is nothing here, or it belongs to a team you are not part of.",
+    )
+
+
+def server_error(request):
+    # No context processors that touch the database: the error may be the database.
+    from django.http import HttpResponseServerError
+    from django.template import loader
+
+    template = loader.get_template("500.html")
+    return HttpResponseServerError(template.render())

@@ -1,0 +1,32 @@
+import pytest
+from django.urls import reverse
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_serves_the_home_page_to_everyone(client, client_for, alice):
+    assert "Create an account" in client.get(reverse("home")).content.decode()
+    assert "Open Acme" in client_for(alice).get(reverse("home")).content.decode()
+
+
+def test_it_sends_a_strict_content_security_policy(client):
+    policy = client.get(reverse("home"))["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
+
+
+def test_it_answers_health_checks(client):
+    assert client.get(reverse("healthz")).json() == {"status": "ok"}
+
+
+def test_it_renders_a_friendly_404(client, settings):
+    settings.DEBUG = False
+    response = client.get("/no/such/page/")
+    assert response.status_code == 404
+    assert "There is nothing here" in response.content.decode()
+
+
+def test_it_serves_static_files(client):
+    response = client.get("/static/css/app.css")
+    assert response.status_code == 200
