@@ -11,7 +11,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from config.env import env_bool, env_int, env_list, env_str, local_secret_key
+from config.env import env_bool, env_float, env_int, env_list, env_str, local_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -101,6 +101,22 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
 RQ_SHOW_ADMIN_LINK = True
+
+# --- Upstream ---------------------------------------------------------------------------
+# With no GEMINI_API_KEY every provider talks to the local sandbox server (never to a
+# remote host); with one, Gemini goes to GEMINI_BASE_URL and the OpenAI-compatible model
+# is used only when OPENAI_API_KEY is set too.
+GEMINI_API_KEY = env_str("GEMINI_API_KEY")
+GEMINI_BASE_URL = env_str("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com")
+GEMINI_API_VERSION = env_str("GEMINI_API_VERSION", "v1beta")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
+SANDBOX_URL = env_str("SANDBOX_URL", "http://127.0.0.1:8765").rstrip("/")
+UPSTREAM_SANDBOX = not GEMINI_API_KEY
+MODEL_CATALOGUE_FILE = env_str("MODEL_CATALOGUE_FILE")
+# Multiplies every duration of the retry policy, breakers and limiters (and the
+# sandbox's): 0.01 runs an hour of upstream behaviour in 36 s, for drills and tests.
+TIME_SCALE = env_float("TIME_SCALE", 1.0)
 
 # --- Auth -------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

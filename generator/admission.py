@@ -1,0 +1,124 @@
+"""Admission: validate a submission, reserve quota, create the requests, queue them.
+
+The single way in for the web form and the API. Everything happens in one transaction;
+the jobs are queued only after it commits, so a worker never looks for a row that is not
+there yet, and a rolled-back submission queues nothing.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import uuid4
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts import quotas
+from generator import queue
+from generator.catalogue import ASPECT_RATIOS, STRATEGIES, get_catalogue
+from generator.models import GenerationRequest, QuotaState, ReferenceImage, Status
+from generator.upstream.availability import is_configured
+
+PROMPT_MAX_CHARS = 4000
+MAX_COUNT = 4
+
+
+class AdmissionError(ValueError):
+    """A submission that cannot be accepted; `field` names the input at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class Submission:
+    prompt: str
+    strategy: str = "quality-first"
+    aspect_ratio: str = "1:1"
+    image_size: str = "1K"
+    count: int = 1
+    deadline: datetime | None = None
+    references: list[ReferenceImage] = field(default_factory=list)
+    remix_of: GenerationRequest | None = None
+
+
+def plan_chain(strategy: str) -> list[str]:
+    return [m.id for m in get_catalogue().chain(strategy, available=is_configured)]
+
+
+def validate(submission: Submission) -> None:
+    prompt = submission.prompt.strip()
+    if not prompt:
+        raise AdmissionError("prompt", "Write a prompt: describe the image you want.")
+    if len(prompt) > PROMPT_MAX_CHARS:
+        raise AdmissionError(
+            "prompt",
+            f"The prompt is {len(prompt)} characters long; the limit is {PROMPT_MAX_CHARS}.",
+        )
+    if submission.strategy not in STRATEGIES:
+        raise AdmissionError("strategy", f"Choose a strategy: {' or '.join(STRATEGIES)}.")
+    if submission.aspect_ratio not in ASPECT_RATIOS:
+        raise AdmissionError(
+            "aspect_ratio", f"Choose an aspect ratio among {', '.join(ASPECT_RATIOS)}."
+        )
+    primary = get_catalogue().primary(submission.strategy, available=is_configured)
+    if submission.image_size not in primary.sizes:
+        raise AdmissionError(
+            "image_size",
+            f"{primary.display_name} delivers {', '.join(primary.sizes)}; "
+            f"choose one of those sizes.",
+        )
+    if not 1 <= submission.count <= MAX_COUNT:
+        raise AdmissionError("count", f"Ask for between 1 and {MAX_COUNT} images.")
+    if len(submission.references) > primary.max_reference_images:
+        raise AdmissionError(
+            "references",
+            f"{primary.display_name} takes at most {primary.max_reference_images} "
+            f"reference images; you gave {len(submission.references)}.",
+        )
+    if submission.deadline is not None and submission.deadline <= timezone.now():
+        raise AdmissionError("deadline", "“Deliver by” must be in the future.")
+
+
+def submit(user, team, submission: Submission) -> list[GenerationRequest]:
+    """Accept the submission as `count` requests of one batch, or raise AdmissionError /
+    quotas.QuotaExceeded having created and queued nothing."""
+    validate(submission)
+    catalogue = get_catalogue()
+    chain = plan_chain(submission.strategy)
+    # The worst case is the most expensive model the chain could end on.
+    worst = max(catalogue[m].price(submission.image_size) for m in chain)
+    batch = uuid4()
+    with transaction.atomic():
+        quotas.reserve(team, user, images=submission.count, cost_usd_each=worst)
+        requests = []
+        for _ in range(submission.count):
+            request = GenerationRequest.objects.create(
+                user=user,
+                team=team,
+                batch=batch,
+                remix_of=submission.remix_of,
+                prompt=submission.prompt.strip(),
+                strategy=submission.strategy,
+                aspect_ratio=submission.aspect_ratio,
+                image_size=submission.image_size,
+                deadline=submission.deadline,
+                chain=chain,
+                status=Status.QUEUED,
+                current_model=chain[0],
+                step=1,
+                quota_state=QuotaState.RESERVED,
+                reserved_usd=worst,
+            )
+            if submission.references:
+                request.references.set(submission.references)
+            requests.append(request)
+        for request in requests:
+            transaction.on_commit(lambda r=request: queue.enqueue(r.id, r.step))
+    return requests
+
+
+def sandbox_mode() -> bool:
+    return settings.UPSTREAM_SANDBOX

@@ -1,0 +1,66 @@
+"""What a provider takes and gives: one call in, one typed result or one typed error out.
+
+Providers (gemini.py, openai_images.py) are the only modules that import httpx; they map
+every response to the taxonomy and never retry: retrying is the policy's job.
+"""
+
+from dataclasses import dataclass, field
+
+from generator.catalogue import ModelSpec
+from generator.taxonomy import Outcome
+
+
+@dataclass(frozen=True)
+class InputImage:
+    data: bytes
+    mime: str  # image/png, image/jpeg, image/webp
+
+
+@dataclass(frozen=True)
+class GenerationCall:
+    model: ModelSpec
+    prompt: str
+    aspect_ratio: str | None = None  # one of catalogue.ASPECT_RATIOS; None: model's default
+    image_size: str | None = None  # "1K" / "2K" / "4K"; sent only where the model supports it
+    references: tuple[InputImage, ...] = ()
+    request_id: str = ""  # for logs only
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    data: bytes  # the final image (thought images skipped)
+    mime: str  # as the upstream said (Pro answers JPEG, Flash PNG)
+    latency_ms: int
+    model_version: str = ""
+    usage: dict = field(default_factory=dict)  # usageMetadata / usage as sent
+    text: str = ""  # any non-thought text the model sent with the image
+
+
+class UpstreamError(Exception):
+    """A call that did not produce an image. `message` is safe to log and to show to
+    operators: it never contains an API key."""
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        message: str,
+        *,
+        http_status: int | None = None,
+        retry_after_s: float | None = None,
+        quota_id: str = "",
+        quota_scope: str = "",  # "minute", "day" or "" (unknown)
+        block_reason: str = "",  # for BLOCKED: the finishReason / blockReason
+        latency_ms: int = 0,
+    ):
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+        self.http_status = http_status
+        self.retry_after_s = retry_after_s
+        self.quota_id = quota_id
+        self.quota_scope = quota_scope
+        self.block_reason = block_reason
+        self.latency_ms = latency_ms
+
+    def __repr__(self):
+        return f"UpstreamError({self.outcome}, {self.http_status}, {self.message!r})"

@@ -1,0 +1,72 @@
+from decimal import Decimal
+
+import pytest
+
+from generator.catalogue import CatalogueError, load_catalogue
+
+
+def test_it_has_defaults_for_the_gemini_models_and_an_openai_one():
+    catalogue = load_catalogue()
+    assert [m.id for m in catalogue.chain("quality-first")][:2] == [
+        "gemini-3-pro-image-preview",
+        "gemini-2.5-flash-image",
+    ]
+    assert catalogue["gemini-3-pro-image"].provider == "gemini"
+    assert catalogue["gpt-image-1"].provider == "openai"
+
+
+def test_it_prices_by_the_size_the_model_delivers():
+    catalogue = load_catalogue()
+    assert catalogue["gemini-3-pro-image-preview"].price("4K") == Decimal("0.24")
+    # Flash is 1K only: a 4K request falls back to a 1K image at the 1K price.
+    flash = catalogue["gemini-2.5-flash-image"]
+    assert flash.deliverable_size("4K") == "1K"
+    assert flash.price("4K") == Decimal("0.039")
+
+
+def test_it_leaves_out_models_whose_provider_is_not_configured():
+    chain = load_catalogue().chain("stability-first", available=lambda m: m.provider == "gemini")
+    assert [m.id for m in chain] == ["gemini-2.5-flash-image", "gemini-3-pro-image-preview"]
+
+
+def test_a_toml_file_changes_models_adds_models_and_replaces_chains(tmp_path):
+    path = tmp_path / "catalogue.toml"
+    path.write_text(
+        """
+[models."gemini-2.5-flash-image"]
+rpm = 500
+
+[models."sdxl-relay"]
+provider = "openai"
+display_name = "SDXL via relay"
+quality_rank = 1
+sizes = ["1K"]
+price_usd = { "1K" = 0.01 }
+
+[strategies]
+quality-first = ["gemini-3-pro-image", "sdxl-relay"]
+"""
+    )
+    catalogue = load_catalogue(path)
+    assert catalogue["gemini-2.5-flash-image"].rpm == 500
+    assert catalogue["gemini-2.5-flash-image"].ipm == 100  # untouched fields stay
+    assert catalogue["sdxl-relay"].price("1K") == Decimal("0.01")
+    assert [m.id for m in catalogue.chain("quality-first")] == ["gemini-3-pro-image", "sdxl-relay"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[models."gemini-2.5-flash-image"]\nrpmm = 5', "unknown fields"),
+        ('[models."new"]\nprovider = "gemini"', "missing"),
+        ('[strategies]\nquality-first = ["nope"]', "unknown models"),
+        ('[strategies]\nfastest = ["gemini-2.5-flash-image"]', "Unknown strategy"),
+        ('[models."gemini-2.5-flash-image"]\nprovider = "midjourney"', "unknown provider"),
+        ("not toml [", "Cannot read"),
+    ],
+)
+def test_it_explains_a_bad_catalogue_file(tmp_path, text, message):
+    path = tmp_path / "catalogue.toml"
+    path.write_text(text)
+    with pytest.raises(CatalogueError, match=message):
+        load_catalogue(path)
