@@ -82,19 +82,6 @@ DEFAULT_MODELS = {
         rpd=1000,
         read_timeout_s=180.0,
     ),
-    "gemini-3-pro-image": ModelSpec(
-        id="gemini-3-pro-image",
-        provider="gemini",
-        display_name="Nano Banana Pro (GA)",
-        quality_rank=3,
-        sizes=("1K", "2K", "4K"),
-        price_usd={"1K": _d("0.134"), "2K": _d("0.134"), "4K": _d("0.24")},
-        max_reference_images=14,
-        rpm=20,
-        ipm=20,
-        rpd=1000,
-        read_timeout_s=180.0,
-    ),
     "gemini-2.5-flash-image": ModelSpec(
         id="gemini-2.5-flash-image",
         provider="gemini",
@@ -122,6 +109,13 @@ DEFAULT_MODELS = {
         read_timeout_s=180.0,
     ),
 }
+
+# Google's GA id for the same model (the preview id is being retired): same limits and prices.
+DEFAULT_MODELS["gemini-3-pro-image"] = replace(
+    DEFAULT_MODELS["gemini-3-pro-image-preview"],
+    id="gemini-3-pro-image",
+    display_name="Nano Banana Pro (GA)",
+)
 
 DEFAULT_STRATEGIES = {
     # Quality first: the best model, retried within a wait budget, then downgrades.
