@@ -91,6 +91,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+    # A file, not memory: integration tests run real workers in other processes against
+    # the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
@@ -117,6 +120,20 @@ MODEL_CATALOGUE_FILE = env_str("MODEL_CATALOGUE_FILE")
 # Multiplies every duration of the retry policy, breakers and limiters (and the
 # sandbox's): 0.01 runs an hour of upstream behaviour in 36 s, for drills and tests.
 TIME_SCALE = env_float("TIME_SCALE", 1.0)
+
+# --- Jobs ------------------------------------------------------------------------------
+# A running request's lease: the worker renews it every third of this while it waits on
+# the upstream; a worker that dies stops renewing, and the reconciler takes the request
+# back once the lease has expired.
+LEASE_SECONDS = env_int("LEASE_SECONDS", 30)
+# RQ kills a job that runs longer than this (the longest read timeout plus margin).
+JOB_TIMEOUT_SECONDS = env_int("JOB_TIMEOUT_SECONDS", 420)
+# At most this many jobs of one team are queued or running at once.
+TEAM_CONCURRENCY = env_int("TEAM_CONCURRENCY", 4)
+# The reconciler leaves hand-overs younger than this alone (their job may not be in
+# Redis yet), and fails a request after this many recoveries from dead workers.
+RECONCILE_GRACE_SECONDS = env_int("RECONCILE_GRACE_SECONDS", 60)
+MAX_RECOVERIES = env_int("MAX_RECOVERIES", 3)
 
 # --- Auth -------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -137,6 +137,8 @@ def main() -> int:
                 ],
             )
         )  # fmt: skip
+        # Periodic work: the reconciler (and monitoring's rollups and alerts).
+        children.append(Child("cron", manage("rqcron", "config.cron")))
         for n in range(workers):
             children.append(
                 Child(

@@ -109,6 +109,7 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 status=Status.QUEUED,
                 current_model=chain[0],
                 step=1,
+                handed_over=timezone.now(),
                 quota_state=QuotaState.RESERVED,
                 reserved_usd=worst,
             )
@@ -116,7 +117,7 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 request.references.set(submission.references)
             requests.append(request)
         for request in requests:
-            transaction.on_commit(lambda r=request: queue.enqueue(r.id, r.step))
+            transaction.on_commit(lambda r=request: queue.enqueue(r))
     return requests
 
 

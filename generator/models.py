@@ -133,6 +133,12 @@ class GenerationRequest(models.Model):
     claimed_by = models.CharField(max_length=120, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # When the current step was handed to the queue: the reconciler leaves young hand-overs
+    # alone (their job may not be in Redis yet) and re-enqueues old ones whose job vanished.
+    handed_over = models.DateTimeField(null=True, blank=True)
+    # How often the reconciler took the request back from a dead worker; past a limit the
+    # request fails instead of looping on a step that keeps killing workers.
+    recoveries = models.PositiveSmallIntegerField(default=0)
 
     # What was delivered.
     served_model = models.CharField(max_length=80, blank=True, db_index=True)
@@ -210,6 +216,7 @@ class Attempt(models.Model):
     outcome = models.CharField(max_length=20, choices=OUTCOME_CHOICES)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     quota_id = models.CharField(max_length=200, blank=True)
+    quota_scope = models.CharField(max_length=10, blank=True)  # "minute", "day" or ""
     retry_after_ms = models.PositiveIntegerField(null=True, blank=True)
     message = models.CharField(max_length=500, blank=True)
     decision = models.CharField(max_length=10, choices=Decision.choices, blank=True)
@@ -245,6 +252,12 @@ class Image(models.Model):
         blank=True, help_text="Alt text; the prompt is used when this is empty"
     )
     created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # A request delivers one image: a duplicate job can never add a second one.
+            models.UniqueConstraint(fields=["request"], name="image_one_per_request"),
+        ]
 
     def __str__(self):
         return f"{self.width}×{self.height} {self.mime}"

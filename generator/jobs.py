@@ -1,0 +1,359 @@
+"""RQ entry points: one step of a request per job, never a sleep.
+
+A step claims the request with a filtered UPDATE on (status, step), asks the policy what
+to do, makes at most one upstream call, records it as an Attempt, asks the policy again
+and hands the request back to the queue (now, or at a later time through the workers'
+scheduler), delivers it, or fails it with a reason a person can read. Every write after
+the claim is filtered on the claim too, so a step that lost its claim (its worker was
+presumed dead and the reconciler took the request back) can change nothing.
+"""
+
+import logging
+import os
+import random
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts import quotas
+from generator import queue
+from generator.catalogue import get_catalogue
+from generator.health import Health
+from generator.images import store_generated_image
+from generator.models import Attempt, GenerationRequest, Status
+from generator.policy import Action, AttemptRecord, Decision, Situation, decide
+from generator.policy_config import policy_config_from_settings
+from generator.taxonomy import USER_MESSAGES, Outcome
+from generator.upstream.base import GenerationCall, InputImage, UpstreamError
+from generator.upstream.registry import get_provider
+
+log = logging.getLogger("steadyshot.jobs")
+# One line per upstream call, in logfmt, for log pipelines: request, model, outcome,
+# latency and the decision taken after it.
+attempt_log = logging.getLogger("steadyshot.attempt")
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def advance(request_id: str, step: int) -> str:
+    """Run one step of the request if `step` is still its current step; returns what
+    happened (for RQ's job result and the tests)."""
+    me = worker_name()
+    now = timezone.now()
+    claimed = GenerationRequest.objects.filter(
+        pk=request_id, step=step, status__in=[Status.QUEUED, Status.WAITING]
+    ).update(
+        status=Status.RUNNING,
+        claimed_by=me,
+        lease_until=now + timedelta(seconds=settings.LEASE_SECONDS),
+        started=Coalesce(F("started"), now),
+        waiting_until=None,
+    )
+    if not claimed:
+        # A duplicate, or a job from before a cancel or a reconciler hand-over.
+        log.info("request=%s step=%s stale job: nothing to do", request_id, step)
+        return "stale"
+    request = GenerationRequest.objects.select_related("team").get(pk=request_id)
+    return StepRunner(request, me).run()
+
+
+class StepRunner:
+    def __init__(self, request: GenerationRequest, me: str):
+        self.request = request
+        self.me = me
+        self.catalogue = get_catalogue()
+        self.health = Health.from_settings()
+        self.config = policy_config_from_settings()
+        self.rng = random.Random()
+
+    # --- the step -------------------------------------------------------------------
+
+    def run(self) -> str:
+        if self._cancel_requested():
+            return self._finish_canceled()
+        decision = self._decide()
+        # The limiter may refuse the call the policy chose; the policy then sees the
+        # model's quota headroom in the future and waits or downgrades instead. Bounded:
+        # a model refused once is never chosen for a call now again.
+        for _ in range(len(self.request.chain) + 1):
+            if decision.action != Action.CALL:
+                break
+            granted, _ = self.health.acquire(decision.model)
+            if granted:
+                return self._call(decision)
+            decision = self._decide()
+        if decision.action == Action.CALL:
+            decision = Decision(
+                Action.WAIT,
+                model=decision.model,
+                at=self._now_ts() + 1,
+                reason="Every model's upstream quota is busy; trying again shortly.",
+            )
+        return self._apply(decision, attempt=None)
+
+    def _call(self, decision: Decision) -> str:
+        request = self.request
+        spec = self.catalogue[decision.model]
+        fields = {"current_model": spec.id, "status_reason": f"Running on {spec.display_name}"}
+        if decision.downgraded_from:
+            fields["fallback_reason"] = self._humanize(decision.reason)
+        self._update(**fields)
+        call = GenerationCall(
+            model=spec,
+            prompt=request.prompt,
+            aspect_ratio=request.aspect_ratio,
+            image_size=spec.deliverable_size(request.image_size),
+            references=tuple(self._references()),
+            request_id=str(request.id),
+        )
+        started = timezone.now()
+        with Heartbeat(request.pk, self.me):
+            try:
+                result = get_provider(spec).generate(call)
+                error = None
+            except UpstreamError as exc:
+                result, error = None, exc
+        if error is None:
+            self.health.record(spec.id, Outcome.SUCCESS, result.latency_ms)
+            attempt = self._record_attempt(spec, started, Outcome.SUCCESS, result.latency_ms)
+            return self._deliver(spec, result, attempt)
+        self.health.record(
+            spec.id,
+            error.outcome,
+            error.latency_ms,
+            retry_after_s=error.retry_after_s,
+            quota_scope=error.quota_scope,
+        )
+        attempt = self._record_attempt(spec, started, error.outcome, error.latency_ms, error)
+        if self._cancel_requested():
+            return self._finish_canceled(attempt)
+        return self._apply(self._decide(), attempt=attempt)
+
+    # --- outcomes -------------------------------------------------------------------
+
+    def _apply(self, decision: Decision, attempt: Attempt | None) -> str:
+        reason = self._humanize(decision.reason)
+        if decision.action == Action.GIVE_UP:
+            self._set_decision(attempt, Attempt.Decision.GIVE_UP, reason)
+            outcome = decision.outcome or (Outcome(attempt.outcome) if attempt else None)
+            return self._fail(outcome or Outcome.UNAVAILABLE, reason)
+        kind = Attempt.Decision.RETRY
+        if attempt is not None and decision.model != attempt.model:
+            kind = Attempt.Decision.DOWNGRADE
+        self._set_decision(attempt, kind, reason, decision.model)
+        fields = {
+            "current_model": decision.model,
+            "status_reason": reason,
+            "step": self.request.step + 1,
+            "claimed_by": "",
+            "lease_until": None,
+            "handed_over": timezone.now(),
+        }
+        if decision.downgraded_from:
+            fields["fallback_reason"] = reason
+        at = None
+        if decision.action == Action.WAIT and decision.at > self._now_ts():
+            at = datetime.fromtimestamp(decision.at, tz=UTC)
+            fields.update(status=Status.WAITING, waiting_until=at)
+        else:
+            fields.update(status=Status.QUEUED)
+        with transaction.atomic():
+            if not self._update(**fields):
+                return "lost-claim"
+            self.request.step += 1
+            transaction.on_commit(lambda: queue.enqueue(self.request, at=at))
+        return "waiting" if at else "requeued"
+
+    def _deliver(self, spec, result, attempt: Attempt) -> str:
+        request = self.request
+        served_first = request.chain and spec.id == request.chain[0]
+        cost = spec.price(request.image_size)
+        with transaction.atomic():
+            done = self._update(
+                status=Status.SUCCEEDED,
+                served_model=spec.id,
+                fell_back=not served_first,
+                cost_usd=cost,
+                finished=timezone.now(),
+                status_reason="",
+                waiting_until=None,
+                lease_until=None,
+            )
+            if not done:
+                self._set_decision(attempt, "", "Result discarded: the request was taken over.")
+                return "lost-claim"
+            # Written inside the transaction: the request is seen as done only once its
+            # image is in storage and in the database.
+            image = store_generated_image(request, result.data, result.mime)
+            GenerationRequest.objects.filter(pk=request.pk).update(
+                delivered_width=image.width, delivered_height=image.height
+            )
+            quotas.charge(request, cost)
+            self._set_decision(attempt, Attempt.Decision.DONE, f"Delivered by {spec.display_name}")
+        return "succeeded"
+
+    def _fail(self, outcome: Outcome, reason: str) -> str:
+        message = USER_MESSAGES.get(outcome, "The request could not be completed.")
+        with transaction.atomic():
+            if not self._update(
+                status=Status.FAILED,
+                error_code=str(outcome),
+                error_message=f"{message} ({reason})" if reason else message,
+                finished=timezone.now(),
+                status_reason="",
+                waiting_until=None,
+                lease_until=None,
+            ):
+                return "lost-claim"
+            quotas.refund(self.request)
+        return "failed"
+
+    def _finish_canceled(self, attempt: Attempt | None = None) -> str:
+        self._set_decision(attempt, Attempt.Decision.CANCELED, "Canceled by the user")
+        with transaction.atomic():
+            if not self._update(
+                status=Status.CANCELED,
+                error_code="canceled",
+                error_message="Canceled. No further attempts were made.",
+                finished=timezone.now(),
+                status_reason="",
+                waiting_until=None,
+                lease_until=None,
+            ):
+                return "lost-claim"
+            quotas.refund(self.request)
+        return "canceled"
+
+    # --- helpers --------------------------------------------------------------------
+
+    def _update(self, **fields) -> int:
+        """Update the request only while this step still holds it."""
+        return GenerationRequest.objects.filter(
+            pk=self.request.pk,
+            status=Status.RUNNING,
+            step=self.request.step,
+            claimed_by=self.me,
+        ).update(**fields)
+
+    def _cancel_requested(self) -> bool:
+        return GenerationRequest.objects.filter(pk=self.request.pk, cancel_requested=True).exists()
+
+    def _now_ts(self) -> float:
+        return timezone.now().timestamp()
+
+    def _decide(self) -> Decision:
+        request = self.request
+        attempts = tuple(
+            AttemptRecord(
+                model=a.model,
+                outcome=Outcome(a.outcome),
+                at=(a.started + timedelta(milliseconds=a.latency_ms or 0)).timestamp(),
+                retry_after_s=a.retry_after_ms / 1000 if a.retry_after_ms is not None else None,
+                quota_scope=a.quota_scope,
+            )
+            for a in request.attempts.order_by("number")
+        )
+        situation = Situation(
+            strategy=request.strategy,
+            chain=tuple(request.chain),
+            attempts=attempts,
+            health=self.health.snapshot(request.chain),
+            now=self._now_ts(),
+            created=request.created.timestamp(),
+            deadline=request.deadline.timestamp() if request.deadline else None,
+        )
+        return decide(situation, self.config, self.rng)
+
+    def _references(self):
+        for ref in self.request.references.all():
+            with ref.file.open("rb") as handle:
+                yield InputImage(data=handle.read(), mime=ref.mime)
+
+    def _record_attempt(self, spec, started, outcome, latency_ms, error=None) -> Attempt:
+        number = self.request.attempt_count + 1
+        GenerationRequest.objects.filter(pk=self.request.pk).update(attempt_count=number)
+        self.request.attempt_count = number
+        retry_ms = None
+        if error is not None and error.retry_after_s is not None:
+            retry_ms = int(error.retry_after_s * 1000)
+        return Attempt.objects.create(
+            request=self.request,
+            number=number,
+            model=spec.id,
+            provider=spec.provider,
+            started=started,
+            latency_ms=latency_ms,
+            outcome=str(outcome),
+            http_status=error.http_status if error else 200,
+            quota_id=(error.quota_id if error else "")[:200],
+            quota_scope=error.quota_scope if error else "",
+            retry_after_ms=retry_ms,
+            message=(error.message if error else "")[:500],
+            worker=self.me,
+        )
+
+    def _set_decision(self, attempt, decision, reason, next_model=""):
+        if attempt is None:
+            return
+        attempt.decision = decision
+        attempt.decision_reason = reason[:300]
+        attempt.next_model = next_model or ""
+        attempt.save(update_fields=["decision", "decision_reason", "next_model"])
+        attempt_log.info(
+            'request=%s attempt=%s model=%s outcome=%s http=%s latency_ms=%s decision=%s next=%s reason="%s"',
+            self.request.pk,
+            attempt.number,
+            attempt.model,
+            attempt.outcome,
+            attempt.http_status,
+            attempt.latency_ms,
+            decision or "-",
+            next_model or "-",
+            reason.replace('"', "'"),
+        )
+
+    def _humanize(self, text: str) -> str:
+        """Policy reasons name model ids; people know the models by name."""
+        for model_id in sorted(self.catalogue.models, key=len, reverse=True):
+            text = text.replace(model_id, self.catalogue[model_id].display_name)
+        return text
+
+
+class Heartbeat:
+    """Renews the request's lease while the worker waits on the upstream, from a thread
+    with its own database connection. A worker that dies stops renewing: the reconciler
+    sees the expired lease and takes the request back."""
+
+    def __init__(self, request_pk, me: str):
+        self.request_pk = request_pk
+        self.me = me
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self):
+        lease = settings.LEASE_SECONDS
+        try:
+            while not self.stop.wait(lease / 3):
+                GenerationRequest.objects.filter(
+                    pk=self.request_pk, status=Status.RUNNING, claimed_by=self.me
+                ).update(lease_until=timezone.now() + timedelta(seconds=lease))
+        except Exception:  # the lease just expires; the reconciler recovers the request
+            log.exception("request=%s heartbeat failed", self.request_pk)
+        finally:
+            connection.close()

@@ -1,0 +1,151 @@
+"""The reconciler: the database is the source of truth, Redis is not.
+
+Run periodically (config/cron.py) and by `manage.py reconcile`. It finds requests that
+would otherwise never finish and hands them back to the queue:
+- running requests whose lease expired (their worker died mid-call: SIGKILL, OOM, a
+  machine lost);
+- queued or waiting requests whose RQ job is gone (Redis restarted or flushed) or ended
+  without moving the request on;
+and settles quota left reserved on finished requests. Every change is a filtered UPDATE
+on the state it saw, so it is safe to run on several machines at once and alongside the
+workers.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from accounts import quotas
+from generator import queue
+from generator.models import GenerationRequest, QuotaState, Status
+
+log = logging.getLogger("steadyshot.reconcile")
+
+# A job in one of these states will never run the step again.
+_DEAD = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED}
+
+
+@dataclass
+class Report:
+    recovered: int = 0  # taken back from dead workers
+    requeued: int = 0  # jobs that had vanished from Redis
+    failed: int = 0  # gave up after too many recoveries
+    settled: int = 0  # quota charged or refunded late
+
+    def __str__(self):
+        return (
+            f"recovered {self.recovered}, re-queued {self.requeued}, "
+            f"failed {self.failed}, quota settled {self.settled}"
+        )
+
+
+def reconcile(now=None) -> Report:
+    now = now or timezone.now()
+    report = Report()
+    _recover_expired_leases(now, report)
+    _requeue_lost_jobs(now, report)
+    _settle_quota(report)
+    if report.recovered or report.requeued or report.failed or report.settled:
+        log.warning("reconcile: %s", report)
+    return report
+
+
+def _hand_over(request, now, seen_status, **extra) -> bool:
+    """Bump the step and queue it again, if the request is still as we saw it."""
+    with transaction.atomic():
+        changed = GenerationRequest.objects.filter(
+            pk=request.pk, status=seen_status, step=request.step
+        ).update(
+            status=Status.WAITING if extra.get("waiting_until") else Status.QUEUED,
+            step=F("step") + 1,
+            claimed_by="",
+            lease_until=None,
+            handed_over=now,
+            **extra,
+        )
+        if changed:
+            request.step += 1
+            at = extra.get("waiting_until")
+            transaction.on_commit(lambda: queue.enqueue(request, at=at))
+    return bool(changed)
+
+
+def _recover_expired_leases(now, report):
+    expired = GenerationRequest.objects.filter(status=Status.RUNNING, lease_until__lt=now)
+    for request in expired:
+        if request.recoveries >= settings.MAX_RECOVERIES:
+            with transaction.atomic():
+                if GenerationRequest.objects.filter(
+                    pk=request.pk, status=Status.RUNNING, step=request.step
+                ).update(
+                    status=Status.FAILED,
+                    error_code="worker_lost",
+                    error_message=(
+                        "The workers processing this request stopped several times in a row. "
+                        "The operators have been told; submit it again later."
+                    ),
+                    finished=now,
+                    lease_until=None,
+                ):
+                    quotas.refund(request)
+                    report.failed += 1
+            continue
+        if _hand_over(
+            request,
+            now,
+            Status.RUNNING,
+            recoveries=F("recoveries") + 1,
+            status_reason="Recovered after its worker stopped; trying again.",
+        ):
+            report.recovered += 1
+
+
+def _job_is_lost(request, connection) -> bool:
+    try:
+        job = Job.fetch(queue.job_id(request.id, request.step), connection=connection)
+    except NoSuchJobError:
+        return True
+    return job.get_status(refresh=False) in _DEAD
+
+
+def _requeue_lost_jobs(now, report):
+    connection = queue.get_queue().connection
+    old = now - timedelta(seconds=settings.RECONCILE_GRACE_SECONDS)
+    waiting = GenerationRequest.objects.filter(
+        status__in=[Status.QUEUED, Status.WAITING], handed_over__lt=old
+    )
+    for request in waiting:
+        if not _job_is_lost(request, connection):
+            continue
+        extra = {}
+        if (
+            request.status == Status.WAITING
+            and request.waiting_until
+            and request.waiting_until > now
+        ):
+            extra["waiting_until"] = request.waiting_until
+        if _hand_over(request, now, request.status, **extra):
+            report.requeued += 1
+
+
+def _settle_quota(report):
+    """A finished request whose quota is still reserved: the worker stopped between
+    finishing and settling (the two share a transaction, so this is rare) or a cancel
+    was interrupted. Charge or refund it now; both are exactly-once."""
+    pending = GenerationRequest.objects.filter(
+        status__in=[Status.SUCCEEDED, Status.FAILED, Status.CANCELED],
+        quota_state=QuotaState.RESERVED,
+    )
+    for request in pending:
+        if request.status == Status.SUCCEEDED:
+            settled = quotas.charge(request, request.cost_usd or request.reserved_usd)
+        else:
+            settled = quotas.refund(request)
+        report.settled += int(settled)
