@@ -9,3 +9,9 @@ from rq import cron
 from generator.reconcile import reconcile
 
 cron.register(reconcile, queue_name="default", interval=30, name="reconcile")
+
+# --- policy and health ---
+
+# --- quotas ---
+
+# --- monitoring ---

@@ -253,3 +253,13 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+
+# --- Upstream providers and sandbox (generator/upstream) -------------------------------
+
+# --- Retry and downgrade policy, shared health (generator/policy.py, health.py) --------
+
+# --- Quotas (accounts/quotas.py) --------------------------------------------------------
+
+# --- Web UI (generator/views.py) --------------------------------------------------------
+
+# --- Monitoring (monitoring/) -----------------------------------------------------------

@@ -101,6 +101,7 @@ def main() -> int:
 
     children: list[Child] = []
     stopping = threading.Event()
+    failed = ""
 
     def on_signal(signum, frame):
         stopping.set()
@@ -156,12 +157,18 @@ def main() -> int:
             for child in children:
                 if child.process.poll() is not None:
                     log(child.name, child.colour, f"exited with code {child.process.returncode}")
+                    # One part of the product is gone: stop the rest and say so with a
+                    # non-zero status, so a supervisor (systemd, a container) restarts us.
+                    failed = child.name
                     stopping.set()
                     break
             stopping.wait(0.5)
     finally:
         print("\nStopping…")
         stop_all(children)
+    if failed:
+        print(f"Stopped because {failed} exited.", file=sys.stderr)
+        return 1
     return 0
 
 

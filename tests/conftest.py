@@ -9,7 +9,16 @@ import pytest
 
 from accounts.models import Membership, Team, User
 
+# Fixtures that start real services: the sandbox upstream and RQ workers.
+pytest_plugins = ["tests.sandbox_fixtures", "tests.worker_fixtures"]
+
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    # PBKDF2's deliberate slowness protects real passwords; tests only need a hash.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _user(email: str, name: str) -> User:

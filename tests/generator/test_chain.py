@@ -1,0 +1,142 @@
+"""The chain end to end: real RQ workers, real Redis, the sandbox over HTTP.
+
+Time is compressed: the sandbox and the policy share one TIME_SCALE, so a minute of
+upstream behaviour takes well under a second.
+"""
+
+import time
+from collections import Counter
+
+import pytest
+
+from generator.admission import Submission, submit
+from generator.models import FINAL_STATUSES, GenerationRequest, Image, Status
+from generator.reconcile import reconcile
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+PRO = "gemini-3-pro-image-preview"
+FLASH = "gemini-2.5-flash-image"
+SCALE = 0.005
+
+
+@pytest.fixture
+def chain(settings, tmp_path, sandbox_settings):
+    settings.TIME_SCALE = SCALE
+    settings.LEASE_SECONDS = 2
+    settings.RECONCILE_GRACE_SECONDS = 1
+    settings.MEDIA_ROOT = tmp_path / "media"
+    sandbox_settings.reset()
+    return sandbox_settings
+
+
+def wait_for_all(requests, timeout=60.0, during=None):
+    """Wait until every request is final; `during()` runs between polls."""
+    ids = [r.pk for r in requests]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if during:
+            during()
+        rows = list(GenerationRequest.objects.filter(pk__in=ids))
+        if all(r.status in FINAL_STATUSES for r in rows):
+            return rows
+        time.sleep(0.2)
+    states = Counter(r.status for r in GenerationRequest.objects.filter(pk__in=ids))
+    pytest.fail(f"requests not final after {timeout:.0f} s: {dict(states)}")
+
+
+def submit_many(user, team, n, **fields):
+    requests = []
+    for _ in range(n):
+        requests += submit(user, team, Submission(**{"prompt": "a lighthouse at dusk", **fields}))
+    return requests
+
+
+def test_it_delivers_every_request_on_its_primary_when_calm(chain, workers, alice, team):
+    workers.start(2)
+    quality = submit_many(alice, team, 4)
+    stability = submit_many(alice, team, 3, strategy="stability-first")
+    rows = wait_for_all(quality + stability)
+    for row in rows:
+        assert row.status == Status.SUCCEEDED, row.error_message
+        assert row.served_model == row.chain[0]
+        assert not row.fell_back
+        image = Image.objects.get(request=row)
+        assert image.file.storage.exists(image.file.name)
+        assert (row.delivered_width, row.delivered_height) == (image.width, image.height)
+    calls = chain.calls()
+    assert len(calls) == len(rows)  # one upstream call per request, no retries
+
+
+def test_it_delivers_under_peak_mostly_from_pro_and_flags_fallbacks(chain, workers, alice, team):
+    chain.set_profile("peak")
+    workers.start(2)
+    requests = submit_many(alice, team, 24)
+    rows = wait_for_all(requests, timeout=120)
+    served = Counter(r.served_model for r in rows)
+    assert all(r.status == Status.SUCCEEDED for r in rows), Counter(r.error_code for r in rows)
+    assert set(served) <= {PRO, FLASH}
+    assert served[PRO] > len(rows) / 2
+    for row in rows:
+        assert row.fell_back == (row.served_model != PRO)
+        if row.fell_back:
+            assert row.fallback_reason
+
+
+def test_it_stops_calling_pro_once_its_breaker_opens(chain, workers, alice, team):
+    chain.set_profile("outage")
+    workers.start(1)
+    first = submit_many(alice, team, 12)
+    wait_for_all(first, timeout=120)
+    pro_calls_before = sum(1 for c in chain.calls() if c["model"] == PRO)
+    later = submit_many(alice, team, 6)
+    rows = wait_for_all(later, timeout=60)
+    pro_calls_after = sum(1 for c in chain.calls() if c["model"] == PRO) - pro_calls_before
+    assert all(r.status == Status.SUCCEEDED and r.served_model == FLASH for r in rows)
+    # Straight to Flash: at most a single half-open probe reached Pro meanwhile.
+    assert pro_calls_after <= 1
+    assert sum(r.attempt_count for r in rows) <= len(rows) + 1
+
+
+def test_it_causes_no_429_of_its_own_under_quota(chain, workers, alice, team):
+    chain.set_profile("quota")
+    workers.start(2)
+    requests = submit_many(alice, team, 30, strategy="stability-first")
+    rows = wait_for_all(requests, timeout=120)
+    assert all(r.status == Status.SUCCEEDED for r in rows)
+    outcomes = Counter(c["outcome"] for c in chain.calls())
+    assert outcomes["rate_limited"] == 0, outcomes
+
+
+def test_it_fails_a_blocked_prompt_at_once_without_downgrading(chain, workers, alice, team):
+    workers.start(1)
+    (request,) = submit(alice, team, Submission(prompt="sandbox:blocked a forbidden thing"))
+    (row,) = wait_for_all([request], timeout=30)
+    assert row.status == Status.FAILED
+    assert row.error_code == "blocked"
+    assert "safety filters" in row.error_message
+    assert row.attempt_count == 1
+    assert [c["model"] for c in chain.calls()] == [PRO]
+
+
+def test_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
+    chain, workers, alice, team, redis_conn
+):
+    workers.start(2)
+    slow = submit_many(alice, team, 4, prompt="sandbox:slow=600 a slow lighthouse")
+    quick = submit_many(alice, team, 6)
+    # Wait until a slow call is in flight, then kill that worker without warning.
+    deadline = time.monotonic() + 30
+    while not GenerationRequest.objects.filter(pk__in=[r.pk for r in slow], status=Status.RUNNING).exists():
+        assert time.monotonic() < deadline, "no slow request started"
+        time.sleep(0.05)
+    workers.kill(0)
+    # And lose every queue, scheduled retry and rate-limit slot in Redis.
+    redis_conn.flushdb()
+    workers.start(1)
+    rows = wait_for_all(slow + quick, timeout=120, during=reconcile)
+    assert {r.status for r in rows} <= {Status.SUCCEEDED, Status.FAILED}
+    assert all(r.status == Status.SUCCEEDED for r in rows), Counter(r.error_code for r in rows)
+    # Never generated twice into the gallery.
+    assert Image.objects.filter(request__in=rows).count() == len(rows)
+    assert any(r.recoveries for r in rows)

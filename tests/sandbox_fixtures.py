@@ -1,0 +1,2 @@
+"""Fixtures that start the sandbox upstream server for tests (filled in by the upstream
+work: `sandbox`, `sandbox_settings`)."""
