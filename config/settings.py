@@ -134,6 +134,9 @@ TEAM_CONCURRENCY = env_int("TEAM_CONCURRENCY", 4)
 # Redis yet), and fails a request after this many recoveries from dead workers.
 RECONCILE_GRACE_SECONDS = env_int("RECONCILE_GRACE_SECONDS", 60)
 MAX_RECOVERIES = env_int("MAX_RECOVERIES", 3)
+# The OpenAI-compatible endpoint answers synchronously: how long it waits for the chain
+# before answering 504 with the ids to poll on the JSON API.
+OPENAI_COMPAT_WAIT_SECONDS = env_float("OPENAI_COMPAT_WAIT_SECONDS", 300.0)
 
 # --- Auth -------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

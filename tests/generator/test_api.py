@@ -1,0 +1,182 @@
+"""The JSON API and the OpenAI-compatible endpoint, through Django's test client: tokens,
+validation, what is queued, and who may see what. (The chain itself runs in
+test_chain.py; here the queued jobs are only looked at in Redis.)"""
+
+import json
+
+import pytest
+
+from accounts.models import ApiToken
+from generator import queue
+from generator.models import GenerationRequest, Status
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def token(alice, redis_conn):
+    _, raw = ApiToken.issue(alice, "ci")
+    return raw
+
+
+def call(client, method, path, token=None, body=None):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    if body is None:
+        return getattr(client, method)(path, **headers)
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return getattr(client, method)(path, data=data, content_type="application/json", **headers)
+
+
+def test_it_refuses_calls_without_a_valid_token(client, alice, redis_conn):
+    response = call(client, "get", "/api/v1/generations")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in response.json()["error"]["message"]
+
+    token, raw = ApiToken.issue(alice, "old")
+    token.revoked = token.created
+    token.save()
+    response = call(client, "get", "/api/v1/generations", raw)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_token"
+
+
+def test_submit_queues_one_request_per_image(
+    client, token, alice, team, redis_conn, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = call(
+            client,
+            "post",
+            "/api/v1/generations",
+            token,
+            {
+                "prompt": "a red kite",
+                "strategy": "stability-first",
+                "aspect_ratio": "16:9",
+                "count": 2,
+            },
+        )
+    assert response.status_code == 202, response.content
+    data = response.json()["data"]
+    assert len(data) == 2
+    assert {d["status"] for d in data} == {"queued"}
+    assert data[0]["requested"]["aspect_ratio"] == "16:9"
+    assert data[0]["requested"]["chain"][0] == "gemini-2.5-flash-image"
+    rows = GenerationRequest.objects.filter(pk__in=[d["id"] for d in data])
+    assert {(r.user, r.team, r.strategy) for r in rows} == {(alice, team, "stability-first")}
+    # Each is in the queue, as the workers will see it.
+    queued = set(queue.get_queue().get_job_ids())
+    assert {queue.job_id(r.pk, r.step) for r in rows} <= queued
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({}, "prompt", "required"),
+        ({"prompt": "   "}, "prompt", "Write a prompt"),
+        ({"prompt": "x" * 4001}, "prompt", "limit is 4000"),
+        ({"prompt": "a", "strategy": "fastest"}, "strategy", "quality-first"),
+        ({"prompt": "a", "aspect_ratio": "7:3"}, "aspect_ratio", "16:9"),
+        ({"prompt": "a", "count": 9}, "count", "between 1 and 4"),
+        ({"prompt": "a", "count": "2"}, "count", "whole number"),
+        ({"prompt": "a", "deadline": "tomorrow"}, "deadline", "ISO 8601"),
+        ({"prompt": "a", "deadline": "2001-01-01T00:00:00Z"}, "deadline", "future"),
+        ({"prompt": "a", "colour": "red"}, "colour", "Unknown field"),
+        ({"prompt": "a", "team": "acme"}, "team", "team id"),
+    ],
+)
+def test_submit_says_which_field_is_wrong_and_queues_nothing(client, token, body, field, words):
+    response = call(client, "post", "/api/v1/generations", token, body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert words in error["message"]
+    assert not GenerationRequest.objects.exists()
+
+
+def test_submit_rejects_a_body_that_is_not_json(client, token):
+    response = call(client, "post", "/api/v1/generations", token, "prompt=a")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+
+
+def test_submit_into_a_team_of_someone_else_is_refused(client, token, charlie):
+    response = call(
+        client,
+        "post",
+        "/api/v1/generations",
+        token,
+        {"prompt": "a", "team": str(charlie.current_team().pk)},
+    )
+    assert response.status_code == 404
+    assert not GenerationRequest.objects.exists()
+
+
+def test_status_and_list_show_the_callers_team_only(client, token, alice, charlie, redis_conn):
+    mine = call(client, "post", "/api/v1/generations", token, {"prompt": "mine"}).json()["data"]
+    _, other_token = ApiToken.issue(charlie, "c")
+    theirs = call(client, "post", "/api/v1/generations", other_token, {"prompt": "theirs"})
+    theirs_id = theirs.json()["data"][0]["id"]
+
+    response = call(client, "get", f"/api/v1/generations/{mine[0]['id']}", token)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["prompt"] == "mine"
+    assert body["attempts"] == []
+    assert body["image_url"] is None
+
+    assert call(client, "get", f"/api/v1/generations/{theirs_id}", token).status_code == 404
+    assert call(client, "get", f"/api/v1/generations/{theirs_id}/image", token).status_code == 404
+    assert call(client, "get", "/api/v1/generations/not-a-uuid", token).status_code == 404
+    listed = call(client, "get", "/api/v1/generations", token).json()
+    assert [d["id"] for d in listed["data"]] == [mine[0]["id"]]
+
+
+def test_list_pages_newest_first(client, token, alice, redis_conn, monkeypatch):
+    monkeypatch.setattr("generator.api.PAGE_SIZE", 2)
+    ids = []
+    for n in range(5):
+        ids += [
+            d["id"]
+            for d in call(
+                client, "post", "/api/v1/generations", token, {"prompt": f"p{n}"}
+            ).json()["data"]
+        ]
+    seen, before = [], None
+    while True:
+        path = "/api/v1/generations" + (f"?before={before}" if before else "")
+        page = call(client, "get", path, token).json()
+        seen += [d["id"] for d in page["data"]]
+        before = page["next_before"]
+        if not before:
+            break
+    assert seen == list(reversed(ids))
+
+
+def test_cancel_ends_a_queued_request_at_once(client, token, redis_conn):
+    (queued,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
+    response = call(client, "post", f"/api/v1/generations/{queued['id']}/cancel", token)
+    assert response.status_code == 202
+    assert response.json()["status"] == "canceled"
+    row = GenerationRequest.objects.get(pk=queued["id"])
+    assert row.status == Status.CANCELED
+    assert row.quota_state == "refunded"
+    again = call(client, "post", f"/api/v1/generations/{queued['id']}/cancel", token)
+    assert again.status_code == 409
+
+
+def test_openai_endpoint_validates_like_the_images_api(client, token):
+    response = call(client, "post", "/v1/images/generations", None, {"prompt": "a"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    for body, words in [
+        ({}, "prompt"),
+        ({"prompt": "a", "model": "dall-e-3"}, "Unknown model"),
+        ({"prompt": "a", "size": "big"}, "size"),
+        ({"prompt": "a", "response_format": "url"}, "b64_json"),
+    ]:
+        response = call(client, "post", "/v1/images/generations", token, body)
+        assert response.status_code == 400, body
+        assert words in response.json()["error"]["message"]
+    assert not GenerationRequest.objects.exists()
