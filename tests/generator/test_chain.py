@@ -127,7 +127,9 @@ def test_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
     quick = submit_many(alice, team, 6)
     # Wait until a slow call is in flight, then kill that worker without warning.
     deadline = time.monotonic() + 30
-    while not GenerationRequest.objects.filter(pk__in=[r.pk for r in slow], status=Status.RUNNING).exists():
+    while not GenerationRequest.objects.filter(
+        pk__in=[r.pk for r in slow], status=Status.RUNNING
+    ).exists():
         assert time.monotonic() < deadline, "no slow request started"
         time.sleep(0.05)
     workers.kill(0)
