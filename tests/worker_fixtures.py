@@ -66,6 +66,16 @@ class Workers:
             os.kill(child, signal.SIGKILL)
         process.wait()
 
+    def kill_holder(self, claimed_by: str) -> None:
+        """SIGKILL the worker whose work horse holds a request (`claimed_by` is the
+        host:pid of the process running the job)."""
+        pid = int(claimed_by.rsplit(":", 1)[1])
+        for index, process in enumerate(self.processes):
+            if process.poll() is None and (process.pid == pid or pid in _children(process.pid)):
+                self.kill(index)
+                return
+        raise AssertionError(f"no live worker runs {claimed_by}")
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
