@@ -2,56 +2,12 @@
 multiplied by settings.TIME_SCALE (one knob compresses all of them for drills and
 tests). The only module of the chain's logic that reads Django settings."""
 
-from dataclasses import dataclass
-
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from generator.breaker import BreakerConfig
+from generator.limiter import LimiterConfig
 from generator.policy import PolicyConfig, StrategyLimits
-
-
-@dataclass(frozen=True)
-class BreakerConfig:
-    window: int = 20  # the last N calls of a model that count
-    min_calls: int = 8  # no verdict on fewer calls than this
-    failure_rate: float = 0.6  # opens at or above this share of failures in the window
-    open_s: float = 60.0  # first open duration
-    open_max_s: float = 1800.0  # open durations double up to this
-    multiplier: float = 2.0
-    # A breaker that opens again within this long after closing opens for longer.
-    cooldown_s: float = 600.0
-    probe_lease_s: float = 200.0  # the single half-open probe (longer than a call)
-    latency_samples: int = 50
-    transitions_kept: int = 200
-
-    def __post_init__(self):
-        if not 0 < self.failure_rate <= 1:
-            raise ValueError("BREAKER_FAILURE_RATE must be in (0, 1]")
-        if not 1 <= self.min_calls <= self.window:
-            raise ValueError("BREAKER_MIN_CALLS must be between 1 and BREAKER_WINDOW")
-        if self.open_s <= 0 or self.open_max_s < self.open_s or self.multiplier < 1:
-            raise ValueError("BREAKER_OPEN_S must be positive, at most BREAKER_OPEN_MAX_S")
-        if self.probe_lease_s <= 0:
-            raise ValueError("BREAKER_PROBE_LEASE_S must be positive")
-
-    def open_duration(self, level: int) -> float:
-        return min(self.open_max_s, self.open_s * self.multiplier**level)
-
-
-@dataclass(frozen=True)
-class LimiterConfig:
-    # The share of each catalogue quota the workers together may use: the rest absorbs
-    # clock skew, calls in flight and other clients of the same Google Cloud project.
-    safety: float = 0.85
-    minute_s: float = 60.0  # the length of a "per minute" quota
-    day_s: float = 86400.0  # the length of a "per day" quota (scaled days in drills)
-    day_zone: str = "America/Los_Angeles"  # Google resets daily quotas at Pacific midnight
-
-    def __post_init__(self):
-        if not 0 < self.safety <= 1:
-            raise ValueError("LIMITER_SAFETY must be in (0, 1]")
-        if self.minute_s <= 0 or self.day_s <= 0:
-            raise ValueError("quota periods must be positive")
 
 
 def _scale() -> float:
