@@ -260,6 +260,39 @@ LOGGING = {
 # --- Upstream providers and sandbox (generator/upstream) -------------------------------
 
 # --- Retry and downgrade policy, shared health (generator/policy.py, health.py) --------
+# Every duration here is in seconds and multiplied by TIME_SCALE; docs/resilience.md
+# explains each default. Calls per request, all models together, and per model (the
+# last usable model in the chain may use whatever is left).
+POLICY_ATTEMPT_BUDGET = env_int("POLICY_ATTEMPT_BUDGET", 8)
+POLICY_QUALITY_ATTEMPTS_PER_MODEL = env_int("POLICY_QUALITY_ATTEMPTS_PER_MODEL", 4)
+POLICY_STABILITY_ATTEMPTS_PER_MODEL = env_int("POLICY_STABILITY_ATTEMPTS_PER_MODEL", 2)
+# Full-jitter backoff between retries of one model: uniform(0, min(cap, base * 2**n)).
+POLICY_BACKOFF_BASE_S = env_float("POLICY_BACKOFF_BASE_S", 2.0)
+POLICY_BACKOFF_CAP_S = env_float("POLICY_BACKOFF_CAP_S", 30.0)
+POLICY_RATE_LIMITED_DEFAULT_S = env_float("POLICY_RATE_LIMITED_DEFAULT_S", 30.0)
+POLICY_MIN_WAIT_S = env_float("POLICY_MIN_WAIT_S", 0.5)
+# Longest wait for a model (open breaker, no quota headroom) before moving down the chain,
+# and the longest server retry delay honoured; a deadline lets quality-first wait longer.
+POLICY_QUALITY_MAX_WAIT_S = env_float("POLICY_QUALITY_MAX_WAIT_S", 15.0)
+POLICY_QUALITY_MAX_RATE_LIMIT_WAIT_S = env_float("POLICY_QUALITY_MAX_RATE_LIMIT_WAIT_S", 60.0)
+POLICY_STABILITY_MAX_WAIT_S = env_float("POLICY_STABILITY_MAX_WAIT_S", 5.0)
+# Stability-first skips a model whose recent success rate is below this.
+POLICY_STABILITY_MIN_SUCCESS_RATE = env_float("POLICY_STABILITY_MIN_SUCCESS_RATE", 0.5)
+# Without a deadline a request gives up this long after it was submitted.
+POLICY_REQUEST_BUDGET_S = env_float("POLICY_REQUEST_BUDGET_S", 1200.0)
+POLICY_EXPECTED_CALL_S = env_float("POLICY_EXPECTED_CALL_S", 40.0)
+# Circuit breaker per model, shared in Redis: opens when at least BREAKER_FAILURE_RATE of
+# the last BREAKER_WINDOW calls failed (and at least BREAKER_MIN_CALLS were made), for
+# BREAKER_OPEN_S doubling up to BREAKER_OPEN_MAX_S while it keeps reopening.
+BREAKER_WINDOW = env_int("BREAKER_WINDOW", 20)
+BREAKER_MIN_CALLS = env_int("BREAKER_MIN_CALLS", 8)
+BREAKER_FAILURE_RATE = env_float("BREAKER_FAILURE_RATE", 0.6)
+BREAKER_OPEN_S = env_float("BREAKER_OPEN_S", 60.0)
+BREAKER_OPEN_MAX_S = env_float("BREAKER_OPEN_MAX_S", 1800.0)
+BREAKER_COOLDOWN_S = env_float("BREAKER_COOLDOWN_S", 600.0)
+BREAKER_PROBE_LEASE_S = env_float("BREAKER_PROBE_LEASE_S", 200.0)
+# The workers together use at most this share of each catalogue quota (RPM, IPM, RPD).
+LIMITER_SAFETY = env_float("LIMITER_SAFETY", 0.85)
 
 # --- Quotas (accounts/quotas.py) --------------------------------------------------------
 

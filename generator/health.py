@@ -1,0 +1,163 @@
+"""Shared health of the upstream models: one circuit breaker and one quota limiter per
+model, in Redis, so that every worker on every machine sees the same state (an outage
+is discovered once, not once per worker, and the workers together keep to the quota).
+
+jobs.py asks `acquire()` before each call, `record()` after it, and gives the policy a
+`snapshot()`; the monitoring page reads `overview()` and `transitions()`.
+"""
+
+import secrets
+import statistics
+
+from generator.breaker import Breaker, BreakerConfig
+from generator.limiter import Limiter, LimiterConfig, Quotas
+from generator.policy import ModelHealth
+from generator.stores import Clock, Store, SystemClock
+from generator.taxonomy import Outcome
+
+LATENCY_SAMPLES = 50
+
+
+class Health:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        quotas: dict[str, Quotas],
+        breaker: BreakerConfig | None = None,
+        limiter: LimiterConfig | None = None,
+    ):
+        self.store = store
+        self.clock = clock
+        self.quotas = quotas
+        self.breaker = Breaker(store, clock, breaker or BreakerConfig())
+        self.limiter = Limiter(store, clock, limiter or LimiterConfig())
+        # Probe leases this instance holds: the result of that call closes or reopens
+        # the breaker; the results of calls let through before it opened do not.
+        self._probes: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls) -> "Health":
+        import redis
+        from django.conf import settings
+
+        from generator.catalogue import get_catalogue
+        from generator.policy_config import (
+            breaker_config_from_settings,
+            limiter_config_from_settings,
+        )
+        from generator.stores import RedisStore
+
+        catalogue = get_catalogue()
+        quotas = {m.id: Quotas(rpm=m.rpm, ipm=m.ipm, rpd=m.rpd) for m in catalogue.models.values()}
+        return cls(
+            RedisStore(_connection(settings.REDIS_URL, redis)),
+            SystemClock(),
+            quotas,
+            breaker_config_from_settings(),
+            limiter_config_from_settings(),
+        )
+
+    def _quotas(self, model: str) -> Quotas:
+        return self.quotas.get(model, Quotas())
+
+    # --- around a call ---------------------------------------------------------------
+
+    def acquire(self, model: str) -> tuple[bool, float | None]:
+        """Reserve one call to `model`: the breaker must admit it (closed, or the single
+        probe of an open breaker) and every quota must have room. On refusal, the time
+        at which it might be granted."""
+        token = secrets.token_hex(8)
+        admitted, retry_at = self.breaker.admit(model, token)
+        if not admitted:
+            return False, retry_at
+        granted, retry_at = self.limiter.reserve(model, self._quotas(model))
+        if not granted:
+            self.breaker.release(model, token)
+            return False, retry_at
+        if self.breaker.state(model).state != "closed":
+            self._probes[model] = token
+        return True, None
+
+    def record(
+        self,
+        model: str,
+        outcome: Outcome,
+        latency_ms: int,
+        *,
+        retry_after_s: float | None = None,
+        quota_scope: str = "",
+    ) -> None:
+        """Feed a call's result to the model's breaker and latency statistics; a per-day
+        429 marks the model out of quota until the upstream's next daily reset."""
+        now = self.clock.now()
+        self.breaker.record(model, Outcome(outcome), self._probes.pop(model, ""))
+        if outcome == Outcome.SUCCESS:
+            self.store.push_capped(f"latency:{model}", str(int(latency_ms)), LATENCY_SAMPLES)
+        elif outcome == Outcome.RATE_LIMITED:
+            if quota_scope == "day":
+                _, reset = self.limiter.day_window(now)
+                self.store.set_until(f"quota-out:{model}", reset, reset, now)
+            elif retry_after_s:
+                # Somebody else in the project used the quota: nobody calls before then.
+                until = now + retry_after_s
+                self.store.set_until(f"cooldown:{model}", until, until, now)
+
+    # --- for the policy ------------------------------------------------------------------
+
+    def snapshot(self, chain) -> dict[str, ModelHealth]:
+        return {model: self.model_health(model) for model in chain}
+
+    def model_health(self, model: str) -> ModelHealth:
+        state = self.breaker.state(model)
+        next_free = self.limiter.next_free_at(model, self._quotas(model))
+        cooldown = self.store.get_float(f"cooldown:{model}", self.clock.now())
+        if cooldown is not None:
+            next_free = max(next_free or cooldown, cooldown)
+        return ModelHealth(
+            model=model,
+            breaker=state.state,
+            open_until=state.open_until,
+            probe_available=state.probe_available,
+            success_rate=1 - state.failure_rate if state.calls else None,
+            window_calls=state.calls,
+            p50_ms=self.p50_ms(model),
+            next_free_at=next_free,
+            out_of_quota_until=self.store.get_float(f"quota-out:{model}", self.clock.now()),
+        )
+
+    def p50_ms(self, model: str) -> int | None:
+        samples = [int(x) for x in self.store.newest(f"latency:{model}", LATENCY_SAMPLES)]
+        return int(statistics.median(samples)) if samples else None
+
+    # --- for monitoring ------------------------------------------------------------------
+
+    def overview(self) -> list[dict]:
+        rows = []
+        for model in self.quotas:
+            state = self.breaker.state(model)
+            rows.append(
+                {
+                    "model": model,
+                    "breaker": state.state,
+                    "open_until": state.open_until,
+                    "failure_rate": state.failure_rate,
+                    "window_calls": state.calls,
+                    "p50_ms": self.p50_ms(model),
+                    "quota": self.limiter.usage(model, self._quotas(model)),
+                }
+            )
+        return rows
+
+    def transitions(self, limit: int = 50) -> list[dict]:
+        return self.breaker.transitions(limit)
+
+
+_connections: dict[str, object] = {}
+
+
+def _connection(url: str, redis):
+    """One connection pool per URL and process (a Health is made for every step)."""
+    if url not in _connections:
+        _connections[url] = redis.Redis.from_url(url)
+    return _connections[url]

@@ -1,0 +1,369 @@
+"""The retry and downgrade policy: given what happened so far, what to do next.
+
+Pure: no Django, no Redis, no httpx, no clock of its own. The same function runs in the
+RQ worker (generator/jobs.py) and in the benchmark's simulator on a virtual clock
+(benchmarks/chain_vs_naive.py), so what the benchmark measures is what production does.
+
+`decide()` is asked twice per step: before a call (which model, now or later?) and after
+it (retry, downgrade, give up?). It must answer the same both times for the same
+history, so the jitter comes from a random generator seeded by the request and its
+attempt count, not from the generator it is handed.
+
+Why the rules are what they are (docs/resilience.md has the long version):
+- blocked, bad_request and auth are the user's or the operator's problem: another call
+  cannot fix them. blocked is not downgraded either: a weaker model would be asked to
+  draw what the safety filters refused.
+- not_found means the model is gone: the next model, at once.
+- overloaded and friends are transient: retried with full jitter (so that a crowd of
+  requests does not come back in lock-step) within a per-model and a per-request
+  attempt budget, then downgraded.
+- rate_limited honours the server's retry delay; a per-day quota will not come back
+  today, so the next model at once.
+- An open breaker or a limiter with no headroom is a wait the request did not cause:
+  quality-first waits only if the wait is short or its deadline allows it,
+  stability-first never waits long.
+"""
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from generator.taxonomy import Outcome
+
+QUALITY_FIRST = "quality-first"
+STABILITY_FIRST = "stability-first"
+
+# Another call cannot change these: give up at once.
+NON_RETRYABLE = frozenset({Outcome.BLOCKED, Outcome.BAD_REQUEST, Outcome.AUTH})
+# Transient trouble on the model's side: retry with backoff, then downgrade.
+RETRYABLE = frozenset(
+    {
+        Outcome.OVERLOADED,
+        Outcome.UNAVAILABLE,
+        Outcome.SERVER_ERROR,
+        Outcome.TIMEOUT,
+        Outcome.NETWORK,
+        Outcome.NO_IMAGE,
+        Outcome.MALFORMED,
+    }
+)
+
+
+class Action(StrEnum):
+    CALL = "call"  # call `model` now
+    WAIT = "wait"  # run the next step at `at` on `model` (a retry or a downgrade)
+    GIVE_UP = "give_up"  # fail the request with `outcome` and `reason`
+    DONE = "done"  # the last attempt succeeded: nothing left to decide
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    model: str
+    outcome: Outcome
+    at: float  # when the attempt ended (epoch seconds)
+    retry_after_s: float | None = None  # the server's retry delay, for rate_limited
+    quota_scope: str = ""  # "minute", "day" or ""
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    """What all workers know about a model right now (built by generator.health)."""
+
+    model: str
+    breaker: str = "closed"  # "closed" | "open" | "half_open"
+    # When an open breaker lets a probe through (None: closed).
+    open_until: float | None = None
+    # Open breaker past open_until whose single probe lease is free: a call may probe.
+    probe_available: bool = False
+    success_rate: float | None = None  # over the breaker's window; None: too few calls
+    window_calls: int = 0
+    p50_ms: int | None = None
+    # The limiter has no headroom before this time (None: a call may go now).
+    next_free_at: float | None = None
+    # A per-day quota was exhausted; no calls before this time (the upstream's reset).
+    out_of_quota_until: float | None = None
+
+    def available_at(self, now: float) -> float:
+        """The earliest time a call to this model could be admitted."""
+        at = now
+        if self.breaker != "closed" and not self.probe_available:
+            at = max(at, self.open_until or now)
+        if self.next_free_at is not None:
+            at = max(at, self.next_free_at)
+        if self.out_of_quota_until is not None:
+            at = max(at, self.out_of_quota_until)
+        return at
+
+
+@dataclass(frozen=True)
+class Situation:
+    strategy: str
+    chain: tuple[str, ...]
+    attempts: tuple[AttemptRecord, ...]
+    health: Mapping[str, ModelHealth]
+    now: float
+    created: float
+    deadline: float | None
+    providers: Mapping[str, str] = field(default_factory=dict)
+    seed: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    model: str = ""
+    at: float = 0.0
+    reason: str = ""
+    downgraded_from: str = ""
+    outcome: Outcome | None = None
+
+
+@dataclass(frozen=True)
+class StrategyLimits:
+    attempts_per_model: int  # for every model but the last usable one in the chain
+    max_wait_s: float  # the longest wait on a model before moving down the chain
+    max_rate_limit_wait_s: float  # the longest server retry delay honoured on a model
+    min_success_rate: float  # below this (over enough calls) skip the model; 0: never
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Every duration in seconds, already multiplied by TIME_SCALE
+    (generator.policy_config builds it from settings)."""
+
+    attempt_budget: int = 8  # calls per request, all models together
+    backoff_base_s: float = 2.0  # full jitter: uniform(0, min(cap, base * 2**n))
+    backoff_cap_s: float = 30.0
+    rate_limited_default_s: float = 30.0  # a 429 without a retry delay
+    min_wait_s: float = 0.5  # every WAIT is at least this far ahead: the loop progresses
+    request_budget_s: float = 1200.0  # without a deadline, give up this long after submit
+    expected_call_s: float = 40.0  # a call's duration, to judge whether a deadline allows a wait
+    quality: StrategyLimits = StrategyLimits(
+        attempts_per_model=4, max_wait_s=15.0, max_rate_limit_wait_s=60.0, min_success_rate=0.0
+    )
+    stability: StrategyLimits = StrategyLimits(
+        attempts_per_model=2, max_wait_s=5.0, max_rate_limit_wait_s=5.0, min_success_rate=0.5
+    )
+    min_calls_for_rate: int = 5  # success_rate is trusted only above this many calls
+
+    def limits(self, strategy: str) -> StrategyLimits:
+        return self.stability if strategy == STABILITY_FIRST else self.quality
+
+    def __post_init__(self):
+        if self.attempt_budget < 1:
+            raise ValueError("attempt_budget must be at least 1")
+        for limits in (self.quality, self.stability):
+            if limits.attempts_per_model < 1:
+                raise ValueError("attempts_per_model must be at least 1")
+        if min(self.backoff_base_s, self.backoff_cap_s, self.min_wait_s) < 0:
+            raise ValueError("durations must not be negative")
+
+
+def backoff_s(config: PolicyConfig, failures: int, rng: random.Random) -> float:
+    """Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): a uniform
+    wait below an exponentially growing cap spreads a crowd of retries evenly."""
+    ceiling = min(config.backoff_cap_s, config.backoff_base_s * 2 ** max(failures - 1, 0))
+    return rng.uniform(0, ceiling)
+
+
+def decide(
+    situation: Situation, config: PolicyConfig, rng: random.Random | None = None
+) -> Decision:
+    """The next step of a request. `rng` is accepted for callers that want to pass one;
+    the jitter is drawn from a generator seeded by `situation.seed` so that asking
+    twice gives the same answer."""
+    return _Planner(situation, config).decide()
+
+
+class _Planner:
+    def __init__(self, s: Situation, config: PolicyConfig):
+        self.s = s
+        self.config = config
+        self.limits = config.limits(s.strategy)
+        self.now = s.now
+        self.last = s.attempts[-1] if s.attempts else None
+        self.counts: dict[str, int] = {}
+        for a in s.attempts:
+            self.counts[a.model] = self.counts.get(a.model, 0) + 1
+        # A patient request may wait until its deadline; others until their time budget.
+        self.give_up_at = (
+            s.deadline if s.deadline is not None else s.created + config.request_budget_s
+        )
+
+    def decide(self) -> Decision:
+        s, last = self.s, self.last
+        if last is not None and last.outcome == Outcome.SUCCESS:
+            return Decision(Action.DONE, model=last.model, reason=f"Delivered by {last.model}")
+        if last is not None and last.outcome in NON_RETRYABLE:
+            return self._give_up(last.outcome, f"{last.model}: {last.outcome.label}; not retried")
+        if len(s.attempts) >= self.config.attempt_budget:
+            return self._give_up(
+                last.outcome if last else Outcome.UNAVAILABLE,
+                f"gave up after {len(s.attempts)} attempts (the last: {last.model} {last.outcome})",
+            )
+        if self.now >= self.give_up_at:
+            what = "the deadline passed" if s.deadline is not None else "out of time"
+            return self._give_up(last.outcome if last else Outcome.TIMEOUT, what)
+
+        candidates = self._candidates()
+        if not candidates:
+            return self._give_up(*self._why_none_left())
+        fallback: tuple[float, str, str] | None = None  # (ready, model, why it is not now)
+        for i, model in enumerate(candidates):
+            is_last = i == len(candidates) - 1
+            ready, why, patient = self._ready_at(model, is_last)
+            if ready <= self.now:
+                return self._step(Action.CALL, model, self.now, why)
+            if patient or is_last:
+                at = max(ready, self.now + self.config.min_wait_s)
+                if at <= self.give_up_at:
+                    return self._step(Action.WAIT, model, at, why)
+            if fallback is None or ready < fallback[0]:
+                fallback = (ready, model, why)
+        # No model is usable before the request's time is up.
+        ready, model, why = fallback
+        outcome = last.outcome if last else Outcome.UNAVAILABLE
+        return self._give_up(outcome, f"{why}; no model can be called before the time is up")
+
+    # --- which models are still in play --------------------------------------------
+
+    def _position(self) -> int:
+        """Never go back up the chain: a request moves down from its last model."""
+        if self.last is not None and self.last.model in self.s.chain:
+            return self.s.chain.index(self.last.model)
+        return 0
+
+    def _out(self, model: str) -> str:
+        """Why `model` is out of play for this request ("" if it is not)."""
+        for a in self.s.attempts:
+            if a.model != model:
+                continue
+            if a.outcome == Outcome.NOT_FOUND:
+                return f"{model} is not found upstream"
+            if a.outcome == Outcome.RATE_LIMITED and a.quota_scope == "day":
+                return f"{model}'s daily quota is used up"
+        health = self.s.health.get(model)
+        until = health.out_of_quota_until if health is not None else None
+        if until is not None and until > self.give_up_at:
+            return f"{model}'s daily quota is used up"
+        return ""
+
+    def _candidates(self) -> list[str]:
+        """The models this request may still call, in chain order, each within its
+        attempt allowance. The last one may use whatever is left of the budget."""
+        chain = self.s.chain[self._position() :]
+        usable = [m for m in chain if not self._out(m)]
+        remaining = self.config.attempt_budget - len(self.s.attempts)
+        result = []
+        for i, model in enumerate(usable):
+            used = self.counts.get(model, 0)
+            last = i == len(usable) - 1
+            allowed = used + remaining if last else self.limits.attempts_per_model
+            if used < allowed:
+                result.append(model)
+        return result
+
+    def _why_none_left(self) -> tuple[Outcome, str]:
+        last = self.last
+        outs = [self._out(m) for m in self.s.chain[self._position() :]]
+        if last is None:
+            reason = "; ".join(o for o in outs if o) or "no model in the chain"
+            return Outcome.RATE_LIMITED if "quota" in reason else Outcome.UNAVAILABLE, reason
+        reason = f"every model in the chain was tried ({len(self.s.attempts)} attempts)"
+        if last.outcome == Outcome.NOT_FOUND or last.quota_scope == "day":
+            reason = f"{self._out(last.model)}, and no model is left in the chain"
+        return last.outcome, reason
+
+    # --- when a model can be called ----------------------------------------------------
+
+    def _ready_at(self, model: str, is_last: bool) -> tuple[float, str, bool]:
+        """(earliest call time, why, whether this strategy waits that long for it)."""
+        now, limits = self.now, self.limits
+        ready, why, patient = now, f"calling {model}", True
+        last = self.last
+        if last is not None and last.model == model:
+            if last.outcome == Outcome.RATE_LIMITED:
+                delay = last.retry_after_s
+                if delay is None:
+                    delay = self.config.rate_limited_default_s
+                ready = last.at + delay
+                why = (
+                    f"{model} is rate limited; retrying after the server's delay of {delay:.0f} s"
+                )
+                patient = delay <= limits.max_rate_limit_wait_s or self._deadline_allows(ready)
+            elif last.outcome in RETRYABLE:
+                failures = self._trailing_failures(model)
+                seeded = random.Random(f"{self.s.seed}:{model}:{len(self.s.attempts)}")
+                ready = last.at + backoff_s(self.config, failures, seeded)
+                why = f"{model} failed ({last.outcome}); retrying with backoff"
+                patient = True
+        health = self.s.health.get(model)
+        if health is None:
+            return ready, why, patient
+        if not is_last and self._struggling(health):
+            rate = health.success_rate or 0.0
+            return (
+                float("inf"),
+                f"{model} is struggling ({rate:.0%} success recently)",
+                False,
+            )
+        available = health.available_at(now)
+        if available > ready:
+            ready = available
+            if health.breaker != "closed" and not health.probe_available:
+                why = f"{model}'s circuit breaker is open"
+            elif health.out_of_quota_until is not None and health.out_of_quota_until >= ready:
+                why = f"{model}'s daily quota is used up"
+            else:
+                why = f"{model}'s upstream quota has no headroom"
+            patient = ready - now <= limits.max_wait_s or self._deadline_allows(ready)
+        return ready, why, patient
+
+    def _struggling(self, health: ModelHealth) -> bool:
+        floor = self.limits.min_success_rate
+        return (
+            floor > 0
+            and health.success_rate is not None
+            and health.window_calls >= self.config.min_calls_for_rate
+            and health.success_rate < floor
+        )
+
+    def _deadline_allows(self, ready: float) -> bool:
+        """A patient request (quality-first with a deadline) waits for its model when the
+        call would still end before the deadline; stability-first never waits long."""
+        if self.s.deadline is None or self.s.strategy == STABILITY_FIRST:
+            return False
+        return ready + self.config.expected_call_s <= self.s.deadline
+
+    def _trailing_failures(self, model: str) -> int:
+        n = 0
+        for a in reversed(self.s.attempts):
+            if a.model != model or a.outcome == Outcome.SUCCESS:
+                break
+            n += 1
+        return n
+
+    # --- decisions -----------------------------------------------------------------------
+
+    def _step(self, action: Action, model: str, at: float, why: str) -> Decision:
+        previous = self.last.model if self.last else self.s.chain[0]
+        downgraded_from = previous if model != previous else ""
+        if downgraded_from:
+            why = f"{self._left_because(previous)}; downgrading to {model}"
+        return Decision(action, model=model, at=at, reason=why, downgraded_from=downgraded_from)
+
+    def _left_because(self, model: str) -> str:
+        out = self._out(model)
+        if out:
+            return out
+        used = self.counts.get(model, 0)
+        if used >= self.limits.attempts_per_model:
+            last = self.last
+            what = f" ({last.outcome})" if last and last.model == model else ""
+            return f"{model} failed {used} times{what}"
+        _, why, _ = self._ready_at(model, is_last=False)
+        return why
+
+    def _give_up(self, outcome: Outcome, reason: str) -> Decision:
+        return Decision(Action.GIVE_UP, reason=reason, outcome=outcome)

@@ -1,0 +1,69 @@
+"""The policy's, breakers' and limiters' settings as frozen dataclasses, every duration
+multiplied by settings.TIME_SCALE (one knob compresses all of them for drills and
+tests). The only module of the chain's logic that reads Django settings."""
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from generator.breaker import BreakerConfig
+from generator.limiter import LimiterConfig
+from generator.policy import PolicyConfig, StrategyLimits
+
+
+def _scale() -> float:
+    scale = settings.TIME_SCALE
+    if scale <= 0:
+        raise ImproperlyConfigured(f"TIME_SCALE must be positive; got {scale}")
+    return scale
+
+
+def policy_config_from_settings() -> PolicyConfig:
+    k = _scale()
+    try:
+        return PolicyConfig(
+            attempt_budget=settings.POLICY_ATTEMPT_BUDGET,
+            backoff_base_s=settings.POLICY_BACKOFF_BASE_S * k,
+            backoff_cap_s=settings.POLICY_BACKOFF_CAP_S * k,
+            rate_limited_default_s=settings.POLICY_RATE_LIMITED_DEFAULT_S * k,
+            min_wait_s=settings.POLICY_MIN_WAIT_S * k,
+            request_budget_s=settings.POLICY_REQUEST_BUDGET_S * k,
+            expected_call_s=settings.POLICY_EXPECTED_CALL_S * k,
+            quality=StrategyLimits(
+                attempts_per_model=settings.POLICY_QUALITY_ATTEMPTS_PER_MODEL,
+                max_wait_s=settings.POLICY_QUALITY_MAX_WAIT_S * k,
+                max_rate_limit_wait_s=settings.POLICY_QUALITY_MAX_RATE_LIMIT_WAIT_S * k,
+                min_success_rate=0.0,
+            ),
+            stability=StrategyLimits(
+                attempts_per_model=settings.POLICY_STABILITY_ATTEMPTS_PER_MODEL,
+                max_wait_s=settings.POLICY_STABILITY_MAX_WAIT_S * k,
+                max_rate_limit_wait_s=settings.POLICY_STABILITY_MAX_WAIT_S * k,
+                min_success_rate=settings.POLICY_STABILITY_MIN_SUCCESS_RATE,
+            ),
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"Retry policy settings: {exc}") from exc
+
+
+def breaker_config_from_settings() -> BreakerConfig:
+    k = _scale()
+    try:
+        return BreakerConfig(
+            window=settings.BREAKER_WINDOW,
+            min_calls=settings.BREAKER_MIN_CALLS,
+            failure_rate=settings.BREAKER_FAILURE_RATE,
+            open_s=settings.BREAKER_OPEN_S * k,
+            open_max_s=settings.BREAKER_OPEN_MAX_S * k,
+            cooldown_s=settings.BREAKER_COOLDOWN_S * k,
+            probe_lease_s=settings.BREAKER_PROBE_LEASE_S * k,
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"Circuit breaker settings: {exc}") from exc
+
+
+def limiter_config_from_settings() -> LimiterConfig:
+    k = _scale()
+    try:
+        return LimiterConfig(safety=settings.LIMITER_SAFETY, minute_s=60.0 * k, day_s=86400.0 * k)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"Limiter settings: {exc}") from exc

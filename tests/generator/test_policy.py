@@ -1,0 +1,282 @@
+"""The retry and downgrade policy: pure, no database, network or sleep."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from generator.policy import (
+    NON_RETRYABLE,
+    Action,
+    AttemptRecord,
+    ModelHealth,
+    PolicyConfig,
+    Situation,
+    decide,
+)
+from generator.taxonomy import Outcome
+
+PRO = "gemini-3-pro-image-preview"
+FLASH = "gemini-2.5-flash-image"
+GPT = "gpt-image-1"
+QUALITY = (PRO, FLASH, GPT)
+STABILITY = (FLASH, GPT, PRO)
+T0 = 1_700_000_000.0
+CONFIG = PolicyConfig()
+
+
+def situation(
+    attempts=(), *, strategy="quality-first", chain=QUALITY, health=None, now=None, deadline=None
+):
+    attempts = tuple(attempts)
+    if now is None:
+        now = attempts[-1].at if attempts else T0
+    return Situation(
+        strategy=strategy,
+        chain=chain,
+        attempts=attempts,
+        health=health or {},
+        now=now,
+        created=T0,
+        deadline=deadline,
+        providers=dict.fromkeys(chain, "gemini"),
+        seed="req-1",
+    )
+
+
+def attempt(model, outcome, at=T0 + 30, **kw):
+    return AttemptRecord(model=model, outcome=Outcome(outcome), at=at, **kw)
+
+
+def test_it_calls_the_primary_first():
+    decision = decide(situation(), CONFIG)
+    assert (decision.action, decision.model, decision.downgraded_from) == (Action.CALL, PRO, "")
+
+
+@pytest.mark.parametrize("outcome", ["blocked", "bad_request", "auth"])
+def test_it_never_retries_a_non_retryable_outcome(outcome):
+    decision = decide(situation([attempt(PRO, outcome)]), CONFIG)
+    assert decision.action == Action.GIVE_UP
+    assert decision.outcome == Outcome(outcome)
+    assert PRO in decision.reason
+
+
+def test_it_downgrades_at_once_when_the_model_is_not_found():
+    decision = decide(situation([attempt(PRO, "not_found")]), CONFIG)
+    assert (decision.action, decision.model, decision.downgraded_from) == (Action.CALL, FLASH, PRO)
+    assert "not found" in decision.reason
+
+
+def test_it_retries_an_overloaded_model_after_a_jittered_wait():
+    decision = decide(situation([attempt(PRO, "overloaded")]), CONFIG)
+    assert decision.action == Action.WAIT
+    assert decision.model == PRO
+    assert T0 + 30 <= decision.at <= T0 + 30 + CONFIG.backoff_base_s + CONFIG.min_wait_s
+
+
+def test_it_gives_the_same_answer_when_asked_again_with_the_same_history():
+    s = situation([attempt(PRO, "overloaded")])
+    first = decide(s, CONFIG, random.Random(1))
+    assert decide(s, CONFIG, random.Random(2)) == first
+    # And when the wait is over, it calls.
+    later = decide(situation([attempt(PRO, "overloaded")], now=first.at), CONFIG)
+    assert (later.action, later.model) == (Action.CALL, PRO)
+
+
+def test_it_downgrades_quality_first_after_the_per_model_budget():
+    attempts = [attempt(PRO, "overloaded", at=T0 + 40 * i) for i in range(1, 5)]
+    decision = decide(situation(attempts, now=T0 + 500), CONFIG)
+    assert (decision.action, decision.model, decision.downgraded_from) == (Action.CALL, FLASH, PRO)
+    assert "failed 4 times" in decision.reason
+
+
+def test_the_last_model_uses_the_rest_of_the_budget():
+    attempts = [attempt(PRO, "overloaded", at=T0 + 10 * i) for i in range(1, 8)]
+    decision = decide(situation(attempts, chain=(PRO,), now=T0 + 500), CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, PRO)
+    attempts.append(attempt(PRO, "overloaded", at=T0 + 90))
+    decision = decide(situation(attempts, chain=(PRO,), now=T0 + 500), CONFIG)
+    assert decision.action == Action.GIVE_UP
+    assert decision.outcome == Outcome.OVERLOADED
+    assert "8 attempts" in decision.reason
+
+
+def test_it_honours_the_servers_retry_delay():
+    last = attempt(PRO, "rate_limited", retry_after_s=37.0, quota_scope="minute")
+    decision = decide(situation([last]), CONFIG)
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, last.at + 37.0)
+
+
+def test_it_downgrades_when_the_retry_delay_is_too_long():
+    last = attempt(PRO, "rate_limited", retry_after_s=300.0, quota_scope="minute")
+    decision = decide(situation([last]), CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, FLASH)
+
+
+def test_a_patient_request_waits_out_a_long_retry_delay_before_its_deadline():
+    last = attempt(PRO, "rate_limited", retry_after_s=300.0, quota_scope="minute")
+    decision = decide(situation([last], deadline=T0 + 3600), CONFIG)
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, last.at + 300.0)
+
+
+def test_a_daily_quota_goes_straight_to_the_next_model():
+    last = attempt(PRO, "rate_limited", retry_after_s=5.0, quota_scope="day")
+    decision = decide(situation([last]), CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, FLASH)
+    assert "daily quota" in decision.reason
+
+
+def test_an_open_breaker_sends_quality_first_to_the_next_model():
+    health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 + 60)}
+    decision = decide(situation(health=health), CONFIG)
+    assert (decision.action, decision.model, decision.downgraded_from) == (Action.CALL, FLASH, PRO)
+    assert "circuit breaker is open" in decision.reason
+
+
+def test_a_probe_able_breaker_lets_the_call_through():
+    health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 - 1, probe_available=True)}
+    assert decide(situation(health=health), CONFIG).model == PRO
+
+
+def test_a_deadline_lets_quality_first_wait_for_the_primary():
+    health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 + 120)}
+    decision = decide(situation(health=health, deadline=T0 + 600), CONFIG)
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, T0 + 120)
+
+
+def test_a_deadline_too_close_does_not_wait():
+    health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 + 120)}
+    decision = decide(situation(health=health, deadline=T0 + 130), CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, FLASH)
+
+
+def test_stability_first_never_waits_long_even_with_a_deadline():
+    health = {FLASH: ModelHealth(FLASH, next_free_at=T0 + 30)}
+    decision = decide(
+        situation(strategy="stability-first", chain=STABILITY, health=health, deadline=T0 + 3600),
+        CONFIG,
+    )
+    assert (decision.action, decision.model) == (Action.CALL, GPT)
+
+
+def test_a_short_limiter_wait_keeps_the_primary():
+    health = {PRO: ModelHealth(PRO, next_free_at=T0 + 3)}
+    decision = decide(situation(health=health), CONFIG)
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, T0 + 3)
+
+
+def test_stability_first_skips_a_struggling_model():
+    health = {FLASH: ModelHealth(FLASH, success_rate=0.2, window_calls=10)}
+    decision = decide(
+        situation(strategy="stability-first", chain=STABILITY, health=health), CONFIG
+    )
+    assert decision.model == GPT
+    assert "struggling" in decision.reason
+
+
+def test_it_never_goes_back_up_the_chain():
+    health = {PRO: ModelHealth(PRO)}
+    decision = decide(situation([attempt(FLASH, "overloaded")], health=health), CONFIG)
+    assert decision.model == FLASH
+
+
+def test_the_last_model_is_waited_for_rather_than_failing():
+    health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 + 300)}
+    decision = decide(situation(chain=(PRO,), health=health), CONFIG)
+    assert (decision.action, decision.at) == (Action.WAIT, T0 + 300)
+
+
+def test_it_gives_up_when_the_request_is_out_of_time():
+    decision = decide(situation([attempt(PRO, "overloaded")], now=T0 + 5000), CONFIG)
+    assert decision.action == Action.GIVE_UP
+    assert decision.outcome == Outcome.OVERLOADED
+
+
+def test_it_rejects_a_config_without_attempts():
+    with pytest.raises(ValueError, match="attempt_budget"):
+        PolicyConfig(attempt_budget=0)
+
+
+# --- properties: a whole request driven by random outcomes and random health -------------
+
+outcomes = st.sampled_from(list(Outcome))
+healths = st.fixed_dictionaries(
+    {
+        "breaker": st.sampled_from(["closed", "open", "half_open"]),
+        "open_for": st.floats(0, 4000),
+        "probe": st.booleans(),
+        "rate": st.none() | st.floats(0, 1),
+        "busy_for": st.none() | st.floats(0, 200),
+        "quota_for": st.none() | st.floats(0, 100000),
+    }
+)
+
+
+def _health(model, h, now):
+    return ModelHealth(
+        model,
+        breaker=h["breaker"],
+        open_until=now + h["open_for"] if h["breaker"] != "closed" else None,
+        probe_available=h["probe"],
+        success_rate=h["rate"],
+        window_calls=10,
+        next_free_at=None if h["busy_for"] is None else now + h["busy_for"],
+        out_of_quota_until=None if h["quota_for"] is None else now + h["quota_for"],
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    strategy=st.sampled_from(["quality-first", "stability-first"]),
+    chain=st.sampled_from([QUALITY, STABILITY, (PRO, FLASH), (PRO,)]),
+    results=st.lists(
+        st.tuples(
+            outcomes,
+            st.floats(0.1, 200),
+            st.none() | st.floats(0, 600),
+            st.sampled_from(["", "minute", "day"]),
+        ),
+        min_size=20,
+        max_size=20,
+    ),
+    health=st.lists(healths, min_size=3, max_size=3),
+    deadline=st.none() | st.floats(0, 7200),
+)
+def test_every_request_terminates_within_its_budget_on_its_chain(
+    strategy, chain, results, health, deadline
+):
+    now = T0
+    attempts: list[AttemptRecord] = []
+    snapshot = {m: _health(m, h, now) for m, h in zip(QUALITY, health, strict=True)}
+    for _ in range(200):
+        s = Situation(
+            strategy,
+            chain,
+            tuple(attempts),
+            snapshot,
+            now,
+            T0,
+            None if deadline is None else T0 + deadline,
+            {},
+            "seed",
+        )
+        decision = decide(s, CONFIG, random.Random(0))
+        if attempts and attempts[-1].outcome in NON_RETRYABLE:
+            assert decision.action == Action.GIVE_UP
+        if decision.action in (Action.GIVE_UP, Action.DONE):
+            assert decision.reason
+            if decision.action == Action.GIVE_UP:
+                assert decision.outcome is not None
+            break
+        assert decision.model in chain
+        if decision.action == Action.WAIT:
+            assert decision.at > now  # time always moves on
+            now = decision.at
+            continue
+        outcome, latency, retry_after, scope = results[len(attempts)]
+        now += latency
+        attempts.append(AttemptRecord(decision.model, outcome, now, retry_after, scope))
+        assert len(attempts) <= CONFIG.attempt_budget
+    else:
+        pytest.fail("the request did not terminate")
