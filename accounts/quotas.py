@@ -98,20 +98,25 @@ class QuotaExceeded(Exception):
 
     def __str__(self):
         whose = "Your own" if self.code == "member_daily_cap" else "Your team's"
-        used, allowed = self._amount(self.used), self._amount(self.allowed)
-        if self.requested and Decimal(self.used) < Decimal(self.allowed):
-            use = (
-                f"{used} of {allowed} used; this submission needs "
-                f"{self._amount(self.requested)} more"
+        of = f"{self._amount(self.used)} of {self._amount(self.allowed)}{self._unit(2)}"
+        left = Decimal(self.allowed) - Decimal(self.used)
+        if self.requested and left > 0:
+            state = (
+                f"has {self._amount(left)}{self._unit(left)} left ({of} used), not enough for "
+                f"the {self._amount(self.requested)} this submission asks for"
             )
-            state = "does not have room for it"
         else:
-            use, state = f"{used} of {allowed}", "is used up"
+            state = f"is used up ({of})"
         when = f" It resets at {format_reset(self.resets_at)}." if self.resets_at else ""
-        return f"{whose} {self.limit} quota {state} ({use}).{when}"
+        return f"{whose} {self.limit} quota {state}.{when}"
 
-    def _amount(self, value: str) -> str:
-        return f"${Decimal(value):.2f}" if self.unit == "USD" else f"{value} images"
+    def _amount(self, value) -> str:
+        return f"${Decimal(value):.2f}" if self.unit == "USD" else str(value)
+
+    def _unit(self, count) -> str:
+        if self.unit == "USD":
+            return ""
+        return " image" if count == 1 else " images"
 
     def retry_after_s(self, now: datetime | None = None) -> float:
         """Seconds until the limit resets (0 when it has no reset time)."""

@@ -60,6 +60,7 @@ def test_it_refuses_the_image_over_the_daily_limit_and_creates_nothing(alice, te
     with pytest.raises(quotas.QuotaExceeded) as refused:
         _submit(alice, team, count=2)
     error = refused.value
+    assert "has 1 image left (2 of 3 images used), not enough for the 2" in str(error)
     assert error.code == "images_per_day"
     assert (error.used, error.allowed, error.requested) == ("2", "3", "2")
     assert GenerationRequest.objects.count() == 2
@@ -79,7 +80,7 @@ def test_the_error_says_which_limit_the_use_and_when_it_resets(alice, team):
     tomorrow = quotas.periods().day_end
     assert error.resets_at == tomorrow
     assert str(error) == (
-        "Your team's images per day quota is used up (1 images of 1 images). "
+        "Your team's images per day quota is used up (1 of 1 images). "
         f"It resets at {tomorrow:%-d %b %Y}, 00:00 UTC."
     )
     now = tomorrow - timedelta(seconds=90)
@@ -110,7 +111,10 @@ def test_it_enforces_the_monthly_budget_in_dollars(alice, team):
         "0.30",
     )
     assert error.resets_at == quotas.periods().month_end
-    assert "$0.27 of $0.30 used; this submission needs $0.13 more" in str(error)
+    assert str(error).startswith(
+        "Your team's monthly budget quota has $0.03 left ($0.27 of $0.30 used), "
+        "not enough for the $0.13 this submission asks for. It resets at "
+    )
     # A refund releases the reservation and makes room again.
     assert quotas.refund(GenerationRequest.objects.first())
     _submit(alice, team)
