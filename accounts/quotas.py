@@ -10,7 +10,7 @@ nothing. The UsageEntry ledger records every reservation, charge and refund, so 
 number can be traced.
 
 reserve() runs inside the admission transaction, before the requests are created, and
-holds a row lock on the team (Postgres `SELECT … FOR UPDATE`; SQLite's IMMEDIATE write
+holds a row lock on the team (Postgres `SELECT … FOR NO KEY UPDATE`; SQLite's IMMEDIATE write
 transaction serialises writers anyway), so concurrent submissions are checked one after
 the other and a limit is never exceeded. charge() and refund() flip
 GenerationRequest.quota_state with a filtered UPDATE, so each happens at most once
@@ -233,8 +233,10 @@ def reserve(team, user, *, images: int, cost_usd_each: Decimal) -> None:
     if images < 1:
         raise ValueError("Reserve at least one image.")
     # The lock orders concurrent admissions of one team; the limits are read fresh under
-    # it, so an owner's change applies to the very next submission.
-    locked = Team.objects.select_for_update().get(pk=team.pk)
+    # it, so an owner's change applies to the very next submission. NO KEY UPDATE (not
+    # plain FOR UPDATE) so that workers inserting rows that reference the team (images,
+    # ledger entries) neither wait for an admission nor make it wait.
+    locked = Team.objects.select_for_update(no_key=True).get(pk=team.pk)
     p = periods()
     exceeded = [
         e
