@@ -2,9 +2,12 @@ import hashlib
 import secrets
 import uuid
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.core.exceptions import ImproperlyConfigured
+from django.core.validators import MinValueValidator
 from django.db import models, transaction
 from django.db.models import Case, When
 from django.db.models.functions import Lower
@@ -94,11 +97,61 @@ class User(AbstractUser):
         self.save(update_fields=["active_team"])
 
 
+# New teams start with the limits configured in settings (None: unlimited); callables, so
+# changing the settings needs no migration.
+def default_images_per_day():
+    return settings.QUOTA_DEFAULT_IMAGES_PER_DAY
+
+
+def default_images_per_month():
+    return settings.QUOTA_DEFAULT_IMAGES_PER_MONTH
+
+
+def default_monthly_budget_usd():
+    raw = settings.QUOTA_DEFAULT_MONTHLY_BUDGET_USD
+    if raw in (None, ""):
+        return None
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        raise ImproperlyConfigured(
+            f"QUOTA_DEFAULT_MONTHLY_BUDGET_USD must be an amount like 50.00; got {raw!r}"
+        ) from None
+    if value < 0:
+        raise ImproperlyConfigured("QUOTA_DEFAULT_MONTHLY_BUDGET_USD cannot be negative.")
+    return value
+
+
+def default_member_daily_cap():
+    return settings.QUOTA_DEFAULT_MEMBER_DAILY_CAP
+
+
 class Team(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=80)
     is_personal = models.BooleanField(default=False)
     created = models.DateTimeField(default=timezone.now)
+
+    # Quotas (accounts/quotas.py), set by the owners; empty means unlimited. Days and
+    # months run in settings.QUOTA_TIME_ZONE.
+    images_per_day = models.PositiveIntegerField(
+        null=True, blank=True, default=default_images_per_day
+    )
+    images_per_month = models.PositiveIntegerField(
+        null=True, blank=True, default=default_images_per_month
+    )
+    monthly_budget_usd = models.DecimalField(
+        "monthly budget (USD)",
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        default=default_monthly_budget_usd,
+        validators=[MinValueValidator(Decimal(0))],
+    )
+    member_daily_cap = models.PositiveIntegerField(
+        "images per member per day", null=True, blank=True, default=default_member_daily_cap
+    )
 
     def __str__(self):
         return self.name
@@ -265,3 +318,60 @@ class ApiToken(models.Model):
         if token.last_used is None or now - token.last_used > timedelta(minutes=1):
             cls.objects.filter(pk=token.pk).update(last_used=now)
         return token.user
+
+
+class UsageEntry(models.Model):
+    """The quota ledger: one row per reservation, charge and refund, written in the same
+    transaction as the change it records, so every number on the quota pages can be
+    traced to rows here (docs/quotas.md).
+
+    - reserve: at admission, `images` images at the worst-case price each (`amount_usd` is
+      the total reserved); written before the requests exist, so it names no request.
+    - charge: one delivered image; `amount_usd` is the price of the model that served it,
+      `reserved_usd` the reservation it settles (the difference is released).
+    - refund: one image that failed or was canceled; `amount_usd` is 0 and `reserved_usd`
+      the reservation released.
+    """
+
+    class Kind(models.TextChoices):
+        RESERVE = "reserve", "Reserved"
+        CHARGE = "charge", "Charged"
+        REFUND = "refund", "Refunded"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="usage_entries")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    # Kept when a request is purged: the ledger outlives the gallery.
+    request = models.ForeignKey(
+        "generator.GenerationRequest",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="usage_entries",
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    images = models.PositiveIntegerField()
+    amount_usd = models.DecimalField(max_digits=12, decimal_places=4)
+    reserved_usd = models.DecimalField(max_digits=12, decimal_places=4, default=0)
+    model = models.CharField(max_length=80, blank=True)
+    reason = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "usage entries"
+        indexes = [
+            # The team's ledger page and audits: a team's entries, newest first.
+            models.Index(fields=["team", "-created"], name="usage_team_created"),
+        ]
+        constraints = [
+            # A request is settled once: at most one charge or refund row per request.
+            models.UniqueConstraint(
+                fields=["request"],
+                condition=models.Q(kind__in=["charge", "refund"]),
+                name="usage_one_settlement_per_request",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.images} image(s), ${self.amount_usd}"
