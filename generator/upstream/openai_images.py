@@ -1,0 +1,116 @@
+"""The OpenAI Images API (`POST {base}/images/generations`, `b64_json`), as spoken by
+OpenAI and by the relays that put other image models behind it (wire.md §4).
+
+One call, one typed result or one UpstreamError; no retries (the policy decides).
+"""
+
+import base64
+import binascii
+from fractions import Fraction
+
+from generator.taxonomy import Outcome
+from generator.upstream.base import GenerationCall, GenerationResult, UpstreamError
+from generator.upstream.transport import (
+    Redactor,
+    error_from_response,
+    json_or_none,
+    post_json,
+)
+
+# The sizes GPT image models accept; a ratio maps to the closest orientation.
+SQUARE, LANDSCAPE, PORTRAIT = "1024x1024", "1536x1024", "1024x1536"
+
+
+def size_for(aspect_ratio: str | None) -> str:
+    """`size` for an aspect ratio: square, landscape or portrait (the Images API has no
+    free ratios for most models; 21:9 becomes the widest landscape it offers)."""
+    if not aspect_ratio:
+        return SQUARE
+    width, height = (int(x) for x in aspect_ratio.split(":"))
+    ratio = Fraction(width, height)
+    if ratio > 1:
+        return LANDSCAPE
+    if ratio < 1:
+        return PORTRAIT
+    return SQUARE
+
+
+def sniff_mime(data: bytes) -> str:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return ""
+
+
+class OpenAIImagesProvider:
+    def __init__(self, base_url: str, api_key: str):
+        self.base_url = base_url.rstrip("/")  # includes /v1, like the OpenAI SDK's
+        self.api_key = api_key
+        self.redact = Redactor(api_key)
+
+    def __repr__(self):  # never the key
+        return f"OpenAIImagesProvider({self.base_url!r})"
+
+    def request_body(self, call: GenerationCall) -> dict:
+        return {
+            "model": call.model.id,
+            "prompt": call.prompt,
+            "n": 1,
+            "size": size_for(call.aspect_ratio),
+            "response_format": "b64_json",
+        }
+
+    def generate(self, call: GenerationCall) -> GenerationResult:
+        spec = call.model
+        if call.references:
+            raise UpstreamError(
+                Outcome.BAD_REQUEST, f"{spec.id}: this provider does not edit images"
+            )
+        response, latency_ms = post_json(
+            self.base_url,
+            "/images/generations",
+            body=self.request_body(call),
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            spec=spec,
+            redact=self.redact,
+        )
+        if response.status_code != 200:
+            raise error_from_response(response, spec, latency_ms, self.redact)
+
+        def fail(outcome: Outcome, message: str) -> UpstreamError:
+            return UpstreamError(
+                outcome, f"{spec.id}: {message}", http_status=200, latency_ms=latency_ms
+            )
+
+        body = json_or_none(response)
+        if not isinstance(body, dict):
+            raise fail(Outcome.MALFORMED, "the 200 answer is not a JSON object")
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise fail(Outcome.MALFORMED, "the answer has no data list")
+        # Relays answer a safety refusal with an empty data list (LiteLLM does).
+        item = next((d for d in data if isinstance(d, dict) and d.get("b64_json")), None)
+        if item is None:
+            raise fail(Outcome.NO_IMAGE, "no b64_json image in the answer")
+        try:
+            image = base64.b64decode(item["b64_json"], validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise fail(Outcome.MALFORMED, "the image data is not valid base64") from None
+        mime = sniff_mime(image)
+        if not mime:
+            declared = str(body.get("output_format") or "")
+            if declared not in {"png", "jpeg", "webp"}:
+                raise fail(Outcome.MALFORMED, "the image data is not PNG, JPEG or WebP")
+            mime = f"image/{declared}"
+        usage = body.get("usage")
+        return GenerationResult(
+            data=image,
+            mime=mime,
+            latency_ms=latency_ms,
+            model_version=spec.id,
+            usage=usage if isinstance(usage, dict) else {},
+            text=str(item.get("revised_prompt") or ""),
+        )

@@ -1,0 +1,29 @@
+"""Which provider object serves a model, with which endpoint and key.
+
+Settings are read at every call (tests and `make run` change them), the objects are
+cheap; the pooled HTTP clients behind them live in transport.py.
+"""
+
+from django.conf import settings
+
+from generator.catalogue import ModelSpec
+from generator.upstream.gemini import GeminiProvider
+from generator.upstream.openai_images import OpenAIImagesProvider
+
+# The sandbox accepts any key; sending a fixed one means a real key can never reach it.
+SANDBOX_KEY = "sandbox-key"
+
+
+def get_provider(spec: ModelSpec) -> GeminiProvider | OpenAIImagesProvider:
+    sandbox = settings.UPSTREAM_SANDBOX
+    if spec.provider == "gemini":
+        if sandbox:
+            return GeminiProvider(settings.SANDBOX_URL, SANDBOX_KEY, settings.GEMINI_API_VERSION)
+        return GeminiProvider(
+            settings.GEMINI_BASE_URL, settings.GEMINI_API_KEY, settings.GEMINI_API_VERSION
+        )
+    if spec.provider == "openai":
+        if sandbox:
+            return OpenAIImagesProvider(f"{settings.SANDBOX_URL}/v1", SANDBOX_KEY)
+        return OpenAIImagesProvider(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
+    raise ValueError(f"Model {spec.id}: unknown provider {spec.provider!r}")

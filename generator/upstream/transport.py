@@ -1,0 +1,284 @@
+"""What both providers share: pooled httpx clients, timeouts, transport errors, error
+bodies and the 429 details (RetryInfo, QuotaFailure), mapped to the taxonomy.
+
+Only the upstream package imports httpx (see base.py).
+"""
+
+import json
+import os
+import re
+import threading
+import time
+
+import httpx
+
+from generator.catalogue import ModelSpec
+from generator.taxonomy import Outcome
+from generator.upstream.base import UpstreamError
+
+# One client per (process, base URL): connections are reused between calls, and a forked
+# RQ work horse never shares a socket with its parent (the pid is part of the key).
+_clients: dict[tuple[int, str], httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(base_url: str) -> httpx.Client:
+    key = (os.getpid(), base_url)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                client = httpx.Client(
+                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                    follow_redirects=False,
+                )
+                _clients[key] = client
+    return client
+
+
+def timeout_for(spec: ModelSpec) -> httpx.Timeout:
+    """Connect and read timeouts set apart: a refused connection is known in seconds,
+    while an image model may legitimately think for minutes (a read timeout under 120 s
+    misreports slow successes as failures)."""
+    return httpx.Timeout(
+        connect=spec.connect_timeout_s,
+        read=spec.read_timeout_s,
+        write=spec.connect_timeout_s + 30.0,
+        pool=spec.connect_timeout_s,
+    )
+
+
+class Redactor:
+    """Removes secrets from any text before it becomes an error message."""
+
+    def __init__(self, *secrets: str):
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+
+def post_json(
+    base_url: str,
+    path: str,
+    *,
+    body: dict,
+    headers: dict,
+    spec: ModelSpec,
+    redact: Redactor,
+) -> tuple[httpx.Response, int]:
+    """POST once; returns (response, latency_ms) or raises UpstreamError(TIMEOUT/NETWORK)."""
+    started = time.monotonic()
+    try:
+        response = client_for(base_url).post(
+            base_url + path, json=body, headers=headers, timeout=timeout_for(spec)
+        )
+    except httpx.ConnectTimeout as exc:
+        raise UpstreamError(
+            Outcome.TIMEOUT,
+            f"{spec.id}: no connection within {spec.connect_timeout_s:g} s (connect timeout)",
+            latency_ms=_ms(started),
+        ) from exc
+    except httpx.ReadTimeout as exc:
+        raise UpstreamError(
+            Outcome.TIMEOUT,
+            f"{spec.id}: no answer within {spec.read_timeout_s:g} s (read timeout)",
+            latency_ms=_ms(started),
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamError(
+            Outcome.TIMEOUT,
+            f"{spec.id}: {type(exc).__name__} while talking to the upstream",
+            latency_ms=_ms(started),
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError(
+            Outcome.NETWORK,
+            redact(f"{spec.id}: {type(exc).__name__}: {exc}"),
+            latency_ms=_ms(started),
+        ) from exc
+    return response, _ms(started)
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def json_or_none(response: httpx.Response):
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return None
+
+
+# --- Error bodies -------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+_RETRY_IN = re.compile(r"[Pp]lease retry in (\d+(?:\.\d+)?)(ms|s)\b")
+
+
+def parse_duration(value) -> float | None:
+    """A protobuf Duration as JSON ("19s", "45.837906927s") in seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def error_envelope(body) -> dict:
+    """The `error` object of a Google or OpenAI error body (also a one-element list, as
+    the google-genai SDK accepts); {} when there is none."""
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
+    if not isinstance(body, dict):
+        return {}
+    error = body.get("error", body)
+    return error if isinstance(error, dict) else {"message": str(error)}
+
+
+def google_details(error: dict) -> list[dict]:
+    details = error.get("details")
+    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+
+
+def rate_limit_details(error: dict) -> tuple[float | None, str, str]:
+    """(retry delay in s, quota id, scope "minute" / "day" / "") from a Google 429.
+
+    A quota id with "PerDay", or a quota value of 0 (the free tier has no image quota),
+    is terminal until the daily reset; "PerMinute" is worth a retry after the delay.
+    The parsing is defensive: detail order varies and fields may be missing or odd.
+    """
+    retry_after = None
+    quota_ids: list[str] = []
+    zero_limit = False
+    for detail in google_details(error):
+        kind = str(detail.get("@type", ""))
+        if kind.endswith("google.rpc.RetryInfo"):
+            retry_after = parse_duration(detail.get("retryDelay"))
+        elif kind.endswith("google.rpc.QuotaFailure"):
+            for violation in detail.get("violations") or []:
+                if not isinstance(violation, dict):
+                    continue
+                if violation.get("quotaId"):
+                    quota_ids.append(str(violation["quotaId"]))
+                if str(violation.get("quotaValue", "")) == "0":
+                    zero_limit = True
+    if retry_after is None:
+        match = _RETRY_IN.search(str(error.get("message", "")))
+        if match:
+            retry_after = float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+    day = [q for q in quota_ids if "PerDay" in q]
+    minute = [q for q in quota_ids if "PerMinute" in q]
+    if day or zero_limit:
+        return retry_after, (day or quota_ids or [""])[0], "day"
+    if minute:
+        return retry_after, minute[0], "minute"
+    return retry_after, (quota_ids or [""])[0], ""
+
+
+_OUTAGE_WORDS = re.compile(r"currently unavailable|maintenance|outage", re.IGNORECASE)
+_OVERLOAD_WORDS = re.compile(r"overloaded|high demand|capacity", re.IGNORECASE)
+
+
+def classify_status(http_status: int, error: dict) -> Outcome:
+    """The taxonomy outcome of a non-200 answer, from the HTTP code and the body's
+    status/code fields (never from message text alone, which Google changed in 2026).
+
+    Every 503 is a capacity problem (overloaded) unless it says it is an outage: the
+    overload messages vary ("overloaded", "high demand", "Deadline expired"), while
+    Google's outage answer is "The service is currently unavailable."
+    """
+    status = str(error.get("status") or "").upper()
+    reasons = {str(d.get("reason", "")) for d in google_details(error)}
+    if http_status == 400:
+        if status == "UNAUTHENTICATED" or any(r.startswith("API_KEY") for r in reasons):
+            return Outcome.AUTH
+        return Outcome.BAD_REQUEST
+    if http_status in (401, 403):
+        return Outcome.AUTH
+    if http_status == 404:
+        return Outcome.NOT_FOUND
+    if http_status == 408:
+        return Outcome.TIMEOUT
+    if http_status == 429:
+        return Outcome.RATE_LIMITED
+    if http_status == 503:
+        message = str(error.get("message", ""))
+        if "MODEL_CAPACITY_EXHAUSTED" in reasons or not _OUTAGE_WORDS.search(message):
+            return Outcome.OVERLOADED
+        return Outcome.UNAVAILABLE
+    if http_status >= 500:
+        return Outcome.SERVER_ERROR
+    return Outcome.BAD_REQUEST
+
+
+def error_from_response(
+    response: httpx.Response, spec: ModelSpec, latency_ms: int, redact: Redactor
+) -> UpstreamError:
+    """One UpstreamError for a non-200 answer of either protocol."""
+    body = json_or_none(response)
+    error = error_envelope(body)
+    if body is None or not error:
+        # A proxy's HTML page or an empty body: the HTTP code is all there is.
+        outcome = classify_status(response.status_code, {"message": response.text[:200]})
+        if response.status_code == 503 and not response.text.strip():
+            outcome = Outcome.UNAVAILABLE
+        message = f"{spec.id}: HTTP {response.status_code} {response.reason_phrase}"
+        return UpstreamError(
+            outcome,
+            redact(message),
+            http_status=response.status_code,
+            retry_after_s=header_retry_after(response),
+            latency_ms=latency_ms,
+        )
+    outcome = classify_status(response.status_code, error)
+    text = str(error.get("message", "")).strip()
+    label = str(error.get("status") or error.get("code") or error.get("type") or "")
+    message = f"{spec.id}: {response.status_code} {label}: {text[:300]}".replace("  ", " ")
+    fields = {}
+    if outcome == Outcome.RATE_LIMITED:
+        retry_after, quota_id, scope = rate_limit_details(error)
+        if retry_after is None:
+            retry_after = header_retry_after(response)
+        if not scope and error.get("code") == "insufficient_quota":
+            scope = "day"  # OpenAI: the account's credit is used up; no retry helps
+        elif not scope and retry_after is not None:
+            scope = "minute"
+        fields = {"retry_after_s": retry_after, "quota_id": quota_id, "quota_scope": scope}
+    elif outcome in (Outcome.OVERLOADED, Outcome.UNAVAILABLE):
+        fields = {"retry_after_s": header_retry_after(response)}
+    if outcome == Outcome.BAD_REQUEST and error.get("code") in OPENAI_BLOCK_CODES:
+        outcome = Outcome.BLOCKED
+        fields = {"block_reason": str(error["code"])}
+    return UpstreamError(
+        outcome,
+        redact(message),
+        http_status=response.status_code,
+        latency_ms=latency_ms,
+        **fields,
+    )
+
+
+# OpenAI's safety refusals come as 400s with these codes.
+OPENAI_BLOCK_CODES = {"moderation_blocked", "content_policy_violation"}
+
+
+def header_retry_after(response: httpx.Response) -> float | None:
+    """OpenAI-style `retry-after-ms`, then `retry-after` in seconds (Gemini sends
+    neither; a relay might). HTTP-date values are ignored: relays don't use them."""
+    for name, factor in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = response.headers.get(name)
+        if raw:
+            try:
+                value = float(raw) * factor
+            except ValueError:
+                continue
+            if value >= 0:
+                return value
+    return None
