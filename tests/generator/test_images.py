@@ -2,7 +2,6 @@
 are real PNG, JPEG or WebP images within the size and pixel caps."""
 
 import hashlib
-import io
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -11,20 +10,12 @@ from PIL import Image as PILImage
 
 from generator.images import ImageRejected, inspect, store_generated_image, validate_reference
 from generator.models import GenerationRequest, Image
-
-
-def picture(fmt="PNG", size=(64, 48), mode="RGB") -> bytes:
-    out = io.BytesIO()
-    PILImage.new(mode, size, (200, 40, 90) if mode == "RGB" else None).save(out, format=fmt)
-    return out.getvalue()
+from tests.generator.media import picture, private_media
 
 
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.THUMBNAIL_SIZE = 32
-    settings.REFERENCE_MAX_BYTES = 200_000
-    settings.REFERENCE_MAX_PIXELS = 1_000_000
+    private_media(settings, tmp_path)
 
 
 @pytest.fixture
