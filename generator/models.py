@@ -241,6 +241,10 @@ class GenerationRequest(models.Model):
         found = list(self.images.all())
         return found[0] if found else None
 
+    @property
+    def chain_names(self) -> list[str]:
+        return [self.model_name(m) for m in self.chain]
+
     def queue_position(self) -> int | None:
         """1 for the next queued request to run, counting every team's queued requests
         created before this one; None when the request is not queued."""
@@ -400,6 +404,10 @@ class Attempt(models.Model):
 
     def __str__(self):
         return f"#{self.number} {self.model}: {self.outcome}"
+
+    @property
+    def model_name(self) -> str:
+        return GenerationRequest.model_name(self.model)
 
 
 class Image(models.Model):
