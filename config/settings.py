@@ -308,5 +308,15 @@ QUOTA_DEFAULT_MEMBER_DAILY_CAP = env_int("QUOTA_DEFAULT_MEMBER_DAILY_CAP", None)
 QUOTA_WARNING_PERCENT = env_int("QUOTA_WARNING_PERCENT", 80)
 
 # --- Web UI (generator/views.py) --------------------------------------------------------
+# Reference images members upload to edit: the largest file and the most pixels accepted
+# (checked on the header before decoding, so decompression bombs are refused cheaply).
+REFERENCE_MAX_BYTES = env_int("REFERENCE_MAX_BYTES", 10_000_000)
+REFERENCE_MAX_PIXELS = env_int("REFERENCE_MAX_PIXELS", 40_000_000)
+# Longer side of the WebP thumbnails of the gallery, in pixels.
+THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 512)
+# Cards per gallery page ("load more" fetches the next page by keyset).
+GALLERY_PAGE_SIZE = env_int("GALLERY_PAGE_SIZE", 24)
+# How often the browser polls a pending request's status, in milliseconds.
+STATUS_POLL_MS = env_int("STATUS_POLL_MS", 1000)
 
 # --- Monitoring (monitoring/) -----------------------------------------------------------

@@ -24,7 +24,6 @@ from functools import wraps
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.http import FileResponse, HttpRequest, JsonResponse
 from django.utils import timezone
@@ -308,29 +307,6 @@ def generation(request: HttpRequest, request_id) -> JsonResponse:
     return JsonResponse(serialize(found, attempts=True))
 
 
-def cancel_request(request: GenerationRequest) -> None:
-    """Ask the worker to stop; a request that is not on a worker right now ends at once."""
-    with transaction.atomic():
-        GenerationRequest.objects.filter(pk=request.pk, status__in=ACTIVE).update(
-            cancel_requested=True
-        )
-        finished = GenerationRequest.objects.filter(
-            pk=request.pk, status__in=[Status.QUEUED, Status.WAITING]
-        ).update(
-            status=Status.CANCELED,
-            error_code="canceled",
-            error_message="Canceled. No further attempts were made.",
-            finished=timezone.now(),
-            waiting_until=None,
-            status_reason="",
-        )
-        if finished:
-            quotas.refund(request, reason="canceled")
-
-
-ACTIVE = [Status.QUEUED, Status.RUNNING, Status.WAITING]
-
-
 @token_required
 def cancel(request: HttpRequest, request_id) -> JsonResponse:
     if request.method != "POST":
@@ -342,8 +318,8 @@ def cancel(request: HttpRequest, request_id) -> JsonResponse:
         return error(
             409, "already_final", f"This generation is already {found.get_status_display()}."
         )
-    cancel_request(found)
-    found.refresh_from_db()
+    # One implementation for the web page and the API: the model's.
+    found.cancel(request.user)
     return JsonResponse(serialize(found), status=202)
 
 

@@ -10,7 +10,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from generator.catalogue import ASPECT_RATIOS, IMAGE_SIZES
@@ -194,6 +194,175 @@ class GenerationRequest(models.Model):
             return self.finished - self.created
         return None
 
+    # --- access -------------------------------------------------------------------------
+
+    @classmethod
+    def visible_to(cls, user):
+        """The requests `user` may see: their teams' requests that were not deleted."""
+        return cls.objects.filter(team__memberships__user=user, deleted=None)
+
+    def may_be_changed_by(self, user) -> bool:
+        """Cancel, delete, describe: the member who asked for it, or an owner of its team."""
+        if self.user_id == user.pk:
+            return True
+        from accounts.models import Membership
+
+        return Membership.objects.filter(
+            team_id=self.team_id, user=user, role=Membership.Role.OWNER
+        ).exists()
+
+    # --- what a person reads ------------------------------------------------------------
+
+    @staticmethod
+    def model_name(model_id: str) -> str:
+        """The display name of a model id (the id itself for a model no longer listed)."""
+        from generator.catalogue import get_catalogue
+
+        models = get_catalogue().models
+        return models[model_id].display_name if model_id in models else model_id
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model_name(self.served_model) if self.served_model else ""
+
+    @property
+    def current_model_name(self) -> str:
+        return self.model_name(self.current_model) if self.current_model else ""
+
+    @property
+    def ratio_class(self) -> str:
+        """A CSS class per aspect ratio, so a card keeps its shape before its thumbnail
+        loads (the CSP forbids inline styles)."""
+        return "ratio-" + self.aspect_ratio.replace(":", "x")
+
+    @property
+    def image(self) -> "Image | None":
+        # images.all() rather than first(): uses the gallery's prefetch.
+        found = list(self.images.all())
+        return found[0] if found else None
+
+    @property
+    def chain_names(self) -> list[str]:
+        return [self.model_name(m) for m in self.chain]
+
+    def queue_position(self) -> int | None:
+        """1 for the next queued request to run, counting every team's queued requests
+        created before this one; None when the request is not queued."""
+        if self.status != Status.QUEUED:
+            return None
+        earlier = GenerationRequest.objects.filter(status=Status.QUEUED).filter(
+            models.Q(created__lt=self.created) | models.Q(created=self.created, id__lt=self.id)
+        )
+        return earlier.count() + 1
+
+    def status_text(self) -> str:
+        """One line saying where the request stands, what it waits for and why."""
+        if self.status == Status.QUEUED:
+            if self.cancel_requested:
+                return "Canceling…"
+            position = self.queue_position()
+            if self.fallback_reason and self.current_model:
+                return f"Queued for {self.current_model_name}. {self.fallback_reason}"
+            return f"Queued (position {position})."
+        if self.status == Status.RUNNING:
+            if self.cancel_requested:
+                return f"Canceling: waiting for {self.current_model_name} to answer…"
+            return f"Running on {self.current_model_name}."
+        if self.status == Status.WAITING:
+            until = timezone.localtime(self.waiting_until) if self.waiting_until else None
+            when = f" until {until:%H:%M:%S}" if until else ""
+            because = f" {self.status_reason}" if self.status_reason else ""
+            return f"Waiting to retry {self.current_model_name}{when}.{because}"
+        if self.status == Status.SUCCEEDED:
+            text = f"Done by {self.served_model_name}"
+            if self.fell_back:
+                first = self.model_name(self.chain[0]) if self.chain else "the first model"
+                reason = f" because {self.fallback_reason}" if self.fallback_reason else ""
+                text += f", after falling back from {first}{reason.rstrip('.')}"
+            return text + "."
+        if self.status == Status.FAILED:
+            return f"Failed. {self.error_message}".strip()
+        return self.error_message or "Canceled."
+
+    def status_dict(self) -> dict:
+        """What the page's live status shows; polled by static/js/generator.js."""
+        return {
+            "id": str(self.id),
+            "status": self.status,
+            "status_label": self.get_status_display(),
+            "text": self.status_text(),
+            "final": self.is_final,
+            "queue_position": self.queue_position(),
+            "current_model": self.current_model_name or None,
+            "waiting_until": self.waiting_until.isoformat() if self.waiting_until else None,
+            "served_model": self.served_model_name or None,
+            "fell_back": self.fell_back,
+            "fallback_reason": self.fallback_reason or None,
+            "attempts": self.attempt_count,
+            "error": self.error_message if self.status == Status.FAILED else None,
+        }
+
+    # --- changes ------------------------------------------------------------------------
+
+    def cancel(self, by_user=None) -> bool:
+        """Stop the request. One not on a worker right now (queued, waiting) ends at once
+        with its quota refunded; a running one is flagged, and its worker ends it after
+        the upstream answers (the call in flight cannot be taken back). False when the
+        request had already ended. The filtered UPDATEs make it safe against a worker
+        claiming the row at the same moment."""
+        with transaction.atomic():
+            flagged = GenerationRequest.objects.filter(
+                pk=self.pk, status__in=ACTIVE_STATUSES
+            ).update(cancel_requested=True)
+            finished = GenerationRequest.objects.filter(
+                pk=self.pk, status__in=[Status.QUEUED, Status.WAITING]
+            ).update(
+                status=Status.CANCELED,
+                error_code="canceled",
+                error_message="Canceled. No further attempts were made.",
+                finished=timezone.now(),
+                waiting_until=None,
+                status_reason="",
+            )
+            if finished:
+                _refund(self, "canceled")
+        self.refresh_from_db()
+        return bool(flagged)
+
+    def soft_delete(self) -> None:
+        """Hide the request from every gallery; an active one is canceled first so it
+        stops spending quota. Files stay until the retention job removes them."""
+        if self.is_active:
+            self.cancel()
+        GenerationRequest.objects.filter(pk=self.pk, deleted=None).update(deleted=timezone.now())
+        self.refresh_from_db()
+
+    def is_favourite_of(self, user) -> bool:
+        return self.favourited_by.filter(pk=user.pk).exists()
+
+    def toggle_favourite(self, user) -> bool:
+        """Flip the user's favourite mark; returns the new state."""
+        if self.is_favourite_of(user):
+            self.favourited_by.remove(user)
+            return False
+        self.favourited_by.add(user)
+        return True
+
+
+def _refund(request: GenerationRequest, reason: str) -> None:
+    """Release the reservation of a request that ended without an image.
+
+    quotas.refund takes a `reason` once the quotas module records why; the check keeps
+    this working with the earlier signature too."""
+    import inspect
+
+    from accounts import quotas
+
+    if "reason" in inspect.signature(quotas.refund).parameters:
+        quotas.refund(request, reason=reason)
+    else:
+        quotas.refund(request)
+
 
 class Attempt(models.Model):
     """One call to one upstream model, whatever came of it."""
@@ -235,6 +404,10 @@ class Attempt(models.Model):
 
     def __str__(self):
         return f"#{self.number} {self.model}: {self.outcome}"
+
+    @property
+    def model_name(self) -> str:
+        return GenerationRequest.model_name(self.model)
 
 
 class Image(models.Model):

@@ -1,0 +1,492 @@
+"""The web UI: the prompt page, live status, the gallery and each image's page.
+
+Every view that touches a request goes through _get_request_for_user(), so access is
+checked one way: a member of the request's team sees it, anyone else gets 404 (not 403:
+an outsider learns nothing, not even that the id exists). Images are streamed by views
+after that check; media has no public URL.
+"""
+
+from datetime import datetime, time, timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Q
+from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts import quotas
+from generator.admission import AdmissionError, Submission, submit
+from generator.forms import GalleryFilterForm, PromptForm
+from generator.images import reference_dimensions
+from generator.models import GenerationRequest, ReferenceImage, Status, Strategy
+
+MAX_BULK = 200
+
+
+# --- access ------------------------------------------------------------------------------
+
+
+def _get_request_for_user(request, request_id) -> GenerationRequest:
+    """The generation request `request_id` if the signed-in user may see it, else 404."""
+    try:
+        pk = UUID(str(request_id))
+    except ValueError:
+        raise Http404("No such image.") from None
+    found = (
+        GenerationRequest.visible_to(request.user)
+        .select_related("team", "user")
+        .filter(pk=pk)
+        .first()
+    )
+    if found is None:
+        raise Http404("No such image.")
+    return found
+
+
+def _require_change(request, found: GenerationRequest) -> None:
+    if not found.may_be_changed_by(request.user):
+        from django.core.exceptions import PermissionDenied
+
+        raise PermissionDenied(
+            "Only the member who asked for this image, or an owner of the team, may change it."
+        )
+
+
+def _quota_context(team, user) -> dict:
+    # The quotas module provides the summary; until it does, the page shows none.
+    summary = getattr(quotas, "quota_summary", None)
+    return {"quota": summary(team, user) if summary else None}
+
+
+# --- prompt ------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def prompt(request):
+    team = request.user.current_team()
+    if request.method == "POST":
+        form = PromptForm(request.POST, request.FILES)
+        if form.is_valid():
+            accepted = _submit_form(request, team, form)
+            if accepted:
+                return _after_submit(accepted)
+    else:
+        form = PromptForm(initial=_remix_initial(request))
+    context = {"form": form, "team": team, **_quota_context(team, request.user)}
+    return render(request, "generator/prompt.html", context)
+
+
+def _remix_initial(request) -> dict:
+    """?remix=<id> prefills the form with that request's settings."""
+    source_id = request.GET.get("remix")
+    if not source_id:
+        return {}
+    source = _get_request_for_user(request, source_id)
+    return {
+        "prompt": source.prompt,
+        "strategy": source.strategy,
+        "aspect_ratio": source.aspect_ratio,
+        "image_size": source.image_size,
+        "remix_of": source.pk,
+    }
+
+
+def _submit_form(request, team, form: PromptForm) -> list[GenerationRequest] | None:
+    """Admit the form's submission; on refusal, put the reason on the form and return None
+    (the input stays; uploaded files must be chosen again, browsers do not keep them)."""
+    data = form.cleaned_data
+    remix_of = None
+    if data.get("remix_of"):
+        remix_of = GenerationRequest.visible_to(request.user).filter(pk=data["remix_of"]).first()
+    try:
+        # One transaction with admission's: a refused submission leaves no reference rows.
+        with transaction.atomic():
+            references = [
+                _store_reference(request.user, team, name, content, mime)
+                for name, content, mime in data["references"]
+            ]
+            return submit(
+                request.user,
+                team,
+                Submission(
+                    prompt=data["prompt"],
+                    strategy=data["strategy"],
+                    aspect_ratio=data["aspect_ratio"],
+                    image_size=data["image_size"],
+                    count=data["count"],
+                    deadline=data.get("deadline"),
+                    references=references,
+                    remix_of=remix_of,
+                ),
+            )
+    except AdmissionError as exc:
+        field = exc.field if exc.field in form.fields else None
+        form.add_error(field, exc.message)
+    except quotas.QuotaExceeded as exc:
+        form.add_error(None, str(exc))
+    if data["references"]:
+        form.add_error("references", "Choose the reference images again.")
+    return None
+
+
+def _store_reference(user, team, name, content, mime) -> ReferenceImage:
+    import hashlib
+
+    width, height = reference_dimensions(content)
+    reference = ReferenceImage(
+        team=team,
+        uploaded_by=user,
+        mime=mime,
+        width=width,
+        height=height,
+        bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
+    extension = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}[mime]
+    reference.file.save(f"{reference.id.hex}.{extension}", ContentFile(content), save=False)
+    reference.save()
+    return reference
+
+
+def _after_submit(accepted: list[GenerationRequest]):
+    if len(accepted) == 1:
+        return redirect("generator:detail", accepted[0].pk)
+    return redirect(f"{reverse('generator:gallery')}?batch={accepted[0].batch}")
+
+
+# --- gallery -----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def gallery(request):
+    team = request.user.current_team()
+    form = GalleryFilterForm(request.GET or None, team=team)
+    filters = form.values()
+    rows = _filtered(request, team, filters)
+    before = request.GET.get("before")
+    if before:
+        anchor = rows.filter(pk=_uuid_or_none(before)).first() if _uuid_or_none(before) else None
+        if anchor is not None:
+            rows = rows.filter(
+                Q(created__lt=anchor.created) | Q(created=anchor.created, id__lt=anchor.id)
+            )
+    size = settings.GALLERY_PAGE_SIZE
+    page = list(
+        rows.select_related("user")
+        .prefetch_related("images")
+        .order_by("-created", "-id")[: size + 1]
+    )
+    more = len(page) > size
+    page = page[:size]
+    favourites = set(
+        request.user.favourite_requests.filter(pk__in=[r.pk for r in page]).values_list(
+            "pk", flat=True
+        )
+    )
+    for row in page:
+        row.is_favourite = row.pk in favourites
+    next_query = None
+    if more:
+        query = request.GET.copy()
+        query["before"] = str(page[-1].pk)
+        next_query = query.urlencode()
+    context = {
+        "team": team,
+        "form": form,
+        "requests": page,
+        "next_query": next_query,
+        "filtered": bool(filters) or bool(before),
+    }
+    return render(request, "generator/gallery.html", context)
+
+
+def _uuid_or_none(value):
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _filtered(request, team, filters: dict):
+    rows = GenerationRequest.visible_to(request.user).filter(team=team)
+    scope = filters.get("scope") or "team"
+    if scope == "mine":
+        rows = rows.filter(user=request.user)
+    elif scope == "favourites":
+        rows = rows.filter(favourited_by=request.user)
+    if "member" in filters:
+        rows = rows.filter(user_id=filters["member"])
+    if "model" in filters:
+        rows = rows.filter(served_model=filters["model"])
+    if "strategy" in filters:
+        rows = rows.filter(strategy=filters["strategy"])
+    if "fell_back" in filters:
+        rows = rows.filter(fell_back=filters["fell_back"] == "yes", status=Status.SUCCEEDED)
+    if "status" in filters:
+        rows = rows.filter(status=filters["status"])
+    if "since" in filters:
+        rows = rows.filter(created__gte=_day_start(filters["since"]))
+    if "until" in filters:
+        rows = rows.filter(created__lt=_day_start(filters["until"]) + timedelta(days=1))
+    if "q" in filters:
+        rows = rows.filter(prompt__icontains=filters["q"])
+    if "batch" in filters:
+        rows = rows.filter(batch=filters["batch"])
+    return rows
+
+
+def _day_start(day) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+@login_required
+@require_POST
+def bulk(request):
+    """Delete or download (as a zip) the selected images. Deleting asks for confirmation
+    first: the confirmation page posts back with confirm=yes."""
+    ids = [pk for pk in (_uuid_or_none(v) for v in request.POST.getlist("ids")) if pk][:MAX_BULK]
+    rows = list(GenerationRequest.visible_to(request.user).filter(pk__in=ids).order_by("-created"))
+    action = request.POST.get("action")
+    if not rows:
+        messages.warning(request, "Select at least one image first.")
+        return redirect("generator:gallery")
+    if action == "zip":
+        return _zip_response(rows)
+    if action != "delete":
+        messages.error(request, "Choose to delete or to download the selected images.")
+        return redirect("generator:gallery")
+    allowed = [r for r in rows if r.may_be_changed_by(request.user)]
+    if request.POST.get("confirm") != "yes":
+        return render(
+            request,
+            "generator/confirm_bulk_delete.html",
+            {"rows": allowed, "refused": len(rows) - len(allowed)},
+        )
+    for row in allowed:
+        row.soft_delete()
+    messages.success(request, f"Deleted {len(allowed)} image{'s' if len(allowed) != 1 else ''}.")
+    if len(allowed) < len(rows):
+        messages.warning(
+            request,
+            f"{len(rows) - len(allowed)} were not deleted: only the member who asked for an "
+            "image, or a team owner, may delete it.",
+        )
+    return redirect("generator:gallery")
+
+
+def _zip_response(rows):
+    """Streams the zip: nothing is built in memory or on disk, whatever the selection."""
+    import zipstream
+
+    archive = zipstream.ZipStream(sized=False)
+    count = 0
+    for row in rows:
+        image = row.images.first()
+        if image is None:
+            continue
+        extension = image.file.name.rsplit(".", 1)[-1]
+        archive.add(image.file.open("rb"), f"steadyshot-{row.pk}.{extension}")
+        count += 1
+    if not count:
+        raise Http404("None of the selected requests has an image yet.")
+    response = StreamingHttpResponse(archive, content_type="application/zip")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="steadyshot-{stamp}.zip"'
+    return response
+
+
+# --- one request -------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def detail(request, request_id):
+    found = _get_request_for_user(request, request_id)
+    attempts = list(found.attempts.order_by("number"))
+    context = {
+        "r": found,
+        "image": found.images.first(),
+        "attempts": attempts,
+        "may_change": found.may_be_changed_by(request.user),
+        "is_favourite": found.is_favourite_of(request.user),
+        "strategies": dict(Strategy.choices),
+        "delivered_ratio": _ratio(found.delivered_width, found.delivered_height),
+    }
+    return render(request, "generator/detail.html", context)
+
+
+def _ratio(width, height) -> str:
+    if not width or not height:
+        return ""
+    from math import gcd
+
+    d = gcd(width, height)
+    return f"{width // d}:{height // d}"
+
+
+@login_required
+@require_GET
+def status(request, request_id):
+    """The live status, polled by static/js/generator.js while a request is active."""
+    found = _get_request_for_user(request, request_id)
+    data = found.status_dict()
+    data["card_url"] = reverse("generator:card", args=[found.pk])
+    response = JsonResponse(data)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def card(request, request_id):
+    """One gallery card, for the live status to swap in when a request ends."""
+    found = _get_request_for_user(request, request_id)
+    found.is_favourite = found.is_favourite_of(request.user)
+    return render(request, "generator/gallery.html#card", {"r": found})
+
+
+@login_required
+@require_POST
+def cancel(request, request_id):
+    found = _get_request_for_user(request, request_id)
+    _require_change(request, found)
+    if found.cancel(request.user):
+        if found.status == Status.CANCELED:
+            messages.success(request, "Canceled. Your quota was given back.")
+        else:
+            messages.info(
+                request,
+                "Canceling: the model is working on it right now; no further attempts "
+                "will be made after it answers.",
+            )
+    else:
+        messages.info(request, f"This request had already ended ({found.get_status_display()}).")
+    if request.headers.get("Accept") == "application/json":
+        return JsonResponse(found.status_dict())
+    return redirect(_back(request, found))
+
+
+def _back(request, found) -> str:
+    target = request.POST.get("next", "")
+    # Only our own paths: never an open redirect.
+    if target.startswith("/") and not target.startswith("//"):
+        return target
+    return reverse("generator:detail", args=[found.pk])
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete(request, request_id):
+    found = _get_request_for_user(request, request_id)
+    _require_change(request, found)
+    if request.method == "GET":
+        return render(request, "generator/confirm_delete.html", {"r": found})
+    found.soft_delete()
+    messages.success(request, "The image was deleted.")
+    return redirect("generator:gallery")
+
+
+@login_required
+@require_POST
+def favourite(request, request_id):
+    found = _get_request_for_user(request, request_id)
+    now = found.toggle_favourite(request.user)
+    if request.headers.get("Accept") == "application/json":
+        return JsonResponse({"favourite": now})
+    return redirect(_back(request, found))
+
+
+@login_required
+@require_POST
+def describe(request, request_id):
+    """The image's description, used as its alt text instead of the prompt."""
+    found = _get_request_for_user(request, request_id)
+    _require_change(request, found)
+    image = _image_of(found)
+    text = request.POST.get("description", "").strip()
+    if len(text) > 1000:
+        messages.error(request, "Keep the description to 1000 characters.")
+    else:
+        image.description = text
+        image.save(update_fields=["description"])
+        messages.success(request, "Description saved.")
+    return redirect("generator:detail", found.pk)
+
+
+@login_required
+@require_POST
+def rerun(request, request_id):
+    """The same prompt and settings as a new request; the original is never touched."""
+    found = _get_request_for_user(request, request_id)
+    team = found.team
+    try:
+        accepted = submit(
+            request.user,
+            team,
+            Submission(
+                prompt=found.prompt,
+                strategy=found.strategy,
+                aspect_ratio=found.aspect_ratio,
+                image_size=found.image_size,
+                references=list(found.references.all()),
+                remix_of=found,
+            ),
+        )
+    except (AdmissionError, quotas.QuotaExceeded) as exc:
+        messages.error(request, getattr(exc, "message", None) or str(exc))
+        return redirect("generator:detail", found.pk)
+    return redirect("generator:detail", accepted[0].pk)
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def _image_of(found: GenerationRequest):
+    image = found.images.first()
+    if image is None:
+        raise Http404("No image yet.")
+    return image
+
+
+def _file_response(field, content_type, *, download_name=None):
+    try:
+        handle = field.open("rb")
+    except (FileNotFoundError, ValueError):
+        raise Http404("The file is missing.") from None
+    response = FileResponse(
+        handle,
+        content_type=content_type,
+        as_attachment=bool(download_name),
+        filename=download_name or "",
+    )
+    # Private: a shared cache must never hand one team's image to another.
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@login_required
+@require_GET
+def original(request, request_id):
+    found = _get_request_for_user(request, request_id)
+    image = _image_of(found)
+    name = None
+    if request.GET.get("download"):
+        name = f"steadyshot-{found.pk}.{image.file.name.rsplit('.', 1)[-1]}"
+    return _file_response(image.file, image.mime, download_name=name)
+
+
+@login_required
+@require_GET
+def thumbnail(request, request_id):
+    found = _get_request_for_user(request, request_id)
+    image = _image_of(found)
+    return _file_response(image.thumbnail, "image/webp")
