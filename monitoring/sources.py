@@ -21,8 +21,8 @@ def _health():
         return None
     try:
         return Health.from_settings()
-    except Exception:
-        log.warning("Shared health is not available", exc_info=True)
+    except Exception as exc:
+        log.warning("Shared health is not available: %s", exc)
         return None
 
 
@@ -33,8 +33,8 @@ def breakers() -> list[dict] | None:
         return None
     try:
         return list(health.overview())
-    except Exception:
-        log.warning("Could not read the breakers", exc_info=True)
+    except Exception as exc:
+        log.warning("Could not read the breakers: %s", exc)
         return None
 
 
@@ -44,8 +44,8 @@ def breaker_transitions(limit: int = 50) -> list[dict] | None:
         return None
     try:
         return list(health.transitions(limit=limit))
-    except Exception:
-        log.warning("Could not read the breaker transitions", exc_info=True)
+    except Exception as exc:
+        log.warning("Could not read the breaker transitions: %s", exc)
         return None
 
 
@@ -57,8 +57,8 @@ def quota_usage() -> dict | None:
         return None
     try:
         return usage_overview()
-    except Exception:
-        log.warning("Could not read the quota use", exc_info=True)
+    except Exception as exc:
+        log.warning("Could not read the quota use: %s", exc)
         return None
 
 
@@ -87,6 +87,6 @@ def queues() -> dict | None:
                 }
             )
         return {"queues": rows, "workers": Worker.count(connection=conn)}
-    except Exception:
-        log.warning("Could not read the queues", exc_info=True)
+    except Exception as exc:
+        log.warning("Could not read the queues: %s", exc)
         return None
