@@ -15,3 +15,10 @@ cron.register(reconcile, queue_name="default", interval=30, name="reconcile")
 # --- quotas ---
 
 # --- monitoring ---
+from monitoring import jobs as monitoring_jobs  # noqa: E402
+
+cron.register(monitoring_jobs.roll_up, queue_name="default", interval=60, name="monitoring-rollup")
+cron.register(
+    monitoring_jobs.evaluate_alerts, queue_name="default", interval=60, name="monitoring-alerts"
+)
+cron.register(monitoring_jobs.prune, queue_name="default", interval=3600, name="monitoring-prune")

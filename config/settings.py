@@ -69,6 +69,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.csp",
                 "accounts.context_processors.teams",
+                "monitoring.context_processors.alerts",
             ],
         },
     },
@@ -320,3 +321,22 @@ GALLERY_PAGE_SIZE = env_int("GALLERY_PAGE_SIZE", 24)
 STATUS_POLL_MS = env_int("STATUS_POLL_MS", 1000)
 
 # --- Monitoring (monitoring/) -----------------------------------------------------------
+# /metrics answers only requests with "Authorization: Bearer <METRICS_TOKEN>"; with no
+# token set it refuses every scrape rather than publish the numbers.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Alerts go to ADMINS by e-mail and, when set, as a JSON POST to this URL.
+ALERT_WEBHOOK_URL = env_str("ALERT_WEBHOOK_URL")
+# Rules are evaluated over this window and only above these counts (a rate over three
+# requests says nothing).
+ALERT_WINDOW_MINUTES = env_int("ALERT_WINDOW_MINUTES", 15)
+ALERT_MIN_REQUESTS = env_int("ALERT_MIN_REQUESTS", 20)
+ALERT_MIN_ERRORS = env_int("ALERT_MIN_ERRORS", 20)
+ALERT_DELIVERED_RATE_BELOW = env_float("ALERT_DELIVERED_RATE_BELOW", 0.70)
+ALERT_503_SHARE_ABOVE = env_float("ALERT_503_SHARE_ABOVE", 0.30)
+ALERT_QUOTA_PERCENT = env_float("ALERT_QUOTA_PERCENT", 90.0)
+ALERT_AUTH_ERRORS = env_int("ALERT_AUTH_ERRORS", 1)
+# Raw attempts older than this are deleted by the prune job (the rollups stay); minute
+# rollups are kept long enough for the 7-day window and the one before it.
+MONITORING_RETENTION_DAYS = env_int("MONITORING_RETENTION_DAYS", 90)
+MONITORING_MINUTE_ROLLUP_DAYS = env_int("MONITORING_MINUTE_ROLLUP_DAYS", 15)
+MONITORING_HEATMAP_DAYS = env_int("MONITORING_HEATMAP_DAYS", 28)

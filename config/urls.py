@@ -17,6 +17,9 @@ urlpatterns = [
     path("api/v1/generations/<str:request_id>/cancel", api.cancel, name="api-cancel"),
     path("api/v1/generations/<str:request_id>/image", api.image, name="api-image"),
     path("v1/images/generations", api.openai_images, name="openai-images"),
+    # Staff monitoring and the Prometheus scrape endpoint (/metrics).
+    path("monitoring/", include("monitoring.urls")),
+    path("", include("monitoring.root_urls")),
 ]
 
 handler400 = "config.views.bad_request"

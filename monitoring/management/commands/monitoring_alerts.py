@@ -1,0 +1,13 @@
+from django.core.management.base import BaseCommand
+
+from monitoring import jobs
+
+
+class Command(BaseCommand):
+    help = (
+        jobs.evaluate_alerts.__doc__
+        or "Run the monitoring alerts job once (cron runs it periodically)."
+    )
+
+    def handle(self, *args, **options):
+        self.stdout.write(str(jobs.evaluate_alerts()))

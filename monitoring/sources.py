@@ -1,0 +1,92 @@
+"""Live state owned by other parts of the product: breakers and upstream quota headroom
+(generator.health), team and member quota use (accounts.quotas), the RQ queues and
+workers (Redis).
+
+Each reader returns None when its source is missing or unreachable, so the page says
+"not available" for that panel instead of failing as a whole; the imports are lazy
+because those modules are optional from monitoring's point of view.
+"""
+
+import logging
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+
+def _health():
+    try:
+        from generator.health import Health
+    except ImportError:
+        return None
+    try:
+        return Health.from_settings()
+    except Exception as exc:
+        log.warning("Shared health is not available: %s", exc)
+        return None
+
+
+def breakers() -> list[dict] | None:
+    """Per model: breaker state, open_until, failure_rate, window_calls, p50_ms, quota."""
+    health = _health()
+    if health is None:
+        return None
+    try:
+        return list(health.overview())
+    except Exception as exc:
+        log.warning("Could not read the breakers: %s", exc)
+        return None
+
+
+def breaker_transitions(limit: int = 50) -> list[dict] | None:
+    health = _health()
+    if health is None:
+        return None
+    try:
+        return list(health.transitions(limit=limit))
+    except Exception as exc:
+        log.warning("Could not read the breaker transitions: %s", exc)
+        return None
+
+
+def quota_usage() -> dict | None:
+    """{"teams": [...], "users": [...]} from accounts.quotas, or None."""
+    try:
+        from accounts.quotas import usage_overview
+    except ImportError:
+        return None
+    try:
+        return usage_overview()
+    except Exception as exc:
+        log.warning("Could not read the quota use: %s", exc)
+        return None
+
+
+def _redis():
+    import redis
+
+    # Short timeouts: a Redis that does not answer must not hang the page or a scrape.
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+
+
+def queues() -> dict | None:
+    """{"queues": [{"name", "depth", "scheduled", "failed"}], "workers": n} or None."""
+    try:
+        from rq import Queue, Worker
+
+        conn = _redis()
+        rows = []
+        for name in settings.RQ_QUEUES:
+            queue = Queue(name, connection=conn)
+            rows.append(
+                {
+                    "name": name,
+                    "depth": queue.count,
+                    "scheduled": queue.scheduled_job_registry.count,
+                    "failed": queue.failed_job_registry.count,
+                }
+            )
+        return {"queues": rows, "workers": Worker.count(connection=conn)}
+    except Exception as exc:
+        log.warning("Could not read the queues: %s", exc)
+        return None
