@@ -14,7 +14,6 @@ from django.utils import timezone
 from accounts import quotas
 from accounts.models import Team, UsageEntry
 from generator.admission import Submission, submit
-from generator.api import cancel_request
 from generator.models import GenerationRequest, QuotaState, Status
 from generator.reconcile import Report, _settle_quota
 
@@ -208,8 +207,8 @@ def test_failure_refunds_the_reservation(alice, team):
 
 def test_cancel_refunds_once(alice, team):
     (request,) = _submit(alice, team)
-    cancel_request(request)
-    cancel_request(request)
+    request.cancel()
+    request.cancel()
     request.refresh_from_db()
     assert (request.status, request.quota_state) == (Status.CANCELED, QuotaState.REFUNDED)
     entry = UsageEntry.objects.get(request=request)
