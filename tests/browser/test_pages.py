@@ -83,11 +83,14 @@ def images(alice, bob, team, settings, tmp_path):
     return rows
 
 
-@pytest.mark.parametrize(("width_name", "viewport"), [("phone", PHONE), ("desktop", DESKTOP)])
+@pytest.mark.parametrize(
+    ("width_name", "viewport", "scheme"),
+    [("phone", PHONE, "light"), ("desktop", DESKTOP, "light"), ("desktop-dark", DESKTOP, "dark")],
+)
 def test_it_screenshots_the_prompt_gallery_and_detail_pages(
-    tab, alice, images, width_name, viewport
+    tab, alice, images, width_name, viewport, scheme
 ):
-    t = tab(viewport)
+    t = tab(viewport, scheme)
     t.log_in(alice)
     t.goto("/new/")
     assert t.page.get_by_role("heading", name="New image").is_visible()
