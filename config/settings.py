@@ -317,8 +317,6 @@ REFERENCE_MAX_PIXELS = env_int("REFERENCE_MAX_PIXELS", 40_000_000)
 THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 512)
 # Cards per gallery page ("load more" fetches the next page by keyset).
 GALLERY_PAGE_SIZE = env_int("GALLERY_PAGE_SIZE", 24)
-# How often the browser polls a pending request's status, in milliseconds.
-STATUS_POLL_MS = env_int("STATUS_POLL_MS", 1000)
 
 # --- Monitoring (monitoring/) -----------------------------------------------------------
 # /metrics answers only requests with "Authorization: Bearer <METRICS_TOKEN>"; with no

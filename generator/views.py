@@ -283,6 +283,12 @@ def bulk(request):
     return redirect("generator:gallery")
 
 
+def _chunks(field):
+    # Opened only when the zip reaches this entry: one file handle at a time.
+    with field.open("rb") as handle:
+        yield from iter(lambda: handle.read(64 * 1024), b"")
+
+
 def _zip_response(rows):
     """Streams the zip: nothing is built in memory or on disk, whatever the selection."""
     import zipstream
@@ -294,7 +300,7 @@ def _zip_response(rows):
         if image is None:
             continue
         extension = image.file.name.rsplit(".", 1)[-1]
-        archive.add(image.file.open("rb"), f"steadyshot-{row.pk}.{extension}")
+        archive.add(_chunks(image.file), f"steadyshot-{row.pk}.{extension}")
         count += 1
     if not count:
         raise Http404("None of the selected requests has an image yet.")

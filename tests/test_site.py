@@ -6,8 +6,9 @@ pytestmark = pytest.mark.django_db
 
 def test_it_serves_the_home_page_to_everyone(client, client_for, alice):
     assert "Create an account" in client.get(reverse("home")).content.decode()
-    signed_in = client_for(alice).get(reverse("home")).content.decode()
-    assert f'href="{reverse("generator:prompt")}">New image' in signed_in
+    # Signed in, the start page's main button opens the prompt page.
+    body = client_for(alice).get(reverse("home")).content.decode()
+    assert f'class="button" href="{reverse("generator:prompt")}"' in body
 
 
 def test_it_sends_a_strict_content_security_policy(client):

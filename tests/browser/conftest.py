@@ -97,11 +97,11 @@ class Tab:
 
 @pytest.fixture
 def tab(chromium, live_server):
-    """tab(viewport=DESKTOP): a new page on the live server."""
+    """tab(viewport=DESKTOP, color_scheme="light"): a new page on the live server."""
     contexts = []
 
-    def open_tab(viewport=DESKTOP):
-        context = chromium.new_context(viewport=viewport)
+    def open_tab(viewport=DESKTOP, color_scheme="light"):
+        context = chromium.new_context(viewport=viewport, color_scheme=color_scheme)
         contexts.append(context)
         return Tab(context, live_server.url)
 

@@ -3,6 +3,7 @@ no CSP violations, and outsiders refused every URL of another team's image."""
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from generator.images import store_generated_image
 from generator.models import Attempt, GenerationRequest, QuotaState, Status
@@ -82,11 +83,14 @@ def images(alice, bob, team, settings, tmp_path):
     return rows
 
 
-@pytest.mark.parametrize(("width_name", "viewport"), [("phone", PHONE), ("desktop", DESKTOP)])
+@pytest.mark.parametrize(
+    ("width_name", "viewport", "scheme"),
+    [("phone", PHONE, "light"), ("desktop", DESKTOP, "light"), ("desktop-dark", DESKTOP, "dark")],
+)
 def test_it_screenshots_the_prompt_gallery_and_detail_pages(
-    tab, alice, images, width_name, viewport
+    tab, alice, images, width_name, viewport, scheme
 ):
-    t = tab(viewport)
+    t = tab(viewport, scheme)
     t.log_in(alice)
     t.goto("/new/")
     assert t.page.get_by_role("heading", name="New image").is_visible()
@@ -135,3 +139,56 @@ def test_it_shows_friendly_error_pages(tab, alice):
     assert t.page.get_by_role("heading", name="Not found").is_visible()
     assert t.page.get_by_role("link", name="Go to the start page").is_visible()
     t.screenshot("error-404")
+
+
+def test_it_updates_the_status_live_without_reloading(tab, alice, images):
+    """The live status alone (no workers): the row changes under the open pages, and the
+    detail page and the gallery card follow within a few seconds without a reload."""
+    queued = GenerationRequest.objects.get(status=Status.QUEUED)
+    t = tab()
+    t.log_in(alice)
+    t.goto(f"/images/{queued.pk}/")
+    page = t.page
+    live = page.locator("[data-live-text]")
+    expect(live).to_have_attribute("role", "status")
+    expect(live).to_contain_text("Queued (position 1).")
+    page.evaluate("window.steadyshotMarker = 'still here'")
+
+    GenerationRequest.objects.filter(pk=queued.pk).update(
+        status=Status.RUNNING, current_model="gemini-3-pro-image-preview"
+    )
+    expect(live).to_contain_text("Running on Nano Banana Pro.", timeout=5000)
+
+    GenerationRequest.objects.filter(pk=queued.pk).update(
+        status=Status.SUCCEEDED,
+        served_model="gemini-3-pro-image-preview",
+        finished=timezone.now(),
+        delivered_width=400,
+        delivered_height=300,
+    )
+    queued.refresh_from_db()
+    store_generated_image(queued, picture("PNG", (400, 300)), "image/png")
+    expect(page.locator("[data-live-text]")).to_contain_text(
+        "Done by Nano Banana Pro.", timeout=5000
+    )
+    expect(page.locator(".detail-figure img")).to_be_visible()
+    expect(page.locator(".detail-figure .badge.model")).to_contain_text("Nano Banana Pro")
+    assert page.evaluate("window.steadyshotMarker") == "still here"
+
+
+def test_it_swaps_a_finished_card_into_the_gallery(tab, alice, images):
+    queued = GenerationRequest.objects.get(status=Status.QUEUED)
+    t = tab(PHONE)
+    t.log_in(alice)
+    t.goto("/gallery/")
+    card = t.page.locator(f"#r-{queued.pk}")
+    expect(card.locator("[data-live-text]")).to_contain_text("Queued")
+    GenerationRequest.objects.filter(pk=queued.pk).update(
+        status=Status.FAILED,
+        error_code="unavailable",
+        error_message="The image models are unavailable. Try again later.",
+        finished=timezone.now(),
+    )
+    expect(card.locator(".badge.status-failed")).to_have_text("Failed", timeout=5000)
+    expect(card.locator("[data-live-text]")).to_have_count(0)
+    expect(card).to_contain_text("The image models are unavailable. Try again later.")

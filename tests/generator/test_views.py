@@ -358,6 +358,7 @@ def test_it_flags_a_running_request_for_cancel(client_for, alice, team):
 def test_it_lets_only_the_author_or_an_owner_cancel(client_for, bob, queued):
     response = client_for(bob).post(reverse("generator:cancel", args=[queued.pk]))
     assert response.status_code == 403
+    assert "Only the member who asked for this image" in response.content.decode()
     queued.refresh_from_db()
     assert queued.status == Status.QUEUED
 
@@ -420,3 +421,40 @@ def test_it_links_new_image_and_gallery_in_the_nav(client_for, alice):
     body = client_for(alice).get(reverse("home")).content.decode()
     assert f'href="{reverse("generator:prompt")}"' in body
     assert f'href="{reverse("generator:gallery")}"' in body
+
+
+# --- what the live status says ------------------------------------------------------------
+
+
+def test_it_says_what_a_waiting_request_waits_for(alice, team):
+    row = make_request(
+        alice,
+        team,
+        status=Status.WAITING,
+        waiting_until=timezone.now().replace(hour=12, minute=30, second=5),
+        status_reason="Nano Banana Pro is overloaded; retrying.",
+    )
+    assert row.status_text() == (
+        "Waiting to retry Nano Banana Pro until 12:30:05. Nano Banana Pro is overloaded; retrying."
+    )
+
+
+def test_it_says_which_model_a_request_fell_back_from_and_why(alice, team):
+    row = make_request(
+        alice,
+        team,
+        served_model="gemini-2.5-flash-image",
+        fell_back=True,
+        fallback_reason="Nano Banana Pro was unavailable.",
+    )
+    assert row.status_text() == (
+        "Done by Nano Banana, after falling back from Nano Banana Pro "
+        "because Nano Banana Pro was unavailable."
+    )
+
+
+def test_it_counts_the_queue_position_across_teams(alice, charlie, team):
+    make_request(charlie, charlie.active_team, status=Status.QUEUED)
+    mine = make_request(alice, team, status=Status.QUEUED)
+    assert mine.queue_position() == 2
+    assert mine.status_dict()["text"] == "Queued (position 2)."
