@@ -259,6 +259,12 @@ LOGGING = {
 }
 
 # --- Upstream providers and sandbox (generator/upstream) -------------------------------
+# The sandbox's fault profile at start (calm, peak, outage, quota or one of
+# SANDBOX_PROFILES_FILE, a TOML file; see docs/sandbox.md) and the seed of its dice and
+# pictures. Its durations follow TIME_SCALE.
+SANDBOX_PROFILE = env_str("SANDBOX_PROFILE", "calm")
+SANDBOX_SEED = env_int("SANDBOX_SEED", 0)
+SANDBOX_PROFILES_FILE = env_str("SANDBOX_PROFILES_FILE")
 
 # --- Retry and downgrade policy, shared health (generator/policy.py, health.py) --------
 # Every duration here is in seconds and multiplied by TIME_SCALE; docs/resilience.md

@@ -9,6 +9,7 @@ is never left behind.
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -71,7 +72,7 @@ def run_step(args: list[str], env: dict) -> None:
 def stop_all(children: list[Child], grace: float = 10.0) -> None:
     """Stop the product first and its infrastructure last: workers finish or hand back
     their job while Redis is still there to take it."""
-    infrastructure = {"redis"}
+    infrastructure = {"redis", "sandbox"}
     for group in (
         [c for c in children if c.name not in infrastructure],
         [c for c in children if c.name in infrastructure],
@@ -173,12 +174,22 @@ def main() -> int:
 
 
 def upstream_env(env: dict) -> dict:
-    """Environment for the upstream: the sandbox's address when no Gemini key is set."""
-    return {}
+    """Environment for the upstream: the sandbox's address when no Gemini key is set (a
+    free loopback port unless SANDBOX_URL names one), passed to the web and workers."""
+    if env.get("GEMINI_API_KEY"):
+        return {}
+    if env.get("SANDBOX_URL"):
+        return {"SANDBOX_URL": env["SANDBOX_URL"]}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return {"SANDBOX_URL": f"http://127.0.0.1:{s.getsockname()[1]}"}
 
 
 def upstream_children(env: dict) -> list[Child]:
-    return []
+    if env.get("GEMINI_API_KEY"):
+        return []
+    port = env["SANDBOX_URL"].rstrip("/").rsplit(":", 1)[-1]
+    return [Child("sandbox", manage("sandbox", "--port", port))]
 
 
 if __name__ == "__main__":

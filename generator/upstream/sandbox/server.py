@@ -1,0 +1,724 @@
+"""The sandbox upstream: a local HTTP server that speaks Gemini's `generateContent` (under
+/v1 and /v1beta) and the OpenAI Images API (/v1/images/generations) as in wire.md, with
+the failure behaviour of upstream-behaviour.md, so the product runs and is tested with
+no key and no internet. A development and test tool, never on the public URL space.
+
+Threads, not asyncio: every call sleeps for its (scaled) latency, and a thread per
+connection keeps hundreds of slow calls in flight with the standard library alone.
+"""
+
+import base64
+import json
+import logging
+import math
+import random
+import re
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from generator.upstream.sandbox import painter
+from generator.upstream.sandbox.profiles import (
+    QUOTA_IDS,
+    QUOTA_METRICS,
+    Clock,
+    ModelState,
+    Profile,
+    ProfileError,
+    Verdict,
+)
+
+log = logging.getLogger(__name__)
+
+ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+IMAGE_SIZES = ("1K", "2K", "4K")
+VARIANTS = (
+    "blocked", "overloaded", "unavailable", "rate_limited", "quota_day", "server_error",
+    "no_image", "bad_request", "auth", "not_found", "malformed",
+)  # fmt: skip
+# `sandbox:<variant>[@<model>][*<n>]` or `sandbox:slow=<seconds>[@<model>][*<n>]`.
+TRIGGER = re.compile(
+    r"sandbox:(?P<variant>[a-z_]+)(?:=(?P<value>\d+(?:\.\d+)?))?"
+    r"(?:@(?P<model>[A-Za-z0-9._\-]+))?(?:\*(?P<times>\d+))?"
+)
+# What a variant counts as in the call log (the taxonomy's words).
+OUTCOME_OF = {"quota_day": "rate_limited"}
+OVERLOAD_MESSAGES = (
+    "The model is overloaded. Please try again later.",
+    "This model is currently experiencing high demand. Spikes in demand are usually "
+    "temporary. Please try again later.",
+)
+FORCED_LIMITS = {"rpm": 20, "ipm": 20, "rpd": 1000}
+MAX_BODY = 64 * 1024 * 1024
+MAX_CALLS_KEPT = 200_000
+
+
+@dataclass(frozen=True)
+class Trigger:
+    variant: str  # one of VARIANTS, or "slow"
+    value: float | None
+    model: str | None
+    times: int | None
+    token: str  # the trigger as written, for counting calls per prompt
+
+
+def parse_triggers(prompt: str) -> list[Trigger]:
+    """The trigger words in a prompt; unknown variants are left as plain text."""
+    found = []
+    for m in TRIGGER.finditer(prompt):
+        variant = m["variant"]
+        if variant == "slow" and m["value"] is None:
+            continue
+        if variant != "slow" and (variant not in VARIANTS or m["value"] is not None):
+            continue
+        found.append(
+            Trigger(
+                variant,
+                float(m["value"]) if m["value"] else None,
+                m["model"],
+                int(m["times"]) if m["times"] else None,
+                m[0],
+            )
+        )
+    return found
+
+
+def format_duration(seconds: float) -> str:
+    """A protobuf Duration as Google writes it: "19s", "45.837906927s"."""
+    seconds = max(seconds, 0.001)
+    text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+class Sandbox:
+    """The shared state of a running sandbox: profile, clock, per-model state machines,
+    trigger counters and the call log. Every method is thread-safe."""
+
+    def __init__(
+        self,
+        profiles: dict[str, Profile],
+        models: dict[str, str],  # model id -> "gemini" | "openai"
+        *,
+        profile: str = "calm",
+        seed: int = 0,
+        time_scale: float = 1.0,
+    ):
+        if profile not in profiles:
+            raise ProfileError(f"Unknown profile {profile!r}; known: {', '.join(profiles)}")
+        self.profiles = profiles
+        self.models = models
+        self.initial_seed = seed
+        self.clock = Clock(1.0)
+        self.clock.set_scale(time_scale)
+        self.lock = threading.Lock()
+        self.calls: deque[dict] = deque(maxlen=MAX_CALLS_KEPT)
+        self.trigger_counts: Counter = Counter()
+        self.in_flight = 0
+        self._switch(profile, seed)
+
+    # --- admin ----------------------------------------------------------------------
+
+    def _switch(self, name: str, seed: int) -> None:
+        now = self.clock.now()
+        self.profile = self.profiles[name]
+        self.seed = seed
+        self.rngs = {m: random.Random(f"{seed}:{m}") for m in self.models}
+        self.states = {
+            m: ModelState(self.profile.behaviour(m), now, self.rngs[m]) for m in self.models
+        }
+
+    def set_profile(self, name: str, seed: int | None = None) -> None:
+        if name not in self.profiles:
+            raise ProfileError(f"Unknown profile {name!r}; known: {', '.join(self.profiles)}")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ProfileError("seed must be a whole number")
+        with self.lock:
+            self._switch(name, self.seed if seed is None else seed)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.calls.clear()
+            self.trigger_counts.clear()
+            self._switch("calm", self.initial_seed)
+
+    def set_time_scale(self, scale) -> None:
+        with self.lock:
+            self.clock.set_scale(scale)
+
+    def state(self) -> dict:
+        with self.lock:
+            now = self.clock.now()
+            return {
+                "profile": self.profile.name,
+                "description": self.profile.description,
+                "profiles": sorted(self.profiles),
+                "seed": self.seed,
+                "time_scale": self.clock.scale,
+                "virtual_time_s": round(now, 3),
+                "calls": len(self.calls),
+                "in_flight": self.in_flight,
+                "models": {m: s.describe(now) for m, s in self.states.items()},
+            }
+
+    def call_log(self) -> list[dict]:
+        with self.lock:
+            return list(self.calls)
+
+    # --- calls ----------------------------------------------------------------------
+
+    def decide(self, model: str, prompt: str) -> tuple[str, Verdict]:
+        """(variant, verdict) for one call: a trigger word in the prompt wins over the
+        profile; `slow=` only changes the latency."""
+        with self.lock:
+            rng = self.rngs[model]
+            forced, slow = None, None
+            for trigger in parse_triggers(prompt):
+                if trigger.model and trigger.model != model:
+                    continue
+                if trigger.times is not None:
+                    key = (prompt, trigger.token, model)
+                    if self.trigger_counts[key] >= trigger.times:
+                        continue
+                    self.trigger_counts[key] += 1
+                if trigger.variant == "slow":
+                    slow = trigger.value
+                elif forced is None:
+                    forced = trigger.variant
+            if forced:
+                b = self.states[model].behaviour
+                verdict = Verdict(OUTCOME_OF.get(forced, forced), rng.uniform(*b.error_latency_s))
+                variant = forced
+            else:
+                verdict = self.states[model].decide(self.clock.now(), rng)
+                variant = verdict.outcome
+                if verdict.quota_dim == "rpd":
+                    variant = "quota_day"
+            if slow is not None:
+                verdict = Verdict(verdict.outcome, slow, verdict.quota_dim, verdict.retry_s)
+            self.in_flight += 1
+            return variant, verdict
+
+    def rng_for(self, model: str) -> random.Random:
+        return self.rngs.get(model) or random.Random()
+
+    def record(self, **call) -> None:
+        call["at"] = datetime.now(UTC).isoformat()
+        with self.lock:
+            self.calls.append(call)
+
+    def done(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so the providers' pooled clients reuse
+    server_version = "SteadyshotSandbox/1"
+    sandbox: Sandbox  # set on the subclass by make_server
+
+    def log_message(self, format, *args):
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _send(self, status: int, body, headers: dict | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise BadRequest("Content-Length is not a number") from None
+        if length > MAX_BODY:
+            raise BadRequest("Request payload size exceeds the limit: 67108864 bytes.", 413)
+        return self.rfile.read(length) if length else b""
+
+    def _json(self):
+        raw = self._body()
+        try:
+            return json.loads(raw or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("Invalid JSON payload received.") from None
+
+    # --- routes ---------------------------------------------------------------------
+
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        sandbox = self.sandbox
+        if path == "/_sandbox/health":
+            return self._send(200, {"ok": True, "profile": sandbox.profile.name})
+        if path == "/_sandbox/state":
+            return self._send(200, sandbox.state())
+        if path == "/_sandbox/calls":
+            return self._send(200, sandbox.call_log())
+        return self._send(404, _google_error(404, "NOT_FOUND", f"No route for GET {path}."))
+
+    def do_POST(self):
+        path = urlsplit(self.path).path
+        try:
+            if path.startswith("/_sandbox/"):
+                return self._admin(path)
+            match = re.fullmatch(r"/(v1|v1beta)/models/([^/:]+):generateContent", path)
+            if match:
+                return self._gemini(match[1], match[2])
+            if path == "/v1/images/generations":
+                return self._openai()
+            self._body()
+            return self._send(404, _google_error(404, "NOT_FOUND", f"No route for POST {path}."))
+        except BadRequest as exc:
+            if path.startswith("/v1/images"):
+                return self._send(
+                    exc.status, _openai_error(exc.message, "invalid_request_error", None)
+                )
+            status = "INVALID_ARGUMENT" if exc.status == 400 else "FAILED_PRECONDITION"
+            return self._send(exc.status, _google_error(exc.status, status, exc.message))
+
+    def _admin(self, path: str):
+        sandbox = self.sandbox
+        data = self._json()
+        if not isinstance(data, dict):
+            raise BadRequest("Send a JSON object.")
+        try:
+            if path == "/_sandbox/profile":
+                if "name" not in data:
+                    raise BadRequest('Send {"name": <profile>, "seed": <int, optional>}.')
+                sandbox.set_profile(str(data["name"]), data.get("seed"))
+            elif path == "/_sandbox/reset":
+                sandbox.reset()
+            elif path == "/_sandbox/time-scale":
+                scale = data.get("scale")
+                if isinstance(scale, bool):
+                    raise ProfileError("The time scale must be a number above 0")
+                sandbox.set_time_scale(scale)
+            else:
+                return self._send(404, {"error": f"No admin endpoint {path}"})
+        except ProfileError as exc:
+            raise BadRequest(str(exc)) from None
+        return self._send(200, sandbox.state())
+
+    # --- Gemini ---------------------------------------------------------------------
+
+    def _gemini(self, version: str, model: str):
+        started = time.monotonic()
+        query = parse_qs(urlsplit(self.path).query)
+        key = self.headers.get("x-goog-api-key") or (query.get("key") or [""])[0]
+        data = self._json()
+        call = {
+            "model": model,
+            "protocol": "gemini",
+            "prompt": "",
+            "image_size": None,
+            "aspect_ratio": None,
+        }
+        if not key:
+            return self._finish_gemini(call, started, 403, _google_error(
+                403, "PERMISSION_DENIED",
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to call this API.",
+            ), "auth")  # fmt: skip
+        if self.sandbox.models.get(model) != "gemini":
+            return self._finish_gemini(call, started, 404, _not_found(model, version), "not_found")
+        deadline = self.headers.get("X-Server-Timeout")
+        if deadline and deadline.isdigit() and int(deadline) < 10:
+            raise BadRequest(
+                f"Manually set deadline {deadline}s is too short. Minimum allowed deadline is 10s."
+            )
+        prompt, references, ratio, size = _parse_gemini(data)
+        call.update(prompt=prompt, image_size=size, aspect_ratio=ratio, references=len(references))
+        variant, verdict = self.sandbox.decide(model, prompt)
+        try:
+            time.sleep(verdict.latency_s * self.sandbox.clock.scale)
+            status, body = self._gemini_answer(
+                variant, verdict, model, version, prompt, references, ratio, size
+            )
+        finally:
+            self.sandbox.done()
+        return self._finish_gemini(
+            call, started, status, body, OUTCOME_OF.get(variant, variant), variant
+        )
+
+    def _finish_gemini(self, call, started, status, body, outcome, variant=""):
+        self._send(status, body)
+        self.sandbox.record(
+            **call, outcome=outcome, status=status, variant=variant,
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )  # fmt: skip
+
+    def _gemini_answer(self, variant, verdict, model, version, prompt, references, ratio, size):
+        scale = self.sandbox.clock.scale
+        rng = self.sandbox.rng_for(model)
+        response_id = secrets.token_urlsafe(16)
+        if variant == "success":
+            return 200, _gemini_image(
+                model, prompt, references, ratio, size, self.sandbox.seed, response_id
+            )
+        if variant == "blocked":
+            # Pro refuses the generated image, Flash the prompt: both shapes are real.
+            if painter.is_pro(model):
+                body = {"candidates": [{"finishReason": "IMAGE_SAFETY", "index": 0}]}
+            else:
+                body = {"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}
+            usage = {
+                "promptTokenCount": len(prompt.split()),
+                "totalTokenCount": len(prompt.split()),
+            }
+            return 200, {
+                **body,
+                "usageMetadata": usage,
+                "modelVersion": model,
+                "responseId": response_id,
+            }
+        if variant == "no_image":
+            return 200, {
+                "candidates": [{
+                    "content": {"role": "model", "parts": [{"text": "I can describe it instead: " + prompt[:200]}]},
+                    "finishReason": "STOP", "index": 0,
+                }],
+                "modelVersion": model, "responseId": response_id,
+            }  # fmt: skip
+        if variant == "malformed":
+            return (
+                200,
+                b'{"candidates": [{"content": {"role": "model", "parts": [{"inlineData": {"mimeT',
+            )
+        if variant == "overloaded":
+            return 503, _google_error(503, "UNAVAILABLE", rng.choice(OVERLOAD_MESSAGES))
+        if variant == "unavailable":
+            return 503, _google_error(503, "UNAVAILABLE", "The service is currently unavailable.")
+        if variant == "server_error":
+            return 500, _google_error(500, "INTERNAL", "Internal error encountered.")
+        if variant == "bad_request":
+            return 400, _google_error(
+                400, "INVALID_ARGUMENT", "Request contains an invalid argument."
+            )
+        if variant == "auth":
+            return 403, _google_error(
+                403,
+                "PERMISSION_DENIED",
+                "Your API key was reported as leaked. Please use another API key.",
+            )
+        if variant == "not_found":
+            return 404, _not_found(model, version)
+        if variant in ("rate_limited", "quota_day"):
+            dim = verdict.quota_dim or ("rpd" if variant == "quota_day" else "rpm")
+            wait = verdict.retry_s or (
+                rng.uniform(3600, 7200) if dim == "rpd" else rng.uniform(15, 60)
+            )
+            quota = self.sandbox.states[model].behaviour.quota
+            # A forced 429 outside the quota profile still names a plausible limit: a
+            # quotaValue of 0 would mean "no quota at all" (terminal) to the client.
+            limit = (getattr(quota, dim, None) if quota else None) or FORCED_LIMITS[dim]
+            return 429, _quota_error(model, dim, wait * scale, limit)
+        raise AssertionError(f"unhandled variant {variant}")
+
+    # --- OpenAI ---------------------------------------------------------------------
+
+    def _openai(self):
+        started = time.monotonic()
+        auth = self.headers.get("Authorization", "")
+        data = self._json()
+        if not isinstance(data, dict):
+            raise BadRequest("The request body must be a JSON object.")
+        model = str(data.get("model") or "")
+        prompt = data.get("prompt")
+        call = {"model": model, "protocol": "openai", "prompt": prompt if isinstance(prompt, str) else "",
+                "image_size": data.get("size"), "aspect_ratio": None}  # fmt: skip
+
+        def finish(status, body, outcome, variant="", headers=None):
+            self._send(status, body, headers)
+            self.sandbox.record(
+                **call, outcome=outcome, status=status, variant=variant,
+                latency_ms=int((time.monotonic() - started) * 1000),
+            )  # fmt: skip
+
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            return finish(401, _openai_error(
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                "invalid_request_error", None,
+            ), "auth")  # fmt: skip
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise BadRequest("prompt is required and must be a non-empty string.")
+        if model not in self.sandbox.models:
+            return finish(404, _openai_error(
+                f"The model '{model}' does not exist or you do not have access to it.",
+                "invalid_request_error", "model_not_found",
+            ), "not_found")  # fmt: skip
+        size = data.get("size") or "1024x1024"
+        if size != "auto" and size not in painter.OPENAI_SIZES:
+            raise BadRequest(
+                f"Invalid size {size!r}; supported: {sorted(painter.OPENAI_SIZES)} and auto."
+            )
+        n = data.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= 10:
+            raise BadRequest("n must be a whole number between 1 and 10.")
+        variant, verdict = self.sandbox.decide(model, prompt)
+        try:
+            time.sleep(verdict.latency_s * self.sandbox.clock.scale)
+            status, body, headers = self._openai_answer(variant, verdict, model, prompt, size, n)
+        finally:
+            self.sandbox.done()
+        return finish(status, body, OUTCOME_OF.get(variant, variant), variant, headers)
+
+    def _openai_answer(self, variant, verdict, model, prompt, size, n):
+        scale = self.sandbox.clock.scale
+        rng = self.sandbox.rng_for(model)
+        if variant == "success":
+            w, h = (1024, 1024) if size == "auto" else (int(x) for x in size.split("x"))
+            image = painter.paint(
+                prompt, model=model, size=(w, h), seed=self.sandbox.seed, mime="image/png"
+            )
+            data = [{"b64_json": base64.b64encode(image).decode(), "revised_prompt": None}] * n
+            return 200, {
+                "created": int(time.time()), "data": data, "output_format": "png",
+                "size": f"{w}x{h}", "quality": "high",
+                "usage": {"input_tokens": len(prompt.split()), "output_tokens": 4160 * n,
+                          "total_tokens": len(prompt.split()) + 4160 * n},
+            }, {}  # fmt: skip
+        if variant == "blocked":
+            return 400, _openai_error(
+                "Your request was rejected by the safety system. safety_violations=[sandbox].",
+                "image_generation_user_error", "moderation_blocked",
+            ), {}  # fmt: skip
+        if variant == "no_image":
+            return 200, {"created": int(time.time()), "data": []}, {}
+        if variant == "malformed":
+            return 200, b'{"created": 1, "data": [{"b64_js', {}
+        if variant == "overloaded":
+            return 503, _openai_error(
+                "The engine is currently overloaded, please try again later", "server_error", None
+            ), {}  # fmt: skip
+        if variant == "unavailable":
+            return 503, _openai_error(
+                "The service is currently unavailable.", "server_error", None
+            ), {}  # fmt: skip
+        if variant == "server_error":
+            return 500, _openai_error(
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error", None,
+            ), {}  # fmt: skip
+        if variant == "bad_request":
+            return (
+                400,
+                _openai_error("Invalid value for 'size'.", "invalid_request_error", None),
+                {},
+            )
+        if variant == "auth":
+            return 401, _openai_error(
+                "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+            ), {}  # fmt: skip
+        if variant == "not_found":
+            return 404, _openai_error(
+                f"The model '{model}' does not exist or you do not have access to it.",
+                "invalid_request_error", "model_not_found",
+            ), {}  # fmt: skip
+        if variant == "quota_day":
+            return 429, _openai_error(
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota", "insufficient_quota",
+            ), {}  # fmt: skip
+        if variant == "rate_limited":
+            wait = (verdict.retry_s or rng.uniform(1, 20)) * scale
+            return (
+                429,
+                _openai_error(
+                    f"Rate limit reached for images per minute. Please try again in {wait:.3f}s.",
+                    "requests",
+                    "rate_limit_exceeded",
+                ),
+                {
+                    "retry-after-ms": f"{wait * 1000:.0f}",
+                    "retry-after": str(max(1, math.ceil(wait))),
+                },
+            )
+        raise AssertionError(f"unhandled variant {variant}")
+
+
+# --- bodies -------------------------------------------------------------------------------
+
+
+def _google_error(code: int, status: str, message: str, details: list | None = None) -> dict:
+    error = {"code": code, "message": message, "status": status}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def _openai_error(message: str, type_: str, code: str | None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _not_found(model: str, version: str) -> dict:
+    return _google_error(
+        404, "NOT_FOUND",
+        f"models/{model} is not found for API version {version}, or is not supported for "
+        "generateContent. Call ListModels to see the list of available models and their "
+        "supported methods.",
+    )  # fmt: skip
+
+
+def _quota_error(model: str, dim: str, wait_s: float, limit: int | None) -> dict:
+    delay = format_duration(wait_s)
+    return _google_error(
+        429, "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details. For "
+        "more information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits. "
+        f"\n* Quota exceeded for metric: {QUOTA_METRICS[dim]}, limit: {limit if limit is not None else 0}, "
+        f"model: {model}\nPlease retry in {delay}.",
+        [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                "quotaMetric": QUOTA_METRICS[dim], "quotaId": QUOTA_IDS[dim],
+                "quotaDimensions": {"location": "global", "model": model},
+                "quotaValue": str(limit if limit is not None else 0),
+            }]},
+            {"@type": "type.googleapis.com/google.rpc.Help", "links": [{
+                "description": "Learn more about Gemini API quotas",
+                "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+            }]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
+        ],
+    )  # fmt: skip
+
+
+def _parse_gemini(data) -> tuple[str, list[tuple[bytes, str]], str | None, str | None]:
+    """(prompt, references, aspect ratio, image size) of a generateContent body, with
+    Google's answers to the mistakes clients really make."""
+    if not isinstance(data, dict):
+        raise BadRequest("Invalid JSON payload received. Expected an object.")
+    contents = data.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
+    texts, references = [], []
+    for content in contents:
+        if not isinstance(content, dict) or content.get("role", "user") != "user":
+            continue
+        for part in content.get("parts") or []:
+            if not isinstance(part, dict):
+                raise BadRequest("Invalid JSON payload received. A part must be an object.")
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            inline = part.get("inlineData") or part.get("inline_data")
+            if isinstance(inline, dict):
+                mime = inline.get("mimeType") or inline.get("mime_type") or ""
+                if mime not in (
+                    "image/png",
+                    "image/jpeg",
+                    "image/webp",
+                    "image/heic",
+                    "image/heif",
+                ):
+                    raise BadRequest(f"Unsupported MIME type: {mime}")
+                try:
+                    references.append(
+                        (base64.b64decode(inline.get("data") or "", validate=True), mime)
+                    )
+                except (ValueError, TypeError):
+                    raise BadRequest(
+                        "Invalid value at 'contents[0].parts[0].inline_data.data' (TYPE_BYTES), Base64 decoding failed."
+                    ) from None
+    prompt = " ".join(texts).strip()
+    if not prompt and not references:
+        raise BadRequest(
+            "* GenerateContentRequest.contents[0].parts: contents.parts must not be empty."
+        )
+    config = data.get("generationConfig") or data.get("generation_config") or {}
+    if not isinstance(config, dict):
+        raise BadRequest("Invalid JSON payload received. generationConfig must be an object.")
+    for misplaced in ("aspectRatio", "imageSize"):
+        if misplaced in config:
+            raise BadRequest(
+                f'Invalid JSON payload received. Unknown name "{misplaced}" at '
+                "'request.generation_config': Cannot find field."
+            )
+    image_config = config.get("imageConfig") or config.get("image_config") or {}
+    ratio = image_config.get("aspectRatio") or image_config.get("aspect_ratio")
+    size = image_config.get("imageSize") or image_config.get("image_size")
+    if ratio is not None and ratio not in ASPECT_RATIOS:
+        raise BadRequest(
+            f"Unsupported aspect ratio: {ratio}. Supported: {', '.join(ASPECT_RATIOS)}."
+        )
+    if size is not None and size not in IMAGE_SIZES:
+        raise BadRequest(f"Unsupported image size: {size}. Use 1K, 2K or 4K.")
+    modalities = config.get("responseModalities") or config.get("response_modalities")
+    if modalities is not None and "IMAGE" not in [str(m).upper() for m in modalities]:
+        raise BadRequest("responseModalities must include IMAGE for an image model.")
+    return prompt, references, ratio, size
+
+
+def _gemini_image(model, prompt, references, ratio, size, seed, response_id) -> dict:
+    pro = painter.is_pro(model)
+    if ratio is None and references:
+        # Google keeps the reference's ratio when none is asked; square is close enough.
+        ratio = "1:1"
+    pixels = painter.pixel_size(model, ratio, size)
+    mime = painter.mime_for(model)
+    image = painter.paint(
+        prompt,
+        model=model,
+        size=pixels,
+        seed=seed,
+        reference=references[0][0] if references else None,
+    )
+    final = {"inlineData": {"mimeType": mime, "data": base64.b64encode(image).decode()}}
+    prompt_tokens = len(prompt.split()) + (560 if pro else 258) * len(references)
+    if pro:
+        draft = painter.paint("(draft) " + prompt, model=model, size=(128, 128), seed=seed)
+        parts = [
+            {"text": "**Planning the composition**\nSketching the layout first.", "thought": True},
+            {
+                "inlineData": {"mimeType": mime, "data": base64.b64encode(draft).decode()},
+                "thought": True,
+            },
+            {**final, "thoughtSignature": base64.b64encode(secrets.token_bytes(24)).decode()},
+        ]
+        image_tokens, thoughts = (2000 if size == "4K" else 1120), 210
+    else:
+        parts = [{"text": "Here is your image: "}, final]
+        image_tokens, thoughts = 1290, 0
+    usage = {
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": image_tokens + 10,
+        "totalTokenCount": prompt_tokens + image_tokens + 10 + thoughts,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": image_tokens}],
+    }
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": 0}
+        ],
+        "usageMetadata": usage,
+        "modelVersion": model,
+        "responseId": response_id,
+    }
+
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # bursts of hundreds of concurrent calls in benchmarks
+    allow_reuse_address = True
+
+
+def make_server(sandbox: Sandbox, host: str = "127.0.0.1", port: int = 0) -> SandboxServer:
+    handler = type("BoundHandler", (Handler,), {"sandbox": sandbox})
+    return SandboxServer((host, port), handler)
