@@ -175,6 +175,9 @@ class GenerationRequest(models.Model):
             # Monitoring windows and the reconciler's scan of unfinished requests.
             models.Index(fields=["created"], name="req_created"),
             models.Index(fields=["status", "lease_until"], name="req_status_lease"),
+            # Monitoring: requests that finished since the rollups' cursor (the raw tail
+            # of every window, alert and scrape).
+            models.Index(fields=["finished"], name="req_finished"),
         ]
 
     def __str__(self):

@@ -62,7 +62,8 @@ def _admin_link(name: str, **params) -> str:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    # With its UTC offset: the admin filters on aware datetimes.
+    return moment.replace(microsecond=0).isoformat()
 
 
 def build(window_key: str, now: datetime | None = None, sort: str = "", user_sort: str = ""):

@@ -215,6 +215,8 @@ def _window_rows(name, model, rows_fn, source, time_field, keys, sums, start, en
     if lo is not None:
         raw = raw.filter(**{f"{time_field}__gte": lo})
     if end is not None:
+        if lo is not None and lo >= end:
+            return rows  # the rollups cover the whole window (an earlier one)
         raw = raw.filter(**{f"{time_field}__lt": end})
     rows += list(rows_fn(raw, TruncMinute if by_bucket else None))
     return rows

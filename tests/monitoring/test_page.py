@@ -147,3 +147,16 @@ def test_it_renders_every_window(client_for, staff, scenario, no_redis, window):
     assert response.status_code == 200
     assert "<svg" in response.content.decode()
     assert 'style="' not in response.content.decode()
+
+
+def test_its_links_open_the_filtered_request_log(client, staff, scenario, no_redis):
+    staff.is_superuser = True
+    staff.save()
+    client.force_login(staff)
+    html = client.get(URL, {"window": "1h"}).content.decode()
+    links = set(re.findall(r'href="(/admin/generator/[^"]+)"', html))
+    assert links
+    for link in links:
+        response = client.get(link.replace("&amp;", "&"))
+        assert response.status_code == 200, link
+        assert "?e=1" not in response.get("Location", "")
