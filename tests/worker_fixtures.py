@@ -2,6 +2,7 @@
 `manage.py rqworker --with-scheduler` against the test database, the test Redis and
 the sandbox, exactly as in production."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,10 +61,13 @@ class Workers:
     def kill(self, index: int) -> None:
         """SIGKILL: no warm shutdown, no chance to hand anything back."""
         process = self.processes[index]
-        # RQ runs each job in a forked work horse: kill the whole process group.
+        # RQ runs each job in a forked work horse: list it before the worker dies (an
+        # orphan is re-parented and no longer shows as its child), then kill both.
+        horses = _children(process.pid)
         process.send_signal(signal.SIGKILL)
-        for child in _children(process.pid):
-            os.kill(child, signal.SIGKILL)
+        for child in horses:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
         process.wait()
 
     def kill_holder(self, claimed_by: str) -> None:

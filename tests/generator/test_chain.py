@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 PRO = "gemini-3-pro-image-preview"
 FLASH = "gemini-2.5-flash-image"
-SCALE = 0.005
+SCALE = 0.02
 
 
 @pytest.fixture
@@ -43,6 +43,17 @@ def wait_for_all(requests, timeout=60.0, during=None):
         time.sleep(0.2)
     states = Counter(r.status for r in GenerationRequest.objects.filter(pk__in=ids))
     pytest.fail(f"requests not final after {timeout:.0f} s: {dict(states)}")
+
+
+def failures(rows) -> str:
+    """What went wrong, for assertion messages: each failed request's attempts."""
+    lines = []
+    for row in rows:
+        if row.status != Status.SUCCEEDED:
+            lines.append(f"{row.pk} {row.status} {row.error_code}: {row.error_message}")
+            for a in row.attempts.order_by("number"):
+                lines.append(f"  {a.model} {a.outcome} {a.latency_ms} ms {a.message[:120]}")
+    return "\n".join(lines[:40])
 
 
 def submit_many(user, team, n, **fields):
@@ -74,7 +85,7 @@ def test_it_delivers_under_peak_mostly_from_pro_and_flags_fallbacks(chain, worke
     requests = submit_many(alice, team, 24)
     rows = wait_for_all(requests, timeout=120)
     served = Counter(r.served_model for r in rows)
-    assert all(r.status == Status.SUCCEEDED for r in rows), Counter(r.error_code for r in rows)
+    assert all(r.status == Status.SUCCEEDED for r in rows), failures(rows)
     assert set(served) <= {PRO, FLASH}
     assert served[PRO] > len(rows) / 2
     for row in rows:
@@ -143,7 +154,7 @@ def test_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
     workers.start(1)
     rows = wait_for_all(slow + quick, timeout=120, during=reconcile)
     assert {r.status for r in rows} <= {Status.SUCCEEDED, Status.FAILED}
-    assert all(r.status == Status.SUCCEEDED for r in rows), Counter(r.error_code for r in rows)
+    assert all(r.status == Status.SUCCEEDED for r in rows), failures(rows)
     # Never generated twice into the gallery.
     assert Image.objects.filter(request__in=rows).count() == len(rows)
     # The request whose worker was killed was taken back by the reconciler.
