@@ -2,6 +2,7 @@
 No server, no sleep: a virtual clock drives the state machines."""
 
 import io
+import itertools
 import random
 from collections import Counter
 
@@ -50,7 +51,7 @@ def test_overloads_come_in_episodes_not_coin_flips():
     rng = random.Random(2)
     failed = [state.decide(float(t), rng).outcome != "success" for t in range(5000)]
     rate = sum(failed) / len(failed)
-    after_failure = [b for a, b in zip(failed, failed[1:], strict=False) if a]
+    after_failure = [b for a, b in itertools.pairwise(failed) if a]
     assert sum(after_failure) / len(after_failure) > rate + 0.1
 
 
@@ -142,9 +143,9 @@ rpm = 5
     assert storm.behaviour(PRO).quota == Quota(rpm=5)
     assert "calm" in profiles
     for bad, message in [
-        ('[profiles.x.models.m]\noverloaded = 2', "between 0 and 1"),
-        ('[profiles.x.models.m]\nlatency_s = [5, 1]', "low <= high"),
-        ('[profiles.x.models.m]\nlatncy_s = [1, 2]', "unknown keys"),
+        ("[profiles.x.models.m]\noverloaded = 2", "between 0 and 1"),
+        ("[profiles.x.models.m]\nlatency_s = [5, 1]", "low <= high"),
+        ("[profiles.x.models.m]\nlatncy_s = [1, 2]", "unknown keys"),
         ('[profiles.x.models.m.episodes]\nkind = "sad"', "overloaded or unavailable"),
         ("[profiles.x", "Cannot read"),
     ]:
@@ -178,13 +179,19 @@ def test_the_painter_answers_at_the_real_models_sizes_and_formats():
     pro = painter.paint("x", model=PRO, size=painter.pixel_size(PRO, "21:9", "4K"))
     image = Image.open(io.BytesIO(pro))
     assert (image.format, image.size) == ("JPEG", (6336, 2688))
-    flash = Image.open(io.BytesIO(painter.paint("x", model=FLASH, size=painter.pixel_size(FLASH, "9:16", "4K"))))
+    flash = Image.open(
+        io.BytesIO(painter.paint("x", model=FLASH, size=painter.pixel_size(FLASH, "9:16", "4K")))
+    )
     assert (flash.format, flash.size) == ("PNG", (768, 1344))
 
 
 def test_an_edit_shows_the_reference_transformed():
     buffer = io.BytesIO()
     Image.new("RGB", (200, 200), (0, 0, 255)).save(buffer, "PNG")
-    edited = Image.open(io.BytesIO(painter.paint("make it", model=FLASH, size=(1024, 1024), reference=buffer.getvalue())))
+    edited = Image.open(
+        io.BytesIO(
+            painter.paint("make it", model=FLASH, size=(1024, 1024), reference=buffer.getvalue())
+        )
+    )
     r, g, b = edited.convert("RGB").getpixel((512, 400))
     assert b > r and b > g  # still mostly the blue reference, tinted
