@@ -353,18 +353,10 @@ class GenerationRequest(models.Model):
 
 
 def _refund(request: GenerationRequest, reason: str) -> None:
-    """Release the reservation of a request that ended without an image.
-
-    quotas.refund takes a `reason` once the quotas module records why; the check keeps
-    this working with the earlier signature too."""
-    import inspect
-
+    """Release the reservation of a request that ended without an image."""
     from accounts import quotas
 
-    if "reason" in inspect.signature(quotas.refund).parameters:
-        quotas.refund(request, reason=reason)
-    else:
-        quotas.refund(request)
+    quotas.refund(request, reason=reason)
 
 
 class Attempt(models.Model):

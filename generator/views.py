@@ -60,9 +60,7 @@ def _require_change(request, found: GenerationRequest) -> None:
 
 
 def _quota_context(team, user) -> dict:
-    # The quotas module provides the summary; until it does, the page shows none.
-    summary = getattr(quotas, "quota_summary", None)
-    return {"quota": summary(team, user) if summary else None}
+    return {"quota": quotas.quota_summary(team, user)}
 
 
 # --- prompt ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ because those modules are optional from monitoring's point of view.
 """
 
 import logging
+from datetime import UTC, datetime
 
 from django.conf import settings
 
@@ -32,10 +33,15 @@ def breakers() -> list[dict] | None:
     if health is None:
         return None
     try:
-        return list(health.overview())
+        rows = list(health.overview())
     except Exception as exc:
         log.warning("Could not read the breakers: %s", exc)
         return None
+    for row in rows:
+        # Epoch seconds in the store; a time a person can read on the page.
+        if row.get("open_until"):
+            row["open_until"] = datetime.fromtimestamp(row["open_until"], tz=UTC)
+    return rows
 
 
 def breaker_transitions(limit: int = 50) -> list[dict] | None:

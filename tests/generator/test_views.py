@@ -176,20 +176,18 @@ def test_it_shows_admission_errors_and_keeps_the_input(client_for, alice):
     assert not GenerationRequest.objects.exists()
 
 
-def test_it_shows_a_quota_refusal_on_the_form(client_for, alice, monkeypatch):
-    from accounts import quotas
-
-    def refuse(*args, **kwargs):
-        raise quotas.QuotaExceeded("images per day", "10", "10", None)
-
-    monkeypatch.setattr(quotas, "reserve", refuse)
-    response = client_for(alice).post(
-        reverse("generator:prompt"),
-        form(prompt="over quota"),
-    )
+def test_it_shows_a_quota_refusal_on_the_form(client_for, alice, team, redis_conn):
+    team.images_per_day = 2
+    team.save()
+    page = client_for(alice)
+    assert page.post(reverse("generator:prompt"), form(prompt="first", count=2)).status_code == 302
+    response = page.post(reverse("generator:prompt"), form(prompt="one too many"))
     assert response.status_code == 200
-    assert "images per day quota is used up" in response.content.decode()
-    assert "over quota" in response.content.decode()
+    body = response.content.decode()
+    assert "images per day quota is used up (2 of 2 images)" in body
+    assert "It resets at" in body
+    assert "one too many" in body  # the prompt is kept
+    assert GenerationRequest.objects.count() == 2
 
 
 def test_it_stores_reference_images(client_for, alice):

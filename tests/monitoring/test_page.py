@@ -2,11 +2,14 @@
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts import quotas
+from generator.admission import Submission, submit
 from generator.models import Attempt, GenerationRequest
 from monitoring import rollups
 from tests.monitoring.factories import FLASH, PRO, make_request
@@ -115,15 +118,34 @@ def test_it_shows_the_datas_own_numbers(client_for, staff, scenario, no_redis, r
 
 def test_it_says_when_live_sources_are_not_available(client_for, staff, no_redis):
     html = client_for(staff).get(URL).content.decode()
+    # Breakers and queues live in Redis; quota use comes from the database and stays.
     assert "Queue depth is not available" in html
-    try:
-        import generator.health  # noqa: F401
-    except ImportError:
-        assert "Breaker state is not available" in html
-    try:
-        import accounts.quotas  # noqa: F401
-    except ImportError:
-        assert "Quota use is not available" in html
+    assert "Breaker state is not available" in html
+    assert "Quota use is not available" not in html
+
+
+def test_it_shows_the_shared_breakers_and_the_teams_quota_use(
+    client_for, staff, alice, team, redis_conn
+):
+    from generator.health import Health
+    from generator.taxonomy import Outcome
+
+    health = Health.from_settings()
+    for _ in range(10):
+        health.record(PRO, Outcome.OVERLOADED, 2000)
+    health.record(FLASH, Outcome.SUCCESS, 12_000)
+    (request,) = submit(alice, team, Submission(prompt="a lighthouse at dusk"))
+    quotas.charge(request, Decimal("0.134"), model=PRO)
+    html = client_for(staff).get(URL).content.decode()
+    breakers = _cell(html, "breakers")
+    row = re.search(rf"<td>{PRO}</td>.*?</tr>", breakers, re.S).group(0)
+    assert 'class="badge danger">open</span>' in row
+    assert "until" in row  # when the next probe may go
+    flash = re.search(rf"<td>{FLASH}</td>.*?</tr>", breakers, re.S).group(0)
+    assert 'class="badge ok">closed</span>' in flash
+    teams = _cell(html, "quota-teams")
+    assert re.search(rf"<td>{team.name}</td><td class=\"num\">1</td>", teams), teams
+    assert "$0.134" in teams
 
 
 def test_it_shows_queue_depth_and_workers(client_for, staff, redis_conn):
