@@ -100,7 +100,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 # The default is the private Redis that `make run` starts on a socket under var/.
-REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis.sock'}?db=0")
+REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis' / 'redis.sock'}?db=0")
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
