@@ -8,7 +8,7 @@ from rq import cron
 
 from generator.reconcile import reconcile
 
-cron.register(reconcile, queue_name="default", interval=30, name="reconcile")
+cron.register(reconcile, queue_name="maintenance", interval=30, name="reconcile")
 
 # --- policy and health ---
 
@@ -17,8 +17,15 @@ cron.register(reconcile, queue_name="default", interval=30, name="reconcile")
 # --- monitoring ---
 from monitoring import jobs as monitoring_jobs  # noqa: E402
 
-cron.register(monitoring_jobs.roll_up, queue_name="default", interval=60, name="monitoring-rollup")
 cron.register(
-    monitoring_jobs.evaluate_alerts, queue_name="default", interval=60, name="monitoring-alerts"
+    monitoring_jobs.roll_up, queue_name="maintenance", interval=60, name="monitoring-rollup"
 )
-cron.register(monitoring_jobs.prune, queue_name="default", interval=3600, name="monitoring-prune")
+cron.register(
+    monitoring_jobs.evaluate_alerts,
+    queue_name="maintenance",
+    interval=60,
+    name="monitoring-alerts",
+)
+cron.register(
+    monitoring_jobs.prune, queue_name="maintenance", interval=3600, name="monitoring-prune"
+)

@@ -101,7 +101,10 @@ AUTH_USER_MODEL = "accounts.User"
 
 # The default is the private Redis that `make run` starts on a socket under var/.
 REDIS_URL = env_str("REDIS_URL", f"unix://{VAR_DIR / 'redis' / 'redis.sock'}?db=0")
+# Workers listen on "maintenance" first: the reconciler, rollups and alerts must run
+# on time even when hundreds of generation steps wait in "default".
 RQ_QUEUES = {
+    "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
 RQ_SHOW_ADMIN_LINK = True

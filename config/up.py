@@ -145,7 +145,7 @@ def main() -> int:
             children.append(
                 Child(
                     f"worker{n + 1}",
-                    manage("rqworker", "--with-scheduler", "--name", f"{os.uname().nodename}-{os.getpid()}-{n + 1}", "default"),
+                    manage("rqworker", "--with-scheduler", "--name", f"{os.uname().nodename}-{os.getpid()}-{n + 1}", "maintenance", "default"),
                 )
             )  # fmt: skip
         for i, child in enumerate(children):

@@ -101,6 +101,8 @@ def redis_conn(redis_url, settings):
     conn = redis.Redis.from_url(redis_url)
     conn.flushdb()
     settings.REDIS_URL = redis_url
-    settings.RQ_QUEUES = {"default": {"URL": redis_url, "DEFAULT_TIMEOUT": 600}}
+    settings.RQ_QUEUES = {
+        name: {"URL": redis_url, "DEFAULT_TIMEOUT": 600} for name in ("maintenance", "default")
+    }
     yield conn
     conn.flushdb()

@@ -49,6 +49,7 @@ class Workers:
                         "--with-scheduler",
                         "--name",
                         f"test-{os.getpid()}-{n}-{time.monotonic_ns()}",
+                        "maintenance",
                         "default",
                     ],
                     cwd=ROOT,
