@@ -60,6 +60,9 @@ def test_it_counts_queued_jobs_and_workers(redis_conn):
 
     Queue("default", connection=redis_conn).enqueue("builtins.print", "x")
     assert sources.queues() == {
-        "queues": [{"name": "default", "depth": 1, "scheduled": 0, "failed": 0}],
+        "queues": [
+            {"name": "maintenance", "depth": 0, "scheduled": 0, "failed": 0},
+            {"name": "default", "depth": 1, "scheduled": 0, "failed": 0},
+        ],
         "workers": 0,
     }
