@@ -309,7 +309,9 @@ class _Planner:
                 False,
             )
         available = health.available_at(now)
-        if available > ready:
+        # Compared with now too: a backoff that has already run out is no reason to
+        # blame the breaker or the quota for the call not going at once.
+        if available > max(ready, now):
             ready = available
             if health.breaker != "closed" and not health.probe_available:
                 why = f"{model}'s circuit breaker is open"

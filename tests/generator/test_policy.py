@@ -75,6 +75,16 @@ def test_it_retries_an_overloaded_model_after_a_jittered_wait():
     assert T0 + 30 <= decision.at <= T0 + 30 + CONFIG.backoff_base_s + CONFIG.min_wait_s
 
 
+def test_a_retry_whose_backoff_has_run_out_goes_now_and_says_why():
+    # The step ran late (a busy queue): the backoff is over, nothing else holds Pro.
+    healthy = {PRO: ModelHealth(PRO, success_rate=0.5, window_calls=2)}
+    s = situation([attempt(PRO, "overloaded")], health=healthy, now=T0 + 300)
+    decision = decide(s, CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, PRO)
+    assert "retrying with backoff" in decision.reason
+    assert "quota" not in decision.reason and "breaker" not in decision.reason
+
+
 def test_it_gives_the_same_answer_when_asked_again_with_the_same_history():
     s = situation([attempt(PRO, "overloaded")])
     first = decide(s, CONFIG, random.Random(1))
