@@ -87,7 +87,7 @@ def paint(
     # The sandbox mark: a band across the top that no one can mistake for a real image.
     draw.rectangle((0, 0, work[0], unit * 2), fill=(200, 20, 60))
     draw.text(
-        (unit // 2, unit // 3), "SANDBOX OUTPUT — not a real model", fill="white", font=_font(unit)
+        (unit // 2, unit // 3), "SANDBOX OUTPUT · not a real model", fill="white", font=_font(unit)
     )
     lines = textwrap.wrap(prompt, width=max(16, work[0] // (unit // 2 + 1)))[:6] or [""]
     box_top = work[1] - unit * (len(lines) + 3)
