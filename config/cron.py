@@ -7,8 +7,10 @@ more than one cron process only costs a little duplicate work.
 from rq import cron
 
 from generator.reconcile import reconcile
+from generator.retention import purge_deleted
 
 cron.register(reconcile, queue_name="maintenance", interval=30, name="reconcile")
+cron.register(purge_deleted, queue_name="maintenance", interval=3600, name="purge-deleted")
 
 # --- policy and health ---
 

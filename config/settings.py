@@ -326,6 +326,9 @@ REFERENCE_MAX_PIXELS = env_int("REFERENCE_MAX_PIXELS", 40_000_000)
 THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 512)
 # Cards per gallery page ("load more" fetches the next page by keyset).
 GALLERY_PAGE_SIZE = env_int("GALLERY_PAGE_SIZE", 24)
+# A deleted image disappears at once; its files are removed this many days later (an
+# operator can undo an accidental delete until then).
+DELETED_RETENTION_DAYS = env_int("DELETED_RETENTION_DAYS", 7)
 
 # --- Monitoring (monitoring/) -----------------------------------------------------------
 # /metrics answers only requests with "Authorization: Bearer <METRICS_TOKEN>"; with no

@@ -334,7 +334,8 @@ class GenerationRequest(models.Model):
 
     def soft_delete(self) -> None:
         """Hide the request from every gallery; an active one is canceled first so it
-        stops spending quota. Files stay until the retention job removes them."""
+        stops spending quota. Its files are removed DELETED_RETENTION_DAYS later
+        (generator/retention.py)."""
         if self.is_active:
             self.cancel()
         GenerationRequest.objects.filter(pk=self.pk, deleted=None).update(deleted=timezone.now())
