@@ -37,10 +37,22 @@ def breakers() -> list[dict] | None:
     except Exception as exc:
         log.warning("Could not read the breakers: %s", exc)
         return None
+    # An open breaker starts a fresh window, so its own numbers say little: show why it
+    # opened (its latest transition) instead.
+    try:
+        latest = {}
+        for change in health.transitions(limit=50):  # newest first
+            latest.setdefault(change["model"], change)
+    except Exception as exc:
+        log.warning("Could not read the breaker transitions: %s", exc)
+        latest = {}
     for row in rows:
         # Epoch seconds in the store; a time a person can read on the page.
         if row.get("open_until"):
             row["open_until"] = datetime.fromtimestamp(row["open_until"], tz=UTC)
+        change = latest.get(row["model"])
+        if row["breaker"] != "closed" and change:
+            row["why"] = change.get("reason", "")
     return rows
 
 

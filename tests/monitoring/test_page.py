@@ -141,6 +141,7 @@ def test_it_shows_the_shared_breakers_and_the_teams_quota_use(
     row = re.search(rf"<td>{PRO}</td>.*?</tr>", breakers, re.S).group(0)
     assert 'class="badge danger">open</span>' in row
     assert "until" in row  # when the next probe may go
+    assert "8 of the last 8 calls failed" in row  # why it opened
     flash = re.search(rf"<td>{FLASH}</td>.*?</tr>", breakers, re.S).group(0)
     assert 'class="badge ok">closed</span>' in flash
     teams = _cell(html, "quota-teams")
