@@ -40,6 +40,12 @@
           badge.className = "badge status-" + data.status;
         }
       }
+      // Each new attempt appears in the detail page's timeline as it is recorded.
+      const timeline = element.querySelector("[data-live-attempts]");
+      if (timeline && !data.final && String(data.attempts) !== timeline.dataset.count) {
+        timeline.dataset.count = String(data.attempts);
+        refresh(timeline, element.dataset.swapUrl);
+      }
       if (data.final) {
         swap(element);
       } else {
@@ -51,16 +57,20 @@
 
   // A finished request's card (or the detail page's body) is replaced by the server's
   // rendering of it, with the image, badges and actions; the page itself is not reloaded.
-  async function swap(element) {
-    const url = element.dataset.swapUrl;
-    if (!url) return;
+  function swap(element) {
+    return refresh(element, element.dataset.swapUrl);
+  }
+
+  // Replace one element (found by its id) with the server's current rendering of it.
+  async function refresh(element, url) {
+    if (!url || !element.id) return;
     try {
       const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
       if (!response.ok) return;
       const html = await response.text();
       const doc = new DOMParser().parseFromString(html, "text/html");
-      const fresh = element.id ? doc.getElementById(element.id) : null;
-      if (fresh) {
+      const fresh = doc.getElementById(element.id);
+      if (fresh && element.isConnected) {
         element.replaceWith(document.importNode(fresh, true));
         enhance(document);
       }

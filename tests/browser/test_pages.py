@@ -159,6 +159,25 @@ def test_it_updates_the_status_live_without_reloading(tab, alice, images):
     )
     expect(live).to_contain_text("Running on Nano Banana Pro.", timeout=5000)
 
+    # An attempt is recorded while the page is open: the timeline shows it at once.
+    Attempt.objects.create(
+        request=queued,
+        number=1,
+        model="gemini-3-pro-image-preview",
+        provider="gemini",
+        started=timezone.now(),
+        latency_ms=812,
+        outcome="overloaded",
+        http_status=503,
+        decision=Attempt.Decision.RETRY,
+        decision_reason="Nano Banana Pro failed (overloaded); retrying with backoff",
+    )
+    GenerationRequest.objects.filter(pk=queued.pk).update(attempt_count=1)
+    timeline = page.locator("#attempts")
+    expect(timeline).to_contain_text("#1 Nano Banana Pro", timeout=5000)
+    expect(timeline).to_contain_text("HTTP 503 · 812 ms")
+    expect(timeline).to_contain_text("retrying with backoff")
+
     GenerationRequest.objects.filter(pk=queued.pk).update(
         status=Status.SUCCEEDED,
         served_model="gemini-3-pro-image-preview",
