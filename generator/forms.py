@@ -14,6 +14,7 @@ from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS
 from generator.catalogue import ASPECT_RATIOS, IMAGE_SIZES, get_catalogue
 from generator.images import validate_reference
 from generator.models import STRATEGY_HELP, Status, Strategy
+from generator.upstream.availability import is_configured
 
 ACCEPTED_TYPES = "image/png,image/jpeg,image/webp"
 
@@ -94,6 +95,16 @@ class PromptForm(forms.Form):
         self.strategy_help = [
             (value, label, STRATEGY_HELP[value]) for value, label in Strategy.choices
         ]
+        # The sizes each strategy's first model delivers: the page's script disables the
+        # others when the strategy changes (admission refuses them anyway, with a reason).
+        self.fields["image_size"].widget.attrs.update(
+            {
+                f"data-sizes-{value}": " ".join(
+                    catalogue.primary(value, available=is_configured).sizes
+                )
+                for value, _ in Strategy.choices
+            }
+        )
 
     def clean_deadline(self):
         deadline = self.cleaned_data.get("deadline")

@@ -106,6 +106,33 @@
   }
 
   // --- Small helpers: prompt length counter, copy buttons. ------------------------------
+  // --- Sizes: offer only those the chosen strategy's first model delivers. -----------
+  function sizes(select) {
+    const form = select.form;
+    const radios = form ? form.querySelectorAll('input[name="strategy"]') : [];
+    const update = function () {
+      const chosen = form.querySelector('input[name="strategy"]:checked');
+      const allowed = chosen && select.dataset["sizes" + camel(chosen.value)];
+      if (!allowed) return;
+      const ok = allowed.split(" ");
+      for (const option of select.options) option.disabled = !ok.includes(option.value);
+      if (select.selectedOptions[0] && select.selectedOptions[0].disabled) {
+        select.value = ok[ok.length - 1];
+      }
+    };
+    radios.forEach(function (radio) {
+      radio.addEventListener("change", update);
+    });
+    update();
+  }
+
+  // "quality-first" -> "QualityFirst", the dataset key of data-sizes-quality-first.
+  function camel(value) {
+    return value.replace(/(^|-)([a-z])/g, function (_, __, c) {
+      return c.toUpperCase();
+    });
+  }
+
   function counter(textarea) {
     const output = document.getElementById(textarea.dataset.counter);
     const limit = Number(textarea.getAttribute("maxlength")) || 0;
@@ -144,6 +171,7 @@
     root.querySelectorAll("[data-load-more]").forEach((el) => once(el, "more", loadMore));
     root.querySelectorAll("textarea[data-counter]").forEach((el) => once(el, "counted", counter));
     root.querySelectorAll("[data-copy]").forEach((el) => once(el, "copyReady", copyButton));
+    root.querySelectorAll("select[data-sizes-quality-first]").forEach((el) => once(el, "sized", sizes));
   }
 
   enhance(document);

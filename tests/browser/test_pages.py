@@ -211,3 +211,19 @@ def test_it_swaps_a_finished_card_into_the_gallery(tab, alice, images):
     expect(card.locator(".badge.status-failed")).to_have_text("Failed", timeout=5000)
     expect(card.locator("[data-live-text]")).to_have_count(0)
     expect(card).to_contain_text("The image models are unavailable. Try again later.")
+
+
+def test_it_offers_only_the_sizes_the_chosen_strategy_delivers(tab, alice):
+    t = tab()
+    t.log_in(alice)
+    t.goto("/new/")
+    page = t.page
+    size = page.locator("select[name=image_size]")
+    size.select_option("4K")
+    page.get_by_label("Stability first").check()
+    # Nano Banana, stability-first's first model, delivers 1K only.
+    expect(size).to_have_value("1K")
+    expect(size.locator("option[value='4K']")).to_be_disabled()
+    page.get_by_label("Quality first").check()
+    expect(size.locator("option[value='4K']")).to_be_enabled()
+    assert t.errors == []
