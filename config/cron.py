@@ -1,33 +1,23 @@
 """Periodic work, run by `python manage.py rqcron config.cron` (make run starts it).
 
 Every task here is idempotent and safe to run on several machines at once, so running
-more than one cron process only costs a little duplicate work.
+more than one cron process only costs a little duplicate work. All of them go to the
+"maintenance" queue, which workers serve before generation steps.
 """
 
 from rq import cron
 
 from generator.reconcile import reconcile
 from generator.retention import purge_deleted
+from monitoring import jobs as monitoring
 
-cron.register(reconcile, queue_name="maintenance", interval=30, name="reconcile")
-cron.register(purge_deleted, queue_name="maintenance", interval=3600, name="purge-deleted")
+TASKS = [
+    (reconcile, 30, "reconcile"),
+    (purge_deleted, 3600, "purge-deleted"),
+    (monitoring.roll_up, 60, "monitoring-rollup"),
+    (monitoring.evaluate_alerts, 60, "monitoring-alerts"),
+    (monitoring.prune, 3600, "monitoring-prune"),
+]
 
-# --- policy and health ---
-
-# --- quotas ---
-
-# --- monitoring ---
-from monitoring import jobs as monitoring_jobs  # noqa: E402
-
-cron.register(
-    monitoring_jobs.roll_up, queue_name="maintenance", interval=60, name="monitoring-rollup"
-)
-cron.register(
-    monitoring_jobs.evaluate_alerts,
-    queue_name="maintenance",
-    interval=60,
-    name="monitoring-alerts",
-)
-cron.register(
-    monitoring_jobs.prune, queue_name="maintenance", interval=3600, name="monitoring-prune"
-)
+for task, seconds, name in TASKS:
+    cron.register(task, queue_name="maintenance", interval=seconds, name=name)
