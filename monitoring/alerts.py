@@ -90,22 +90,12 @@ def _auth(attempts, minutes) -> list[Firing]:
 
 
 def _breakers() -> list[Firing]:
-    overview = sources.breakers()
-    if not overview:
-        return []
-    transitions = sources.breaker_transitions() or []
     firing = []
-    for b in overview:
+    for b in sources.breakers() or []:
         if b.get("breaker") != "open":
             continue
-        why = next(
-            (
-                t.get("reason", "")
-                for t in transitions
-                if t.get("model") == b["model"] and t.get("to") == "open"
-            ),
-            "",
-        )
+        # sources.breakers() gives an open breaker the reason of its latest transition.
+        why = b.get("why", "")
         firing.append(
             Firing(
                 "breaker_open",

@@ -56,17 +56,6 @@ def breakers() -> list[dict] | None:
     return rows
 
 
-def breaker_transitions(limit: int = 50) -> list[dict] | None:
-    health = _health()
-    if health is None:
-        return None
-    try:
-        return list(health.transitions(limit=limit))
-    except Exception as exc:
-        log.warning("Could not read the breaker transitions: %s", exc)
-        return None
-
-
 def quota_usage() -> dict | None:
     """{"teams": [...], "users": [...]} from accounts.quotas, or None."""
     try:

@@ -132,21 +132,16 @@ def test_it_alerts_on_auth_errors_per_model(alice, alerting):
 
 def test_it_alerts_when_a_breaker_opens(db, alerting, monkeypatch):
     state = {"breaker": "open"}
+    # sources.breakers() tells an open breaker's reason (its latest transition) as "why".
     monkeypatch.setattr(
         sources,
         "breakers",
-        lambda: [{"model": PRO, "breaker": state["breaker"], "open_until": None}],
-    )
-    monkeypatch.setattr(
-        sources,
-        "breaker_transitions",
-        lambda limit=50: [
+        lambda: [
             {
-                "at": "",
                 "model": PRO,
-                "from": "closed",
-                "to": "open",
-                "reason": "6 of 10 calls failed",
+                "breaker": state["breaker"],
+                "open_until": None,
+                "why": "6 of 10 calls failed",
             }
         ],
     )

@@ -32,7 +32,7 @@ def _fake_health(monkeypatch, overview):
 def test_it_reads_the_breakers_from_shared_health(monkeypatch):
     _fake_health(monkeypatch, OVERVIEW)
     assert sources.breakers() == OVERVIEW
-    assert sources.breaker_transitions(limit=1)[0]["reason"] == "r"
+    assert sources.breakers()[0]["why"] == "r"  # an open breaker's latest transition
 
 
 def test_it_reports_unreadable_health_as_not_available(monkeypatch):
