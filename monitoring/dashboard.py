@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from generator.taxonomy import Outcome
 from monitoring import rollups, sources, svg
-from monitoring.models import HIST_FIELDS, LATENCY_BOUNDS_MS, AttemptRollup, Period
+from monitoring.models import LATENCY_BOUNDS_MS, AttemptRollup, Period
 from monitoring.stats import Window, percentile, rate
 
 MIN_REQUESTS = 5  # below this a window's rates are not shown, only its counts
@@ -25,10 +25,6 @@ WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 FAILURES = [o for o in Outcome if o.is_failure]
 QUOTA_SORTS = {"team", "images_today", "images_month", "cost_month", "percent"}
 USER_SORTS = {"user", "team", "images_today", "images_month", "cost_month"}
-
-
-def _hist(rows, prefix=""):
-    return [sum(r[f"{prefix}{h}"] or 0 for r in rows) for h in HIST_FIELDS]
 
 
 def _pct(hist, q):
@@ -41,7 +37,7 @@ def _request_summary(rows):
     succeeded = [r for r in rows if r["status"] == "succeeded"]
     delivered = sum(r["count"] for r in succeeded)
     fell_back = sum(r["count"] for r in succeeded if r["fell_back"])
-    tti = _hist(succeeded, "tti_")
+    tti = rollups.hist(succeeded, "tti_")
     return {
         "requests": total,
         "delivered": delivered,
@@ -52,8 +48,8 @@ def _request_summary(rows):
         "fallback_share": rate(fell_back, delivered, MIN_REQUESTS),
         "tti_p50": _pct(tti, 0.5),
         "tti_p95": _pct(tti, 0.95),
-        "wait_p50": _pct(_hist(rows, "wait_"), 0.5),
-        "wait_p95": _pct(_hist(rows, "wait_"), 0.95),
+        "wait_p50": _pct(rollups.hist(rows, "wait_"), 0.5),
+        "wait_p95": _pct(rollups.hist(rows, "wait_"), 0.95),
     }
 
 
@@ -126,7 +122,7 @@ def build(window_key: str, now: datetime | None = None, sort: str = "", user_sor
         for r in rows:
             counts[r["outcome"]] += r["count"]
         total = sum(counts.values())
-        hist = _hist(rows)
+        hist = rollups.hist(rows)
         models.append(
             {
                 "model": model,
@@ -150,7 +146,7 @@ def build(window_key: str, now: datetime | None = None, sort: str = "", user_sor
         ],
         [o.label for o in Outcome],
     )
-    upstream_hist = _hist(attempts)
+    upstream_hist = rollups.hist(attempts)
 
     # Served by, per strategy (delivered requests only; failures beside).
     served = defaultdict(lambda: defaultdict(int))

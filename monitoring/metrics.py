@@ -24,7 +24,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from generator.models import ACTIVE_STATUSES, GenerationRequest
 from monitoring import rollups, sources
-from monitoring.models import HIST_FIELDS, LATENCY_BOUNDS_MS, Alert
+from monitoring.models import LATENCY_BOUNDS_MS, Alert
 
 BREAKER_STATES = ("closed", "open", "half_open")
 
@@ -36,6 +36,13 @@ def _buckets(row_hist: list[int]) -> list[tuple[str, int]]:
         running += n
         out.append(("+Inf" if bound is None else str(bound / 1000), running))
     return out
+
+
+def _add_histograms(family, rows_by_label: dict, prefix: str, sum_field: str) -> None:
+    """One histogram per label from the rollup rows grouped under it."""
+    for label, rows in sorted(rows_by_label.items()):
+        total_ms = sum(r[sum_field] or 0 for r in rows)
+        family.add_metric([label], _buckets(rollups.hist(rows, prefix)), total_ms / 1000)
 
 
 class SteadyshotCollector:
@@ -55,17 +62,13 @@ class SteadyshotCollector:
             "Upstream latency per attempt, by model",
             labels=["model"],
         )
-        per_model = defaultdict(lambda: {"hist": [0] * len(HIST_FIELDS), "sum": 0})
-        counts = defaultdict(int)
+        counts, per_model = defaultdict(int), defaultdict(list)
         for r in rollups.attempts_in(None, None):
             counts[(r["model"], r["outcome"])] += r["count"]
-            m = per_model[r["model"]]
-            m["sum"] += r["latency_sum_ms"] or 0
-            m["hist"] = [a + (r[h] or 0) for a, h in zip(m["hist"], HIST_FIELDS, strict=True)]
+            per_model[r["model"]].append(r)
         for (model, outcome), n in sorted(counts.items()):
             total.add_metric([model, outcome], n)
-        for model, m in sorted(per_model.items()):
-            latency.add_metric([model], _buckets(m["hist"]), m["sum"] / 1000)
+        _add_histograms(latency, per_model, "", "latency_sum_ms")
         yield total
         yield latency
 
@@ -86,23 +89,18 @@ class SteadyshotCollector:
             labels=["strategy"],
         )
         counts, falls = defaultdict(int), defaultdict(int)
-        per_strategy = defaultdict(lambda: {"hist": [0] * len(HIST_FIELDS), "sum": 0})
+        per_strategy = defaultdict(list)
         for r in rollups.requests_in(None, None):
             counts[(r["strategy"], r["status"], r["served_model"])] += r["count"]
             if r["status"] == "succeeded":
                 if r["fell_back"]:
                     falls[(r["strategy"], r["served_model"])] += r["count"]
-                s = per_strategy[r["strategy"]]
-                s["sum"] += r["tti_sum_ms"] or 0
-                s["hist"] = [
-                    a + (r[f"tti_{h}"] or 0) for a, h in zip(s["hist"], HIST_FIELDS, strict=True)
-                ]
+                per_strategy[r["strategy"]].append(r)
         for labels, n in sorted(counts.items()):
             finished.add_metric(list(labels), n)
         for labels, n in sorted(falls.items()):
             fallbacks.add_metric(list(labels), n)
-        for strategy, s in sorted(per_strategy.items()):
-            tti.add_metric([strategy], _buckets(s["hist"]), s["sum"] / 1000)
+        _add_histograms(tti, per_strategy, "tti_", "tti_sum_ms")
         yield finished
         yield fallbacks
         yield tti

@@ -222,6 +222,11 @@ def _window_rows(name, model, rows_fn, source, time_field, keys, sums, start, en
     return rows
 
 
+def hist(rows, prefix: str = "") -> list[int]:
+    """The histogram columns (h00..., or tti_h00... with a prefix) summed over rows."""
+    return [sum(r[f"{prefix}{h}"] or 0 for r in rows) for h in HIST_FIELDS]
+
+
 def attempts_in(start, end, by_bucket=False) -> list[dict]:
     """Attempt rows {model, outcome, [bucket], count, http_503, latency..., h00...}."""
     return _window_rows(
