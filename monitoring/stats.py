@@ -104,13 +104,6 @@ def percentile(hist: list[int], bounds: tuple[int, ...], q: float) -> float | No
     return float(bounds[-1])
 
 
-def bucket_of(value_ms: int, bounds: tuple[int, ...]) -> int:
-    for i, bound in enumerate(bounds):
-        if value_ms <= bound:
-            return i
-    return len(bounds)
-
-
 def rate(part: int, whole: int, minimum: int = 1) -> float | None:
     """part / whole, or None below the minimum count: a rate over three requests says
     nothing, and the page shows the count instead."""

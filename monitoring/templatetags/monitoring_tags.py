@@ -17,8 +17,3 @@ def secs(ms):
     if ms is None:
         return "—"
     return f"{ms / 1000:.1f} s"
-
-
-@register.filter
-def item(sequence, index):
-    return sequence[index]
