@@ -4,16 +4,11 @@ One call, one typed result or one UpstreamError; no retries (the policy decides)
 """
 
 import base64
-import binascii
+from functools import partial
 
 from generator.taxonomy import Outcome
-from generator.upstream.base import GenerationCall, GenerationResult, UpstreamError
-from generator.upstream.transport import (
-    Redactor,
-    error_from_response,
-    json_or_none,
-    post_json,
-)
+from generator.upstream.base import GenerationCall, GenerationResult
+from generator.upstream.transport import Redactor, answer_error, decode_image, post_json
 
 # Finish and block reasons that mean "the safety filters refused": not retried, not
 # downgraded. NO_IMAGE, IMAGE_OTHER, OTHER and a text-only STOP are "no image" instead.
@@ -62,7 +57,7 @@ class GeminiProvider:
 
     def generate(self, call: GenerationCall) -> GenerationResult:
         spec = call.model
-        response, latency_ms = post_json(
+        body, latency_ms = post_json(
             self.base_url,
             f"/{self.api_version}/models/{spec.id}:generateContent",
             body=self.request_body(call),
@@ -70,22 +65,10 @@ class GeminiProvider:
             spec=spec,
             redact=self.redact,
         )
-        if response.status_code != 200:
-            raise error_from_response(response, spec, latency_ms, self.redact)
-        return self.parse_success(response, call, latency_ms)
+        return self.parse_success(body, call, latency_ms)
 
-    def parse_success(self, response, call: GenerationCall, latency_ms: int) -> GenerationResult:
-        spec = call.model
-
-        def fail(outcome: Outcome, message: str, **fields) -> UpstreamError:
-            return UpstreamError(
-                outcome, self.redact(f"{spec.id}: {message}"), http_status=200,
-                latency_ms=latency_ms, **fields,
-            )  # fmt: skip
-
-        body = json_or_none(response)
-        if not isinstance(body, dict):
-            raise fail(Outcome.MALFORMED, "the 200 answer is not a JSON object")
+    def parse_success(self, body: dict, call: GenerationCall, latency_ms: int) -> GenerationResult:
+        fail = partial(answer_error, call.model, latency_ms, self.redact)
         feedback = body.get("promptFeedback") or {}
         block = feedback.get("blockReason") if isinstance(feedback, dict) else None
         if block:
@@ -118,10 +101,7 @@ class GeminiProvider:
         if image is None:
             said = f" finishReason {finish}" if finish else ""
             raise fail(Outcome.NO_IMAGE, f"no image in the answer{said}")
-        try:
-            data = base64.b64decode(image[0] or "", validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise fail(Outcome.MALFORMED, "the image data is not valid base64") from None
+        data = decode_image(image[0], fail)
         if not data:
             raise fail(Outcome.MALFORMED, "the image data is empty")
         usage = body.get("usageMetadata")

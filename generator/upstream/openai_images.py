@@ -4,18 +4,12 @@ OpenAI and by the relays that put other image models behind it (wire.md §4).
 One call, one typed result or one UpstreamError; no retries (the policy decides).
 """
 
-import base64
-import binascii
 from fractions import Fraction
+from functools import partial
 
 from generator.taxonomy import Outcome
 from generator.upstream.base import GenerationCall, GenerationResult, UpstreamError
-from generator.upstream.transport import (
-    Redactor,
-    error_from_response,
-    json_or_none,
-    post_json,
-)
+from generator.upstream.transport import Redactor, answer_error, decode_image, post_json
 
 # The sizes GPT image models accept; a ratio maps to the closest orientation.
 SQUARE, LANDSCAPE, PORTRAIT = "1024x1024", "1536x1024", "1024x1536"
@@ -69,7 +63,7 @@ class OpenAIImagesProvider:
             raise UpstreamError(
                 Outcome.BAD_REQUEST, f"{spec.id}: this provider does not edit images"
             )
-        response, latency_ms = post_json(
+        body, latency_ms = post_json(
             self.base_url,
             "/images/generations",
             body=self.request_body(call),
@@ -77,17 +71,7 @@ class OpenAIImagesProvider:
             spec=spec,
             redact=self.redact,
         )
-        if response.status_code != 200:
-            raise error_from_response(response, spec, latency_ms, self.redact)
-
-        def fail(outcome: Outcome, message: str) -> UpstreamError:
-            return UpstreamError(
-                outcome, f"{spec.id}: {message}", http_status=200, latency_ms=latency_ms
-            )
-
-        body = json_or_none(response)
-        if not isinstance(body, dict):
-            raise fail(Outcome.MALFORMED, "the 200 answer is not a JSON object")
+        fail = partial(answer_error, spec, latency_ms, self.redact)
         data = body.get("data")
         if not isinstance(data, list):
             raise fail(Outcome.MALFORMED, "the answer has no data list")
@@ -95,10 +79,7 @@ class OpenAIImagesProvider:
         item = next((d for d in data if isinstance(d, dict) and d.get("b64_json")), None)
         if item is None:
             raise fail(Outcome.NO_IMAGE, "no b64_json image in the answer")
-        try:
-            image = base64.b64decode(item["b64_json"], validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise fail(Outcome.MALFORMED, "the image data is not valid base64") from None
+        image = decode_image(item["b64_json"], fail)
         mime = sniff_mime(image)
         if not mime:
             declared = str(body.get("output_format") or "")

@@ -4,6 +4,8 @@ bodies and the 429 details (RetryInfo, QuotaFailure), mapped to the taxonomy.
 Only the upstream package imports httpx (see base.py).
 """
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -69,42 +71,65 @@ def post_json(
     headers: dict,
     spec: ModelSpec,
     redact: Redactor,
-) -> tuple[httpx.Response, int]:
-    """POST once; returns (response, latency_ms) or raises UpstreamError(TIMEOUT/NETWORK)."""
+) -> tuple[dict, int]:
+    """POST once; returns (the 200 answer's JSON object, latency_ms) or raises the
+    UpstreamError of the call: TIMEOUT / NETWORK when no answer came, the mapped error
+    of a non-200 answer, MALFORMED for a 200 that is not a JSON object."""
     started = time.monotonic()
     try:
         response = client_for(base_url).post(
             base_url + path, json=body, headers=headers, timeout=timeout_for(spec)
         )
-    except httpx.ConnectTimeout as exc:
-        raise UpstreamError(
-            Outcome.TIMEOUT,
-            f"{spec.id}: no connection within {spec.connect_timeout_s:g} s (connect timeout)",
-            latency_ms=_ms(started),
-        ) from exc
-    except httpx.ReadTimeout as exc:
-        raise UpstreamError(
-            Outcome.TIMEOUT,
-            f"{spec.id}: no answer within {spec.read_timeout_s:g} s (read timeout)",
-            latency_ms=_ms(started),
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamError(
-            Outcome.TIMEOUT,
-            f"{spec.id}: {type(exc).__name__} while talking to the upstream",
-            latency_ms=_ms(started),
-        ) from exc
     except httpx.HTTPError as exc:
-        raise UpstreamError(
-            Outcome.NETWORK,
-            redact(f"{spec.id}: {type(exc).__name__}: {exc}"),
-            latency_ms=_ms(started),
-        ) from exc
-    return response, _ms(started)
+        outcome, message = _transport_failure(exc, spec, redact)
+        raise UpstreamError(outcome, message, latency_ms=_ms(started)) from exc
+    latency_ms = _ms(started)
+    if response.status_code != 200:
+        raise error_from_response(response, spec, latency_ms, redact)
+    answer = json_or_none(response)
+    if not isinstance(answer, dict):
+        raise answer_error(
+            spec, latency_ms, redact, Outcome.MALFORMED, "the 200 answer is not a JSON object"
+        )
+    return answer, latency_ms
+
+
+def _transport_failure(exc: httpx.HTTPError, spec: ModelSpec, redact: Redactor):
+    """(outcome, message) of a call that got no answer."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        what = f"no connection within {spec.connect_timeout_s:g} s (connect timeout)"
+    elif isinstance(exc, httpx.ReadTimeout):
+        what = f"no answer within {spec.read_timeout_s:g} s (read timeout)"
+    elif isinstance(exc, httpx.TimeoutException):
+        what = f"{type(exc).__name__} while talking to the upstream"
+    else:
+        return Outcome.NETWORK, redact(f"{spec.id}: {type(exc).__name__}: {exc}")
+    return Outcome.TIMEOUT, f"{spec.id}: {what}"
 
 
 def _ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
+
+
+def answer_error(
+    spec: ModelSpec, latency_ms: int, redact: Redactor, outcome: Outcome, message: str, **fields
+) -> UpstreamError:
+    """The error of a 200 answer that holds no usable image."""
+    return UpstreamError(
+        outcome,
+        redact(f"{spec.id}: {message}"),
+        http_status=200,
+        latency_ms=latency_ms,
+        **fields,
+    )
+
+
+def decode_image(data, fail) -> bytes:
+    """The bytes of a base64 image, or `fail`'s MALFORMED error."""
+    try:
+        return base64.b64decode(data or "", validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise fail(Outcome.MALFORMED, "the image data is not valid base64") from None
 
 
 def json_or_none(response: httpx.Response):
