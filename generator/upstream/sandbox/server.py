@@ -54,6 +54,36 @@ OVERLOAD_MESSAGES = (
     "temporary. Please try again later.",
 )
 FORCED_LIMITS = {"rpm": 20, "ipm": 20, "rpd": 1000}
+# The fixed error answers of a forced variant: (HTTP code, status, message) for Gemini,
+# (HTTP code, message, type, code) for OpenAI.
+GEMINI_ERRORS = {
+    "unavailable": (503, "UNAVAILABLE", "The service is currently unavailable."),
+    "server_error": (500, "INTERNAL", "Internal error encountered."),
+    "bad_request": (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
+    "auth": (
+        403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key."
+    ),
+}  # fmt: skip
+OPENAI_ERRORS = {
+    "blocked": (
+        400, "Your request was rejected by the safety system. safety_violations=[sandbox].",
+        "image_generation_user_error", "moderation_blocked",
+    ),
+    "overloaded": (
+        503, "The engine is currently overloaded, please try again later", "server_error", None
+    ),
+    "unavailable": (503, "The service is currently unavailable.", "server_error", None),
+    "server_error": (
+        500, "The server had an error while processing your request. Sorry about that!",
+        "server_error", None,
+    ),
+    "bad_request": (400, "Invalid value for 'size'.", "invalid_request_error", None),
+    "auth": (401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+    "quota_day": (
+        429, "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota", "insufficient_quota",
+    ),
+}  # fmt: skip
 MAX_BODY = 64 * 1024 * 1024
 MAX_CALLS_KEPT = 200_000
 
@@ -259,6 +289,26 @@ class Handler(BaseHTTPRequestHandler):
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise BadRequest("Invalid JSON payload received.") from None
 
+    def _serve(self, call: dict, started: float, answer):
+        """Decide a call (profile or trigger), wait its latency, then send and log
+        answer(variant, verdict) -> (status, body, headers)."""
+        model = call["model"]
+        variant, verdict = self.sandbox.decide(model, call["prompt"])
+        try:
+            time.sleep(verdict.latency_s * self.sandbox.clock.scale)
+            status, body, headers = answer(variant, verdict)
+        finally:
+            self.sandbox.done()
+        outcome = OUTCOME_OF.get(variant, variant)
+        return self._finish(call, started, status, body, outcome, variant, headers)
+
+    def _finish(self, call, started, status, body, outcome, variant="", headers=None):
+        self._send(status, body, headers)
+        self.sandbox.record(
+            **call, outcome=outcome, status=status, variant=variant,
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )  # fmt: skip
+
     # --- routes ---------------------------------------------------------------------
 
     def do_GET(self):
@@ -330,13 +380,13 @@ class Handler(BaseHTTPRequestHandler):
             "aspect_ratio": None,
         }
         if not key:
-            return self._finish_gemini(call, started, 403, _google_error(
+            return self._finish(call, started, 403, _google_error(
                 403, "PERMISSION_DENIED",
                 "Method doesn't allow unregistered callers (callers without established "
                 "identity). Please use API Key or other form of API consumer identity to call this API.",
             ), "auth")  # fmt: skip
         if self.sandbox.models.get(model) != "gemini":
-            return self._finish_gemini(call, started, 404, _not_found(model, version), "not_found")
+            return self._finish(call, started, 404, _not_found(model, version), "not_found")
         deadline = self.headers.get("X-Server-Timeout")
         if deadline and deadline.isdigit() and int(deadline) < 10:
             raise BadRequest(
@@ -344,24 +394,14 @@ class Handler(BaseHTTPRequestHandler):
             )
         prompt, references, ratio, size = _parse_gemini(data)
         call.update(prompt=prompt, image_size=size, aspect_ratio=ratio, references=len(references))
-        variant, verdict = self.sandbox.decide(model, prompt)
-        try:
-            time.sleep(verdict.latency_s * self.sandbox.clock.scale)
+
+        def answer(variant, verdict):
             status, body = self._gemini_answer(
                 variant, verdict, model, version, prompt, references, ratio, size
             )
-        finally:
-            self.sandbox.done()
-        return self._finish_gemini(
-            call, started, status, body, OUTCOME_OF.get(variant, variant), variant
-        )
+            return status, body, None
 
-    def _finish_gemini(self, call, started, status, body, outcome, variant=""):
-        self._send(status, body)
-        self.sandbox.record(
-            **call, outcome=outcome, status=status, variant=variant,
-            latency_ms=int((time.monotonic() - started) * 1000),
-        )  # fmt: skip
+        return self._serve(call, started, answer)
 
     def _gemini_answer(self, variant, verdict, model, version, prompt, references, ratio, size):
         scale = self.sandbox.clock.scale
@@ -402,20 +442,9 @@ class Handler(BaseHTTPRequestHandler):
             )
         if variant == "overloaded":
             return 503, _google_error(503, "UNAVAILABLE", rng.choice(OVERLOAD_MESSAGES))
-        if variant == "unavailable":
-            return 503, _google_error(503, "UNAVAILABLE", "The service is currently unavailable.")
-        if variant == "server_error":
-            return 500, _google_error(500, "INTERNAL", "Internal error encountered.")
-        if variant == "bad_request":
-            return 400, _google_error(
-                400, "INVALID_ARGUMENT", "Request contains an invalid argument."
-            )
-        if variant == "auth":
-            return 403, _google_error(
-                403,
-                "PERMISSION_DENIED",
-                "Your API key was reported as leaked. Please use another API key.",
-            )
+        if variant in GEMINI_ERRORS:
+            code, status, message = GEMINI_ERRORS[variant]
+            return code, _google_error(code, status, message)
         if variant == "not_found":
             return 404, _not_found(model, version)
         if variant in ("rate_limited", "quota_day"):
@@ -442,16 +471,8 @@ class Handler(BaseHTTPRequestHandler):
         prompt = data.get("prompt")
         call = {"model": model, "protocol": "openai", "prompt": prompt if isinstance(prompt, str) else "",
                 "image_size": data.get("size"), "aspect_ratio": None}  # fmt: skip
-
-        def finish(status, body, outcome, variant="", headers=None):
-            self._send(status, body, headers)
-            self.sandbox.record(
-                **call, outcome=outcome, status=status, variant=variant,
-                latency_ms=int((time.monotonic() - started) * 1000),
-            )  # fmt: skip
-
         if not auth.startswith("Bearer ") or not auth[7:].strip():
-            return finish(401, _openai_error(
+            return self._finish(call, started, 401, _openai_error(
                 "You didn't provide an API key. You need to provide your API key in an "
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
                 "invalid_request_error", None,
@@ -459,10 +480,7 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(prompt, str) or not prompt.strip():
             raise BadRequest("prompt is required and must be a non-empty string.")
         if model not in self.sandbox.models:
-            return finish(404, _openai_error(
-                f"The model '{model}' does not exist or you do not have access to it.",
-                "invalid_request_error", "model_not_found",
-            ), "not_found")  # fmt: skip
+            return self._finish(call, started, 404, _openai_not_found(model), "not_found")
         size = data.get("size") or "1024x1024"
         if size != "auto" and size not in painter.OPENAI_SIZES:
             raise BadRequest(
@@ -471,13 +489,11 @@ class Handler(BaseHTTPRequestHandler):
         n = data.get("n", 1)
         if not isinstance(n, int) or not 1 <= n <= 10:
             raise BadRequest("n must be a whole number between 1 and 10.")
-        variant, verdict = self.sandbox.decide(model, prompt)
-        try:
-            time.sleep(verdict.latency_s * self.sandbox.clock.scale)
-            status, body, headers = self._openai_answer(variant, verdict, model, prompt, size, n)
-        finally:
-            self.sandbox.done()
-        return finish(status, body, OUTCOME_OF.get(variant, variant), variant, headers)
+        return self._serve(
+            call,
+            started,
+            lambda variant, verdict: self._openai_answer(variant, verdict, model, prompt, size, n),
+        )
 
     def _openai_answer(self, variant, verdict, model, prompt, size, n):
         scale = self.sandbox.clock.scale
@@ -494,48 +510,15 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": {"input_tokens": len(prompt.split()), "output_tokens": 4160 * n,
                           "total_tokens": len(prompt.split()) + 4160 * n},
             }, {}  # fmt: skip
-        if variant == "blocked":
-            return 400, _openai_error(
-                "Your request was rejected by the safety system. safety_violations=[sandbox].",
-                "image_generation_user_error", "moderation_blocked",
-            ), {}  # fmt: skip
         if variant == "no_image":
             return 200, {"created": int(time.time()), "data": []}, {}
         if variant == "malformed":
             return 200, b'{"created": 1, "data": [{"b64_js', {}
-        if variant == "overloaded":
-            return 503, _openai_error(
-                "The engine is currently overloaded, please try again later", "server_error", None
-            ), {}  # fmt: skip
-        if variant == "unavailable":
-            return 503, _openai_error(
-                "The service is currently unavailable.", "server_error", None
-            ), {}  # fmt: skip
-        if variant == "server_error":
-            return 500, _openai_error(
-                "The server had an error while processing your request. Sorry about that!",
-                "server_error", None,
-            ), {}  # fmt: skip
-        if variant == "bad_request":
-            return (
-                400,
-                _openai_error("Invalid value for 'size'.", "invalid_request_error", None),
-                {},
-            )
-        if variant == "auth":
-            return 401, _openai_error(
-                "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
-            ), {}  # fmt: skip
+        if variant in OPENAI_ERRORS:
+            status, message, type_, code = OPENAI_ERRORS[variant]
+            return status, _openai_error(message, type_, code), {}
         if variant == "not_found":
-            return 404, _openai_error(
-                f"The model '{model}' does not exist or you do not have access to it.",
-                "invalid_request_error", "model_not_found",
-            ), {}  # fmt: skip
-        if variant == "quota_day":
-            return 429, _openai_error(
-                "You exceeded your current quota, please check your plan and billing details.",
-                "insufficient_quota", "insufficient_quota",
-            ), {}  # fmt: skip
+            return 404, _openai_not_found(model), {}
         if variant == "rate_limited":
             wait = (verdict.retry_s or rng.uniform(1, 20)) * scale
             return (
@@ -565,6 +548,13 @@ def _google_error(code: int, status: str, message: str, details: list | None = N
 
 def _openai_error(message: str, type_: str, code: str | None) -> dict:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+def _openai_not_found(model: str) -> dict:
+    return _openai_error(
+        f"The model '{model}' does not exist or you do not have access to it.",
+        "invalid_request_error", "model_not_found",
+    )  # fmt: skip
 
 
 def _not_found(model: str, version: str) -> dict:
