@@ -62,10 +62,6 @@ def _colour(rng: random.Random) -> tuple[int, int, int]:
     return (rng.randrange(30, 226), rng.randrange(30, 226), rng.randrange(30, 226))
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
 def paint(
     prompt: str,
     *,
@@ -84,19 +80,18 @@ def paint(
     canvas = _picture(work, rng) if reference is None else _transformed(reference, work, rng)
     draw = ImageDraw.Draw(canvas)
     unit = max(10, work[1] // 28)
+    font = ImageFont.load_default(size=unit)
     # The sandbox mark: a band across the top that no one can mistake for a real image.
     draw.rectangle((0, 0, work[0], unit * 2), fill=(200, 20, 60))
-    draw.text(
-        (unit // 2, unit // 3), "SANDBOX OUTPUT · not a real model", fill="white", font=_font(unit)
-    )
+    draw.text((unit // 2, unit // 3), "SANDBOX OUTPUT · not a real model", fill="white", font=font)
     lines = textwrap.wrap(prompt, width=max(16, work[0] // (unit // 2 + 1)))[:6] or [""]
     box_top = work[1] - unit * (len(lines) + 3)
     draw.rectangle((0, box_top, work[0], work[1]), fill=(0, 0, 0))
     y = box_top + unit // 2
     for line in lines:
-        draw.text((unit // 2, y), line, fill="white", font=_font(unit))
+        draw.text((unit // 2, y), line, fill="white", font=font)
         y += unit + 2
-    draw.text((unit // 2, y + 4), f"{model} · seed {seed}", fill=(255, 210, 0), font=_font(unit))
+    draw.text((unit // 2, y + 4), f"{model} · seed {seed}", fill=(255, 210, 0), font=font)
     if canvas.size != (width, height):
         canvas = canvas.resize((width, height), Image.Resampling.BILINEAR)
     out = io.BytesIO()
