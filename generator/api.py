@@ -47,15 +47,20 @@ def error(status: int, code: str, message: str, *, field: str = "", headers=None
     return JsonResponse({"error": body}, status=status, headers=headers)
 
 
+def _bearer_token(request: HttpRequest) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or ""."""
+    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+    return raw.strip() if scheme.lower() == "bearer" else ""
+
+
 def token_required(view: Callable) -> Callable:
     """Authenticate by bearer token; sessions and cookies play no part (so no CSRF)."""
 
     @csrf_exempt
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
+        raw = _bearer_token(request)
+        if not raw:
             return error(
                 401,
                 "unauthenticated",
@@ -63,7 +68,7 @@ def token_required(view: Callable) -> Callable:
                 "Create one on your account's API tokens page.",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        user = ApiToken.authenticate(raw.strip())
+        user = ApiToken.authenticate(raw)
         if user is None:
             return error(
                 401,
@@ -391,9 +396,8 @@ def openai_images(request: HttpRequest):
     poll on the JSON API, so nothing the caller paid for is lost."""
     if request.method != "POST":
         return _openai_error(405, "Use POST.", "invalid_request_error")
-    header = request.headers.get("Authorization", "")
-    scheme, _, raw = header.partition(" ")
-    user = ApiToken.authenticate(raw.strip()) if scheme.lower() == "bearer" and raw else None
+    raw = _bearer_token(request)
+    user = ApiToken.authenticate(raw) if raw else None
     if user is None:
         return _openai_error(
             401, "Invalid or missing API token (Bearer sst_…).", "invalid_request_error",
