@@ -319,12 +319,12 @@ def cancel(request: HttpRequest, request_id) -> JsonResponse:
     found = _one(request, request_id)
     if isinstance(found, JsonResponse):
         return found
-    if found.status in FINAL_STATUSES:
+    # One implementation for the web page and the API: the model's, which says (from its
+    # filtered UPDATE, so without a race) whether the request had already ended.
+    if not found.cancel(request.user):
         return error(
             409, "already_final", f"This generation is already {found.get_status_display()}."
         )
-    # One implementation for the web page and the API: the model's.
-    found.cancel(request.user)
     return JsonResponse(serialize(found), status=202)
 
 
