@@ -111,7 +111,7 @@ class QuotaExceeded(Exception):
         return f"{whose} {self.limit} quota {state}.{when}"
 
     def _amount(self, value) -> str:
-        return f"${Decimal(value):.2f}" if self.unit == "USD" else str(value)
+        return format_amount(value, self.unit)
 
     def _unit(self, count) -> str:
         if self.unit == "USD":
@@ -137,6 +137,11 @@ class QuotaExceeded(Exception):
             "requested": self.requested,
             "resets_at": self.resets_at.isoformat() if self.resets_at else None,
         }
+
+
+def format_amount(value, unit: str) -> str:
+    """An amount as people read it: "$12.50" in USD, the bare number for images."""
+    return f"${Decimal(value):.2f}" if unit == "USD" else str(value)
 
 
 def format_reset(moment: datetime) -> str:
@@ -407,9 +412,7 @@ class QuotaLine:
         return format_reset(self.resets_at)
 
     def amount(self, value) -> str:
-        if value is None:
-            return "unlimited"
-        return f"${Decimal(value):.2f}" if self.unit == "USD" else str(value)
+        return "unlimited" if value is None else format_amount(value, self.unit)
 
     @property
     def used_label(self) -> str:
