@@ -111,7 +111,7 @@ class QuotaExceeded(Exception):
         return f"{whose} {self.limit} quota {state}.{when}"
 
     def _amount(self, value) -> str:
-        return f"${Decimal(value):.2f}" if self.unit == "USD" else str(value)
+        return format_amount(value, self.unit)
 
     def _unit(self, count) -> str:
         if self.unit == "USD":
@@ -137,6 +137,11 @@ class QuotaExceeded(Exception):
             "requested": self.requested,
             "resets_at": self.resets_at.isoformat() if self.resets_at else None,
         }
+
+
+def format_amount(value, unit: str) -> str:
+    """An amount as people read it: "$12.50" in USD, the bare number for images."""
+    return f"${Decimal(value):.2f}" if unit == "USD" else str(value)
 
 
 def format_reset(moment: datetime) -> str:
@@ -167,16 +172,33 @@ def _cost():
     )
 
 
-def _usage_aggregates(p: Periods, *, user=None) -> dict:
-    """Aggregates over the month's counted requests (the day is inside the month)."""
+def _in_flight():
     from generator.models import QuotaState
 
+    return Q(quota_state=QuotaState.RESERVED)
+
+
+def _use(p: Periods, where: Q | None = None) -> dict:
+    """Images today, images this month and the month's cost: aggregates over the month's
+    counted requests (the day is inside the month), or over those matching `where`."""
+    return {
+        "images_today": Count("pk", filter=Q(created__gte=p.day_start) & (where or Q())),
+        "images_month": Count("pk", filter=where),
+        "cost_month": Coalesce(
+            Sum(_cost(), filter=where), Value(ZERO), output_field=DecimalField()
+        ),
+    }
+
+
+# Use of a team or member with no counted request this month.
+_NO_USE = {"images_today": 0, "images_month": 0, "cost_month": ZERO}
+
+
+def _usage_aggregates(p: Periods, *, user=None) -> dict:
+    """The team's use and what of it is in flight; with `user`, theirs too (`my_…`)."""
     today = Q(created__gte=p.day_start)
-    flight = Q(quota_state=QuotaState.RESERVED)
-    aggregates = {
-        "images_today": Count("pk", filter=today),
-        "images_month": Count("pk"),
-        "cost_month": Coalesce(Sum(_cost()), Value(ZERO), output_field=DecimalField()),
+    flight = _in_flight()
+    aggregates = _use(p) | {
         "flight_today": Count("pk", filter=today & flight),
         "flight_month": Count("pk", filter=flight),
         "flight_cost_month": Coalesce(
@@ -185,14 +207,8 @@ def _usage_aggregates(p: Periods, *, user=None) -> dict:
     }
     if user is not None:
         mine = Q(user=user)
-        aggregates |= {
-            "my_today": Count("pk", filter=today & mine),
-            "my_month": Count("pk", filter=mine),
-            "my_cost_month": Coalesce(
-                Sum(_cost(), filter=mine), Value(ZERO), output_field=DecimalField()
-            ),
-            "my_flight_today": Count("pk", filter=today & mine & flight),
-        }
+        aggregates |= {f"my_{name}": value for name, value in _use(p, mine).items()}
+        aggregates["my_flight_today"] = Count("pk", filter=today & mine & flight)
     return aggregates
 
 
@@ -275,7 +291,7 @@ def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal):
                p.day_end)  # fmt: skip
     yield over(team.images_per_month, used["images_month"], "images_per_month",
                "images per month", p.month_end)  # fmt: skip
-    yield over(team.member_daily_cap, used["my_today"], "member_daily_cap",
+    yield over(team.member_daily_cap, used["my_images_today"], "member_daily_cap",
                "images per member per day", p.day_end)  # fmt: skip
     budget = team.monthly_budget_usd
     needed = cost_each * images
@@ -396,9 +412,7 @@ class QuotaLine:
         return format_reset(self.resets_at)
 
     def amount(self, value) -> str:
-        if value is None:
-            return "unlimited"
-        return f"${Decimal(value):.2f}" if self.unit == "USD" else str(value)
+        return "unlimited" if value is None else format_amount(value, self.unit)
 
     @property
     def used_label(self) -> str:
@@ -481,12 +495,12 @@ def quota_summary(team, user, now: datetime | None = None) -> QuotaSummary:
     ]  # fmt: skip
     if team.member_daily_cap is not None:
         lines.append(
-            line("member_daily_cap", "Your images today", "images", used["my_today"],
+            line("member_daily_cap", "Your images today", "images", used["my_images_today"],
                  used["my_flight_today"], team.member_daily_cap, p.day_end)
         )  # fmt: skip
     mine = MemberUse(
-        images_today=used["my_today"],
-        images_month=used["my_month"],
+        images_today=used["my_images_today"],
+        images_month=used["my_images_month"],
         cost_month=used["my_cost_month"],
         in_flight_today=used["my_flight_today"],
         daily_cap=team.member_daily_cap,
@@ -499,23 +513,15 @@ def quota_summary(team, user, now: datetime | None = None) -> QuotaSummary:
 def member_usage(team, now: datetime | None = None) -> list[dict]:
     """Each member's use this day and month (owners first), for the owner's breakdown.
     Former members who still have use this month are listed too, marked `former`."""
-    from generator.models import QuotaState
-
     p = periods(now)
-    today = Q(created__gte=p.day_start)
     rows = {
         row["user_id"]: _money(row)
         for row in _month_requests(p)
         .filter(team=team)
         .values("user_id")
-        .annotate(
-            images_today=Count("pk", filter=today),
-            images_month=Count("pk"),
-            cost_month=Coalesce(Sum(_cost()), Value(ZERO), output_field=DecimalField()),
-            in_flight=Count("pk", filter=Q(quota_state=QuotaState.RESERVED)),
-        )
+        .annotate(**_use(p), in_flight=Count("pk", filter=_in_flight()))
     }
-    empty = {"images_today": 0, "images_month": 0, "cost_month": ZERO, "in_flight": 0}
+    empty = _NO_USE | {"in_flight": 0}
     result = []
     for membership in team.members():
         use = rows.pop(membership.user_id, empty)
@@ -566,12 +572,7 @@ def usage_overview(now: datetime | None = None) -> dict:
     from accounts.models import Team
 
     p = periods(now)
-    today = Q(created__gte=p.day_start)
-    sums = {
-        "images_today": Count("pk", filter=today),
-        "images_month": Count("pk"),
-        "cost_month": Coalesce(Sum(_cost()), Value(ZERO), output_field=DecimalField()),
-    }
+    sums = _use(p)
     month = _month_requests(p)
     by_team = {row["team_id"]: _money(row) for row in month.values("team_id").annotate(**sums)}
     limited = Q(images_per_day__isnull=False) | Q(images_per_month__isnull=False)
@@ -579,10 +580,9 @@ def usage_overview(now: datetime | None = None) -> dict:
     teams = Team.objects.filter(Q(pk__in=list(by_team)) | limited).only(
         "id", "name", "images_per_day", "images_per_month", "monthly_budget_usd"
     )
-    empty = {"images_today": 0, "images_month": 0, "cost_month": ZERO}
     team_rows = []
     for team in teams:
-        use = by_team.get(team.pk, empty)
+        use = by_team.get(team.pk, _NO_USE)
         shares = [
             s
             for s in (
@@ -614,10 +614,13 @@ def usage_overview(now: datetime | None = None) -> dict:
             "team": row["team__name"],
             "images_today": row["images_today"],
             "images_month": row["images_month"],
-            "cost_month": row["cost_month"].quantize(Decimal("0.0001")),
+            "cost_month": row["cost_month"],
         }
-        for row in month.values("user_id", "user__email", "team_id", "team__name")
-        .annotate(**sums)
-        .order_by("-images_month", "user__email")
+        for row in map(
+            _money,
+            month.values("user_id", "user__email", "team_id", "team__name")
+            .annotate(**sums)
+            .order_by("-images_month", "user__email"),
+        )
     ]
     return {"teams": team_rows, "users": user_rows}

@@ -271,7 +271,6 @@ def quota(request):
 def team_quota(request, team_id):
     team, membership = _get_quota_access(request, team_id)
     manages = request.user.is_staff or bool(membership and membership.is_owner)
-    entries = quotas.ledger(team) if manages else quotas.ledger(team, user=request.user)
     return render(
         request,
         "accounts/team_quota.html",
@@ -281,7 +280,7 @@ def team_quota(request, team_id):
             "manages": manages,
             "quota": quotas.quota_summary(team, request.user),
             "members": quotas.member_usage(team) if manages else None,
-            "entries": entries.select_related("request")[:25],
+            "entries": quotas.ledger(team, user=None if manages else request.user)[:25],
         },
     )
 

@@ -47,15 +47,20 @@ def error(status: int, code: str, message: str, *, field: str = "", headers=None
     return JsonResponse({"error": body}, status=status, headers=headers)
 
 
+def _bearer_token(request: HttpRequest) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or ""."""
+    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+    return raw.strip() if scheme.lower() == "bearer" else ""
+
+
 def token_required(view: Callable) -> Callable:
     """Authenticate by bearer token; sessions and cookies play no part (so no CSRF)."""
 
     @csrf_exempt
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        scheme, _, raw = header.partition(" ")
-        if scheme.lower() != "bearer" or not raw.strip():
+        raw = _bearer_token(request)
+        if not raw:
             return error(
                 401,
                 "unauthenticated",
@@ -63,7 +68,7 @@ def token_required(view: Callable) -> Callable:
                 "Create one on your account's API tokens page.",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        user = ApiToken.authenticate(raw.strip())
+        user = ApiToken.authenticate(raw)
         if user is None:
             return error(
                 401,
@@ -314,12 +319,12 @@ def cancel(request: HttpRequest, request_id) -> JsonResponse:
     found = _one(request, request_id)
     if isinstance(found, JsonResponse):
         return found
-    if found.status in FINAL_STATUSES:
+    # One implementation for the web page and the API: the model's, which says (from its
+    # filtered UPDATE, so without a race) whether the request had already ended.
+    if not found.cancel(request.user):
         return error(
             409, "already_final", f"This generation is already {found.get_status_display()}."
         )
-    # One implementation for the web page and the API: the model's.
-    found.cancel(request.user)
     return JsonResponse(serialize(found), status=202)
 
 
@@ -391,9 +396,8 @@ def openai_images(request: HttpRequest):
     poll on the JSON API, so nothing the caller paid for is lost."""
     if request.method != "POST":
         return _openai_error(405, "Use POST.", "invalid_request_error")
-    header = request.headers.get("Authorization", "")
-    scheme, _, raw = header.partition(" ")
-    user = ApiToken.authenticate(raw.strip()) if scheme.lower() == "bearer" and raw else None
+    raw = _bearer_token(request)
+    user = ApiToken.authenticate(raw) if raw else None
     if user is None:
         return _openai_error(
             401, "Invalid or missing API token (Bearer sst_…).", "invalid_request_error",
