@@ -114,7 +114,6 @@ def run_chain(seed, hours, rate, workers) -> list[Result]:
                 clock.now(),
                 r.submitted,
                 None,
-                {},
                 f"{i}:{len(r.attempts)}",
             )
             d = decide(s, config, rng)

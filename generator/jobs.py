@@ -269,7 +269,6 @@ class StepRunner:
             now=self._now_ts(),
             created=request.created.timestamp(),
             deadline=request.deadline.timestamp() if request.deadline else None,
-            providers={m: self.catalogue[m].provider for m in request.chain},
             # Jitter differs between requests but is reproducible for one request.
             seed=f"{request.pk}:{request.attempt_count}",
         )
