@@ -116,7 +116,7 @@ def run_chain(seed, hours, rate, workers) -> list[Result]:
                 None,
                 f"{i}:{len(r.attempts)}",
             )
-            d = decide(s, config, rng)
+            d = decide(s, config)
             if d.action == Action.GIVE_UP:
                 return None
             if d.action == Action.WAIT:

@@ -10,7 +10,6 @@ presumed dead and the reconciler took the request back) can change nothing.
 
 import logging
 import os
-import random
 import socket
 import threading
 from datetime import UTC, datetime, timedelta
@@ -72,7 +71,6 @@ class StepRunner:
         self.catalogue = get_catalogue()
         self.health = Health.from_settings()
         self.config = policy_config_from_settings()
-        self.rng = random.Random()
 
     # --- the step -------------------------------------------------------------------
 
@@ -272,7 +270,7 @@ class StepRunner:
             # Jitter differs between requests but is reproducible for one request.
             seed=f"{request.pk}:{request.attempt_count}",
         )
-        return decide(situation, self.config, self.rng)
+        return decide(situation, self.config)
 
     def _references(self):
         for ref in self.request.references.all():
