@@ -71,6 +71,9 @@ class StepRunner:
         self.catalogue = get_catalogue()
         self.health = Health.from_settings()
         self.config = policy_config_from_settings()
+        # The request's attempts, read once: decide() is asked up to len(chain) + 2 times
+        # a step, and only this step adds attempts while it holds the claim.
+        self.attempts = list(request.attempts.order_by("number"))
 
     # --- the step -------------------------------------------------------------------
 
@@ -257,7 +260,7 @@ class StepRunner:
                 retry_after_s=a.retry_after_ms / 1000 if a.retry_after_ms is not None else None,
                 quota_scope=a.quota_scope,
             )
-            for a in request.attempts.order_by("number")
+            for a in self.attempts
         )
         situation = Situation(
             strategy=request.strategy,
@@ -284,7 +287,7 @@ class StepRunner:
         retry_ms = None
         if error is not None and error.retry_after_s is not None:
             retry_ms = int(error.retry_after_s * 1000)
-        return Attempt.objects.create(
+        attempt = Attempt.objects.create(
             request=self.request,
             number=number,
             model=spec.id,
@@ -299,6 +302,8 @@ class StepRunner:
             message=(error.message if error else "")[:500],
             worker=self.me,
         )
+        self.attempts.append(attempt)
+        return attempt
 
     def _set_decision(self, attempt, decision, reason, next_model=""):
         if attempt is None:
