@@ -114,10 +114,9 @@ def run_chain(seed, hours, rate, workers) -> list[Result]:
                 clock.now(),
                 r.submitted,
                 None,
-                {},
                 f"{i}:{len(r.attempts)}",
             )
-            d = decide(s, config, rng)
+            d = decide(s, config)
             if d.action == Action.GIVE_UP:
                 return None
             if d.action == Action.WAIT:

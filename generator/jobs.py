@@ -10,7 +10,6 @@ presumed dead and the reconciler took the request back) can change nothing.
 
 import logging
 import os
-import random
 import socket
 import threading
 from datetime import UTC, datetime, timedelta
@@ -72,7 +71,9 @@ class StepRunner:
         self.catalogue = get_catalogue()
         self.health = Health.from_settings()
         self.config = policy_config_from_settings()
-        self.rng = random.Random()
+        # The request's attempts, read once: decide() is asked up to len(chain) + 2 times
+        # a step, and only this step adds attempts while it holds the claim.
+        self.attempts = list(request.attempts.order_by("number"))
 
     # --- the step -------------------------------------------------------------------
 
@@ -259,7 +260,7 @@ class StepRunner:
                 retry_after_s=a.retry_after_ms / 1000 if a.retry_after_ms is not None else None,
                 quota_scope=a.quota_scope,
             )
-            for a in request.attempts.order_by("number")
+            for a in self.attempts
         )
         situation = Situation(
             strategy=request.strategy,
@@ -269,11 +270,10 @@ class StepRunner:
             now=self._now_ts(),
             created=request.created.timestamp(),
             deadline=request.deadline.timestamp() if request.deadline else None,
-            providers={m: self.catalogue[m].provider for m in request.chain},
             # Jitter differs between requests but is reproducible for one request.
             seed=f"{request.pk}:{request.attempt_count}",
         )
-        return decide(situation, self.config, self.rng)
+        return decide(situation, self.config)
 
     def _references(self):
         for ref in self.request.references.all():
@@ -287,7 +287,7 @@ class StepRunner:
         retry_ms = None
         if error is not None and error.retry_after_s is not None:
             retry_ms = int(error.retry_after_s * 1000)
-        return Attempt.objects.create(
+        attempt = Attempt.objects.create(
             request=self.request,
             number=number,
             model=spec.id,
@@ -302,6 +302,8 @@ class StepRunner:
             message=(error.message if error else "")[:500],
             worker=self.me,
         )
+        self.attempts.append(attempt)
+        return attempt
 
     def _set_decision(self, attempt, decision, reason, next_model=""):
         if attempt is None:

@@ -26,7 +26,7 @@ Why the rules are what they are (docs/resilience.md has the long version):
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from generator.taxonomy import Outcome
@@ -105,7 +105,6 @@ class Situation:
     now: float
     created: float
     deadline: float | None
-    providers: Mapping[str, str] = field(default_factory=dict)
     seed: str = ""
 
 

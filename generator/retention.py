@@ -32,14 +32,7 @@ def purge_deleted(now=None) -> Purged:
     cutoff = now - timedelta(days=settings.DELETED_RETENTION_DAYS)
     purged = Purged()
     for image in Image.objects.filter(request__deleted__lt=cutoff).iterator():
-        # Database row first: if the process dies between the two, a file without a row
-        # is harmless, a row without a file would be a broken gallery card.
-        names = [f.name for f in (image.file, image.thumbnail) if f]
-        storage = image.file.storage
-        if Image.objects.filter(pk=image.pk).delete()[0]:
-            purged.images += 1
-        for name in names:
-            storage.delete(name)
+        purged.images += _delete_with_files(image, image.file, image.thumbnail)
     # A reference image is shared by a batch and its re-runs: it goes when no request
     # that is still visible, or deleted only recently, uses it.
     in_use = Q(requests__deleted=None) | Q(requests__deleted__gte=cutoff)
@@ -47,10 +40,7 @@ def purge_deleted(now=None) -> Purged:
         pk__in=ReferenceImage.objects.filter(in_use).values("pk")
     )
     for reference in orphans.distinct().iterator():
-        name, storage = reference.file.name, reference.file.storage
-        if ReferenceImage.objects.filter(pk=reference.pk).delete()[0]:
-            purged.references += 1
-        storage.delete(name)
+        purged.references += _delete_with_files(reference, reference.file)
     if purged.images or purged.references:
         log.info(
             "purged the files of deleted requests: %s images, %s reference images",
@@ -58,3 +48,14 @@ def purge_deleted(now=None) -> Purged:
             purged.references,
         )
     return purged
+
+
+def _delete_with_files(row, *files) -> bool:
+    """Delete `row`, then its files; whether this call deleted the row. Database row
+    first: if the process dies between the two, a file without a row is harmless, a row
+    without a file would be a broken gallery card."""
+    names = [(f.storage, f.name) for f in files if f]
+    deleted = bool(type(row).objects.filter(pk=row.pk).delete()[0])
+    for storage, name in names:
+        storage.delete(name)
+    return deleted

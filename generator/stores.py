@@ -397,7 +397,7 @@ class MemoryStore:
                     closed_at = b.get("closed_at")
                     recent = closed_at is not None and now - closed_at < p.cooldown_s
                     b["level"] = b["level"] + 1 if recent else 0
-                    b.update(state="open", open_until=now + _duration(p, b["level"]), window=[])
+                    b.update(state="open", open_until=now + p.open_duration(b["level"]), window=[])
                     return {
                         "from": "closed",
                         "to": "open",
@@ -420,7 +420,7 @@ class MemoryStore:
                 }
             if kind == "failure":
                 b["level"] += 1
-                b.update(state="open", open_until=now + _duration(p, b["level"]))
+                b.update(state="open", open_until=now + p.open_duration(b["level"]))
                 return {
                     "from": frm,
                     "to": "open",
@@ -491,7 +491,3 @@ class MemoryStore:
     def get_float(self, key, now):
         with self.lock:
             return self._get(key, now)
-
-
-def _duration(p: "BreakerConfig", level: int) -> float:
-    return min(p.open_max_s, p.open_s * p.multiplier**level)

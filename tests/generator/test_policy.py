@@ -40,7 +40,6 @@ def situation(
         now=now,
         created=T0,
         deadline=deadline,
-        providers=dict.fromkeys(chain, "gemini"),
         seed="req-1",
     )
 
@@ -268,7 +267,6 @@ def test_every_request_terminates_within_its_budget_on_its_chain(
             now,
             T0,
             None if deadline is None else T0 + deadline,
-            {},
             "seed",
         )
         decision = decide(s, CONFIG, random.Random(0))
