@@ -105,25 +105,28 @@ def run_chain(seed, hours, rate, workers) -> list[Result]:
 
     def step(i):
         r = results[i]
-        for _ in range(3):
+        chain = (PRO, FLASH)
+
+        def ask():
             s = Situation(
                 "quality-first",
-                (PRO, FLASH),
+                chain,
                 tuple(r.attempts),
-                health.snapshot((PRO, FLASH)),
+                health.snapshot(chain),
                 clock.now(),
                 r.submitted,
                 None,
                 f"{i}:{len(r.attempts)}",
             )
-            d = decide(s, config)
-            if d.action == Action.GIVE_UP:
-                return None
-            if d.action == Action.WAIT:
-                return ("wait", d.at)
-            if health.acquire(d.model)[0]:
-                return ("call", d.model)
-        return ("wait", clock.now() + 1)
+            return decide(s, config)
+
+        # The same admission as the workers': policy, then the shared breaker and limiter.
+        d = health.admit(ask, tries=len(chain) + 1)
+        if d.action == Action.GIVE_UP:
+            return None
+        if d.action == Action.WAIT:
+            return ("wait", d.at)
+        return ("call", d.model)
 
     while events:
         t, _, kind, i = heapq.heappop(events)

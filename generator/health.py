@@ -8,10 +8,11 @@ jobs.py asks `acquire()` before each call, `record()` after it, and gives the po
 
 import secrets
 import statistics
+from collections.abc import Callable
 
 from generator.breaker import Breaker, BreakerConfig
 from generator.limiter import Limiter, LimiterConfig, Quotas
-from generator.policy import ModelHealth
+from generator.policy import Action, Decision, ModelHealth
 from generator.stores import Clock, Store, SystemClock
 from generator.taxonomy import Outcome
 
@@ -78,6 +79,30 @@ class Health:
         if self.breaker.state(model).state != "closed":
             self._probes[model] = token
         return True, None
+
+    def admit(self, decide: Callable[[], Decision], tries: int) -> Decision:
+        """Ask the policy what to do and, for a call, take the chosen model's slot. The
+        limiter or breaker may refuse it; the policy then sees that model's state and
+        waits or downgrades instead. Bounded by `tries`: a CALL returned holds its slot,
+        and if every try was refused the request waits a moment instead.
+
+        Shared by the workers (jobs.py) and the benchmark's simulator, so that both run
+        the same code."""
+        decision = decide()
+        for _ in range(tries):
+            if decision.action != Action.CALL:
+                return decision
+            if self.acquire(decision.model)[0]:
+                return decision
+            decision = decide()
+        if decision.action == Action.CALL:
+            return Decision(
+                Action.WAIT,
+                model=decision.model,
+                at=self.clock.now() + 1,
+                reason="Every model's upstream quota is busy; trying again shortly.",
+            )
+        return decision
 
     def record(
         self,

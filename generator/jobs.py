@@ -80,24 +80,11 @@ class StepRunner:
     def run(self) -> str:
         if self._cancel_requested():
             return self._finish_canceled()
-        decision = self._decide()
-        # The limiter may refuse the call the policy chose; the policy then sees the
-        # model's quota headroom in the future and waits or downgrades instead. Bounded:
-        # a model refused once is never chosen for a call now again.
-        for _ in range(len(self.request.chain) + 1):
-            if decision.action != Action.CALL:
-                break
-            granted, _ = self.health.acquire(decision.model)
-            if granted:
-                return self._call(decision)
-            decision = self._decide()
+        # A model refused once is never chosen for a call now again: one try per model
+        # in the chain and one more suffice.
+        decision = self.health.admit(self._decide, tries=len(self.request.chain) + 1)
         if decision.action == Action.CALL:
-            decision = Decision(
-                Action.WAIT,
-                model=decision.model,
-                at=self._now_ts() + 1,
-                reason="Every model's upstream quota is busy; trying again shortly.",
-            )
+            return self._call(decision)
         return self._apply(decision, attempt=None)
 
     def _call(self, decision: Decision) -> str:

@@ -5,6 +5,7 @@ import pytest
 from generator.breaker import BreakerConfig
 from generator.health import Health
 from generator.limiter import LimiterConfig, Quotas
+from generator.policy import Action, Decision
 from generator.stores import MemoryStore, VirtualClock
 from generator.taxonomy import Outcome
 
@@ -109,3 +110,25 @@ def test_it_is_shared_through_redis_and_reports_every_catalogue_model(redis_conn
     assert rows[FLASH]["p50_ms"] is None
     (transition,) = two.transitions()
     assert (transition["model"], transition["from"], transition["to"]) == (PRO, "closed", "open")
+
+
+def test_admit_asks_the_policy_again_when_the_limiter_refuses_its_call(clock):
+    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
+    assert health.acquire(PRO)[0]  # Pro's only slot this minute is taken
+    asked = []
+
+    def decide():
+        # Pro first; once refused, what a policy that saw the refusal would say.
+        asked.append(len(asked))
+        return Decision(Action.CALL, model=PRO if len(asked) == 1 else FLASH)
+
+    decision = health.admit(decide, tries=3)
+    assert (decision.action, decision.model, len(asked)) == (Action.CALL, FLASH, 2)
+
+
+def test_admit_waits_a_moment_when_every_try_is_refused(clock):
+    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
+    assert health.acquire(PRO)[0]
+    decision = health.admit(lambda: Decision(Action.CALL, model=PRO), tries=3)
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, clock.now() + 1)
+    assert "quota is busy" in decision.reason
