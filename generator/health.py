@@ -146,7 +146,6 @@ class Health:
             probe_available=state.probe_available,
             success_rate=1 - state.failure_rate if state.calls else None,
             window_calls=state.calls,
-            p50_ms=self.p50_ms(model),
             next_free_at=next_free,
             out_of_quota_until=self.store.get_float(f"quota-out:{model}", self.clock.now()),
         )

@@ -78,7 +78,6 @@ class ModelHealth:
     probe_available: bool = False
     success_rate: float | None = None  # over the breaker's window; None: too few calls
     window_calls: int = 0
-    p50_ms: int | None = None
     # The limiter has no headroom before this time (None: a call may go now).
     next_free_at: float | None = None
     # A per-day quota was exhausted; no calls before this time (the upstream's reset).
