@@ -319,6 +319,8 @@ def cancel(request: HttpRequest, request_id) -> JsonResponse:
     found = _one(request, request_id)
     if isinstance(found, JsonResponse):
         return found
+    if not found.may_be_changed_by(request.user):
+        return error(403, "forbidden", GenerationRequest.CHANGE_REFUSED)
     # One implementation for the web page and the API: the model's, which says (from its
     # filtered UPDATE, so without a race) whether the request had already ended.
     if not found.cancel(request.user):

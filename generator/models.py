@@ -204,6 +204,11 @@ class GenerationRequest(models.Model):
         """The requests `user` may see: their teams' requests that were not deleted."""
         return cls.objects.filter(team__memberships__user=user, deleted=None)
 
+    # What the page and the API answer anyone else (with 403).
+    CHANGE_REFUSED = (
+        "Only the member who asked for this image, or an owner of the team, may change it."
+    )
+
     def may_be_changed_by(self, user) -> bool:
         """Cancel, delete, describe: the member who asked for it, or an owner of its team."""
         if self.user_id == user.pk:

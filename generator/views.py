@@ -54,9 +54,7 @@ def _require_change(request, found: GenerationRequest) -> None:
     if not found.may_be_changed_by(request.user):
         from django.core.exceptions import PermissionDenied
 
-        raise PermissionDenied(
-            "Only the member who asked for this image, or an owner of the team, may change it."
-        )
+        raise PermissionDenied(GenerationRequest.CHANGE_REFUSED)
 
 
 def _quota_context(team, user) -> dict:

@@ -180,3 +180,19 @@ def test_openai_endpoint_validates_like_the_images_api(client, token):
         assert response.status_code == 400, body
         assert words in response.json()["error"]["message"]
     assert not GenerationRequest.objects.exists()
+
+
+def test_cancel_is_for_the_member_who_asked_or_an_owner(client, token, bob, redis_conn):
+    (mine,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
+    _, bobs_token = ApiToken.issue(bob, "ci")
+    refused = call(client, "post", f"/api/v1/generations/{mine['id']}/cancel", bobs_token)
+    assert refused.status_code == 403
+    assert "the member who asked for this image" in refused.json()["error"]["message"]
+    assert GenerationRequest.objects.get(pk=mine["id"]).status == Status.QUEUED
+    # Bob's own request, canceled by Alice, the team's owner.
+    (his,) = call(client, "post", "/api/v1/generations", bobs_token, {"prompt": "b"}).json()[
+        "data"
+    ]
+    assert (
+        call(client, "post", f"/api/v1/generations/{his['id']}/cancel", token).status_code == 202
+    )
