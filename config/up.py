@@ -188,8 +188,8 @@ def upstream_env(env: dict) -> dict:
 def upstream_children(env: dict) -> list[Child]:
     if env.get("GEMINI_API_KEY"):
         return []
-    port = env["SANDBOX_URL"].rstrip("/").rsplit(":", 1)[-1]
-    return [Child("sandbox", manage("sandbox", "--port", port))]
+    # It listens on SANDBOX_URL's port, which it reads from the environment itself.
+    return [Child("sandbox", manage("sandbox"))]
 
 
 if __name__ == "__main__":

@@ -140,3 +140,18 @@ def test_manage_py_sandbox_runs_as_its_own_process_with_its_options(tmp_path):
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "port"),
+    [
+        ("http://127.0.0.1:8765", 8765),
+        ("http://127.0.0.1:9001/", 9001),
+        ("http://sandbox.internal", 80),
+        ("https://sandbox.internal", 443),
+    ],
+)
+def test_it_listens_on_the_port_the_app_calls_it_on(url, port):
+    from generator.management.commands.sandbox import _port_of
+
+    assert _port_of(url) == port

@@ -2,6 +2,7 @@
 
 import signal
 import threading
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -12,8 +13,9 @@ from generator.upstream.sandbox.server import make_server
 
 
 def _port_of(url: str) -> int:
-    tail = url.rsplit(":", 1)[-1].split("/")[0]
-    return int(tail) if tail.isdigit() else 8765
+    """The port the app calls the sandbox on: SANDBOX_URL's, or its scheme's default."""
+    parts = urlsplit(url)
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 class Command(BaseCommand):
