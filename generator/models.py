@@ -263,15 +263,15 @@ class GenerationRequest(models.Model):
         )
         return earlier.count() + 1
 
-    def status_text(self) -> str:
-        """One line saying where the request stands, what it waits for and why."""
+    def status_text(self, position: int | None = None) -> str:
+        """One line saying where the request stands, what it waits for and why.
+        `position` is the queue_position() when the caller already has it."""
         if self.status == Status.QUEUED:
             if self.cancel_requested:
                 return "Canceling…"
-            position = self.queue_position()
             if self.fallback_reason and self.current_model:
                 return f"Queued for {self.current_model_name}. {self.fallback_reason}"
-            return f"Queued (position {position})."
+            return f"Queued (position {position or self.queue_position()})."
         if self.status == Status.RUNNING:
             if self.cancel_requested:
                 return f"Canceling: waiting for {self.current_model_name} to answer…"
@@ -294,13 +294,14 @@ class GenerationRequest(models.Model):
 
     def status_dict(self) -> dict:
         """What the page's live status shows; polled by static/js/generator.js."""
+        position = self.queue_position()
         return {
             "id": str(self.id),
             "status": self.status,
             "status_label": self.get_status_display(),
-            "text": self.status_text(),
+            "text": self.status_text(position),
             "final": self.is_final,
-            "queue_position": self.queue_position(),
+            "queue_position": position,
             "current_model": self.current_model_name or None,
             "waiting_until": self.waiting_until.isoformat() if self.waiting_until else None,
             "served_model": self.served_model_name or None,
