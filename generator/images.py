@@ -33,7 +33,13 @@ class ImageRejected(ValueError):
 
 
 def inspect(data: bytes, max_pixels: int) -> tuple[str, int, int]:
-    """Return (mime, width, height) of a PNG, JPEG or WebP image, or raise ImageRejected.
+    """Return (mime, width, height) of a PNG, JPEG or WebP image, or raise ImageRejected."""
+    with _decode(data, max_pixels) as image:
+        return FORMAT_MIME[image.format], image.width, image.height
+
+
+def _decode(data: bytes, max_pixels: int) -> PILImage.Image:
+    """The decoded image (the caller closes it), or raise ImageRejected.
 
     The header gives the size without decoding; the full decode (verify() and load())
     then proves the pixel data is really there and not truncated."""
@@ -54,8 +60,8 @@ def inspect(data: bytes, max_pixels: int) -> tuple[str, int, int]:
                     raise ImageRejected(_too_many_pixels(width, height, max_pixels))
                 probe.verify()
             # verify() leaves the image unusable; a second open decodes the pixels.
-            with PILImage.open(io.BytesIO(data)) as full:
-                full.load()
+            full = PILImage.open(io.BytesIO(data))
+            full.load()
         except ImageRejected:
             raise
         except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
@@ -67,7 +73,7 @@ def inspect(data: bytes, max_pixels: int) -> tuple[str, int, int]:
             raise ImageRejected(
                 "The file is not a readable image (PNG, JPEG or WebP), or it is damaged."
             ) from exc
-    return FORMAT_MIME[fmt], width, height
+    return full
 
 
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> str:
@@ -77,12 +83,10 @@ def _too_many_pixels(width: int, height: int, max_pixels: int) -> str:
     )
 
 
-def make_thumbnail(data: bytes) -> bytes:
+def make_thumbnail(source: PILImage.Image) -> bytes:
     """A WebP no larger than THUMBNAIL_SIZE on its longer side, keeping the ratio."""
     size = settings.THUMBNAIL_SIZE
-    with PILImage.open(io.BytesIO(data)) as source:
-        source.load()
-        thumb = source.convert("RGBA" if _has_alpha(source) else "RGB")
+    thumb = source.convert("RGBA" if _has_alpha(source) else "RGB")
     thumb.thumbnail((size, size), PILImage.Resampling.LANCZOS)
     out = io.BytesIO()
     thumb.save(out, format="WEBP", quality=80, method=4)
@@ -102,19 +106,22 @@ def store_generated_image(request: GenerationRequest, data: bytes, mime: str) ->
     existing = Image.objects.filter(request=request).first()
     if existing is not None:
         return existing
-    real_mime, width, height = inspect(data, GENERATED_MAX_PIXELS)
-    image = Image(
-        request=request,
-        team_id=request.team_id,
-        width=width,
-        height=height,
-        mime=real_mime,
-        bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
+    # Decoded once: the same pixels are checked and thumbnailed.
+    with _decode(data, GENERATED_MAX_PIXELS) as decoded:
+        real_mime = FORMAT_MIME[decoded.format]
+        image = Image(
+            request=request,
+            team_id=request.team_id,
+            width=decoded.width,
+            height=decoded.height,
+            mime=real_mime,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+        thumbnail = make_thumbnail(decoded)
     name = uuid4().hex
     image.file.save(f"{name}.{MIME_EXTENSION[real_mime]}", ContentFile(data), save=False)
-    image.thumbnail.save(f"{name}.webp", ContentFile(make_thumbnail(data)), save=False)
+    image.thumbnail.save(f"{name}.webp", ContentFile(thumbnail), save=False)
     image.save()
     return image
 
