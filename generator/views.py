@@ -12,6 +12,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Q
@@ -35,25 +36,27 @@ MAX_BULK = 200
 
 def _get_request_for_user(request, request_id) -> GenerationRequest:
     """The generation request `request_id` if the signed-in user may see it, else 404."""
-    try:
-        pk = UUID(str(request_id))
-    except ValueError:
-        raise Http404("No such image.") from None
-    found = (
-        GenerationRequest.visible_to(request.user)
-        .select_related("team", "user")
-        .filter(pk=pk)
-        .first()
-    )
+    found = _find_for_user(request, request_id)
     if found is None:
         raise Http404("No such image.")
     return found
 
 
+def _find_for_user(request, request_id) -> GenerationRequest | None:
+    """The generation request `request_id` if the signed-in user may see it, else None."""
+    pk = _uuid_or_none(request_id)
+    if pk is None:
+        return None
+    return (
+        GenerationRequest.visible_to(request.user)
+        .select_related("team", "user")
+        .filter(pk=pk)
+        .first()
+    )
+
+
 def _require_change(request, found: GenerationRequest) -> None:
     if not found.may_be_changed_by(request.user):
-        from django.core.exceptions import PermissionDenied
-
         raise PermissionDenied(GenerationRequest.CHANGE_REFUSED)
 
 
@@ -99,9 +102,7 @@ def _submit_form(request, team, form: PromptForm) -> list[GenerationRequest] | N
     """Admit the form's submission; on refusal, put the reason on the form and return None
     (the input stays; uploaded files must be chosen again, browsers do not keep them)."""
     data = form.cleaned_data
-    remix_of = None
-    if data.get("remix_of"):
-        remix_of = GenerationRequest.visible_to(request.user).filter(pk=data["remix_of"]).first()
+    remix_of = _find_for_user(request, data["remix_of"]) if data.get("remix_of") else None
     try:
         # One transaction with admission's: a refused submission leaves no reference rows.
         with transaction.atomic():
@@ -169,8 +170,9 @@ def gallery(request):
     filters = form.values()
     rows = _filtered(request, team, filters)
     before = request.GET.get("before")
-    if before:
-        anchor = rows.filter(pk=_uuid_or_none(before)).first() if _uuid_or_none(before) else None
+    anchor_id = _uuid_or_none(before) if before else None
+    if anchor_id:
+        anchor = rows.filter(pk=anchor_id).first()
         if anchor is not None:
             rows = rows.filter(
                 Q(created__lt=anchor.created) | Q(created=anchor.created, id__lt=anchor.id)
