@@ -6,6 +6,7 @@ an outsider learns nothing, not even that the id exists). Images are streamed by
 after that check; media has no public URL.
 """
 
+import hashlib
 from datetime import datetime, time, timedelta
 from uuid import UUID
 
@@ -25,7 +26,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts import quotas
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
-from generator.images import reference_dimensions
+from generator.images import MIME_EXTENSION, reference_dimensions
 from generator.models import GenerationRequest, ReferenceImage, Status, Strategy
 
 MAX_BULK = 200
@@ -135,8 +136,6 @@ def _submit_form(request, team, form: PromptForm) -> list[GenerationRequest] | N
 
 
 def _store_reference(user, team, name, content, mime) -> ReferenceImage:
-    import hashlib
-
     width, height = reference_dimensions(content)
     reference = ReferenceImage(
         team=team,
@@ -147,7 +146,7 @@ def _store_reference(user, team, name, content, mime) -> ReferenceImage:
         bytes=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
     )
-    extension = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}[mime]
+    extension = MIME_EXTENSION[mime]
     reference.file.save(f"{reference.id.hex}.{extension}", ContentFile(content), save=False)
     reference.save()
     return reference
