@@ -251,7 +251,12 @@ def bulk(request):
     """Delete or download (as a zip) the selected images. Deleting asks for confirmation
     first: the confirmation page posts back with confirm=yes."""
     ids = [pk for pk in (_uuid_or_none(v) for v in request.POST.getlist("ids")) if pk][:MAX_BULK]
-    rows = list(GenerationRequest.visible_to(request.user).filter(pk__in=ids).order_by("-created"))
+    rows = list(
+        GenerationRequest.visible_to(request.user)
+        .filter(pk__in=ids)
+        .prefetch_related("images")
+        .order_by("-created")
+    )
     action = request.POST.get("action")
     if not rows:
         messages.warning(request, "Select at least one image first.")
@@ -293,11 +298,10 @@ def _zip_response(rows):
     archive = zipstream.ZipStream(sized=False)
     count = 0
     for row in rows:
-        image = row.images.first()
+        image = row.image  # from bulk()'s prefetch: no query per row
         if image is None:
             continue
-        extension = image.file.name.rsplit(".", 1)[-1]
-        archive.add(_chunks(image.file), f"steadyshot-{row.pk}.{extension}")
+        archive.add(_chunks(image.file), _download_name(row, image))
         count += 1
     if not count:
         raise Http404("None of the selected requests has an image yet.")
@@ -460,6 +464,10 @@ def _image_of(found: GenerationRequest):
     return image
 
 
+def _download_name(found: GenerationRequest, image) -> str:
+    return f"steadyshot-{found.pk}.{image.file.name.rsplit('.', 1)[-1]}"
+
+
 def _file_response(field, content_type, *, download_name=None):
     try:
         handle = field.open("rb")
@@ -481,9 +489,7 @@ def _file_response(field, content_type, *, download_name=None):
 def original(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
-    name = None
-    if request.GET.get("download"):
-        name = f"steadyshot-{found.pk}.{image.file.name.rsplit('.', 1)[-1]}"
+    name = _download_name(found, image) if request.GET.get("download") else None
     return _file_response(image.file, image.mime, download_name=name)
 
 
