@@ -47,7 +47,9 @@
         refresh(timeline, element.dataset.swapUrl);
       }
       if (data.final) {
-        swap(element);
+        // A finished request's card (or the detail page's body) is replaced by the
+        // server's rendering of it, with the image, badges and actions.
+        refresh(element, element.dataset.swapUrl);
       } else {
         setTimeout(poll, POLL_MS);
       }
@@ -55,20 +57,19 @@
     setTimeout(poll, POLL_MS);
   }
 
-  // A finished request's card (or the detail page's body) is replaced by the server's
-  // rendering of it, with the image, badges and actions; the page itself is not reloaded.
-  function swap(element) {
-    return refresh(element, element.dataset.swapUrl);
+  // The server's page at `url`, parsed; throws when it does not answer 2xx.
+  async function fetchPage(url, options) {
+    const response = await fetch(url, { credentials: "same-origin", ...options });
+    if (!response.ok) throw new Error(String(response.status));
+    return new DOMParser().parseFromString(await response.text(), "text/html");
   }
 
-  // Replace one element (found by its id) with the server's current rendering of it.
+  // Replace one element (found by its id) with the server's current rendering of it;
+  // the page itself is not reloaded.
   async function refresh(element, url) {
     if (!url || !element.id) return;
     try {
-      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-      if (!response.ok) return;
-      const html = await response.text();
-      const doc = new DOMParser().parseFromString(html, "text/html");
+      const doc = await fetchPage(url, { cache: "no-store" });
       const fresh = doc.getElementById(element.id);
       if (fresh && element.isConnected) {
         element.replaceWith(document.importNode(fresh, true));
@@ -85,9 +86,7 @@
       event.preventDefault();
       link.setAttribute("aria-busy", "true");
       try {
-        const response = await fetch(link.href, { credentials: "same-origin" });
-        if (!response.ok) throw new Error(String(response.status));
-        const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+        const doc = await fetchPage(link.href);
         const grid = document.getElementById("gallery-grid");
         const more = document.getElementById("gallery-more");
         const nextGrid = doc.getElementById("gallery-grid");
@@ -105,7 +104,6 @@
     });
   }
 
-  // --- Small helpers: prompt length counter, copy buttons. ------------------------------
   // --- Sizes: offer only those the chosen strategy's first model delivers. -----------
   function sizes(select) {
     const form = select.form;
@@ -133,6 +131,7 @@
     });
   }
 
+  // --- Small helpers: prompt length counter, copy buttons. ------------------------------
   function counter(textarea) {
     const output = document.getElementById(textarea.dataset.counter);
     const limit = Number(textarea.getAttribute("maxlength")) || 0;
