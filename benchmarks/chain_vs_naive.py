@@ -1,6 +1,6 @@
 """Chain versus naive client: a discrete-event simulation on a virtual clock.
 
-The chain runs the production code itself (generator.policy.decide, Health with its
+The chain runs the production code itself (generator.resilience.policy.decide, Health with its
 breaker and limiter on the in-memory store) against a simulated upstream that follows
 ../shared/docs/upstream-behaviour.md: Pro fails ~45 % at peak in overload episodes
 (503s), Flash under 10 %, token-bucket quotas that answer 429 with a retry delay, and
@@ -22,12 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.breaker import BreakerConfig
-from generator.health import Health
-from generator.limiter import LimiterConfig, Quotas
-from generator.policy import Action, AttemptRecord, PolicyConfig, Situation, decide
-from generator.stores import MemoryStore, VirtualClock
-from generator.taxonomy import Outcome
+from generator.resilience.breaker import BreakerConfig
+from generator.resilience.clock import VirtualClock
+from generator.resilience.health import Health
+from generator.resilience.limiter import LimiterConfig, Quotas
+from generator.resilience.policy import Action, AttemptRecord, PolicyConfig, Situation, decide
+from generator.resilience.stores import MemoryStore
+from generator.resilience.taxonomy import Outcome
 
 PRO, FLASH = "gemini-3-pro-image-preview", "gemini-2.5-flash-image"
 QUOTAS = {PRO: Quotas(rpm=20, ipm=20, rpd=1000), FLASH: Quotas(rpm=150, ipm=100, rpd=10000)}

@@ -269,7 +269,7 @@ SANDBOX_PROFILE = env_str("SANDBOX_PROFILE", "calm")
 SANDBOX_SEED = env_int("SANDBOX_SEED", 0)
 SANDBOX_PROFILES_FILE = env_str("SANDBOX_PROFILES_FILE")
 
-# --- Retry and downgrade policy, shared health (generator/policy.py, health.py) --------
+# --- Retry and downgrade policy, shared health (generator/resilience/policy.py, health.py) --------
 # Every duration here is in seconds and multiplied by TIME_SCALE; docs/resilience.md
 # explains each default. Calls per request, all models together, and per model (the
 # last usable model in the chain may use whatever is left).

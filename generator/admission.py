@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from accounts import quotas
 from generator import queue
-from generator.catalogue import ASPECT_RATIOS, STRATEGIES, get_catalogue
 from generator.models import GenerationRequest, QuotaState, ReferenceImage, Status
+from generator.resilience.catalogue import ASPECT_RATIOS, STRATEGIES, get_catalogue
 from generator.upstream.availability import is_configured
 
 PROMPT_MAX_CHARS = 4000

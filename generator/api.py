@@ -33,8 +33,8 @@ from django.views.decorators.csrf import csrf_exempt
 from accounts import quotas
 from accounts.models import ApiToken, Team
 from generator.admission import MAX_COUNT, AdmissionError, Submission, submit
-from generator.catalogue import get_catalogue
 from generator.models import FINAL_STATUSES, GenerationRequest, Status
+from generator.resilience.catalogue import get_catalogue
 
 MAX_BODY_BYTES = 64 * 1024
 PAGE_SIZE = 50
@@ -360,7 +360,7 @@ def _openai_error(status: int, message: str, type_: str, code: str | None = None
 
 
 def _ratio_for(size: str) -> str | None:
-    from generator.catalogue import ASPECT_RATIOS
+    from generator.resilience.catalogue import ASPECT_RATIOS
 
     if size in _SIZE_WORDS:
         return _SIZE_WORDS[size]

@@ -11,9 +11,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS
-from generator.catalogue import ASPECT_RATIOS, IMAGE_SIZES, get_catalogue
 from generator.images import validate_reference
 from generator.models import STRATEGY_HELP, Status, Strategy
+from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES, get_catalogue
 from generator.upstream.availability import is_configured
 
 ACCEPTED_TYPES = "image/png,image/jpeg,image/webp"

@@ -22,13 +22,13 @@ from django.utils import timezone
 
 from accounts import quotas
 from generator import queue
-from generator.catalogue import get_catalogue
-from generator.health import Health
 from generator.images import store_generated_image
 from generator.models import Attempt, GenerationRequest, Status
-from generator.policy import Action, AttemptRecord, Decision, Situation, decide
-from generator.policy_config import policy_config_from_settings
-from generator.taxonomy import USER_MESSAGES, Outcome
+from generator.resilience.catalogue import get_catalogue
+from generator.resilience.from_settings import policy_config_from_settings
+from generator.resilience.health import Health
+from generator.resilience.policy import Action, AttemptRecord, Decision, Situation, decide
+from generator.resilience.taxonomy import USER_MESSAGES, Outcome
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
 from generator.upstream.registry import get_provider
 

@@ -13,8 +13,8 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from generator.catalogue import ASPECT_RATIOS, IMAGE_SIZES
-from generator.taxonomy import Outcome
+from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
+from generator.resilience.taxonomy import Outcome
 
 
 class Strategy(models.TextChoices):
@@ -224,7 +224,7 @@ class GenerationRequest(models.Model):
     @staticmethod
     def model_name(model_id: str) -> str:
         """The display name of a model id (the id itself for a model no longer listed)."""
-        from generator.catalogue import get_catalogue
+        from generator.resilience.catalogue import get_catalogue
 
         models = get_catalogue().models
         return models[model_id].display_name if model_id in models else model_id

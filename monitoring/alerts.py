@@ -18,7 +18,7 @@ from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from generator.taxonomy import Outcome
+from generator.resilience.taxonomy import Outcome
 from monitoring import rollups, sources
 from monitoring.models import Alert
 

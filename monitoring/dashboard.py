@@ -15,7 +15,7 @@ from django.db.models.functions import ExtractHour, ExtractIsoWeekDay
 from django.urls import reverse
 from django.utils import timezone
 
-from generator.taxonomy import Outcome
+from generator.resilience.taxonomy import Outcome
 from monitoring import rollups, sources, svg
 from monitoring.models import LATENCY_BOUNDS_MS, AttemptRollup, Period
 from monitoring.stats import Window, percentile, rate

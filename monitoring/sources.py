@@ -1,5 +1,5 @@
 """Live state owned by other parts of the product: breakers and upstream quota headroom
-(generator.health), team and member quota use (accounts.quotas), the RQ queues and
+(generator.resilience.health), team and member quota use (accounts.quotas), the RQ queues and
 workers (Redis).
 
 Each reader returns None when its source is missing or unreachable, so the page says
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def _health():
     try:
-        from generator.health import Health
+        from generator.resilience.health import Health
     except ImportError:
         return None
     try:

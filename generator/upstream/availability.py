@@ -2,7 +2,7 @@
 
 from django.conf import settings
 
-from generator.catalogue import ModelSpec
+from generator.resilience.catalogue import ModelSpec
 
 
 def is_configured(spec: ModelSpec) -> bool:

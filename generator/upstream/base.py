@@ -6,8 +6,8 @@ every response to the taxonomy and never retry: retrying is the policy's job.
 
 from dataclasses import dataclass, field
 
-from generator.catalogue import ModelSpec
-from generator.taxonomy import Outcome
+from generator.resilience.catalogue import ModelSpec
+from generator.resilience.taxonomy import Outcome
 
 
 @dataclass(frozen=True)

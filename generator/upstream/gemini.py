@@ -6,7 +6,7 @@ One call, one typed result or one UpstreamError; no retries (the policy decides)
 import base64
 from functools import partial
 
-from generator.taxonomy import Outcome
+from generator.resilience.taxonomy import Outcome
 from generator.upstream.base import GenerationCall, GenerationResult
 from generator.upstream.transport import Redactor, answer_error, decode_image, post_json
 

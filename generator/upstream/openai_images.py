@@ -7,7 +7,7 @@ One call, one typed result or one UpstreamError; no retries (the policy decides)
 from fractions import Fraction
 from functools import partial
 
-from generator.taxonomy import Outcome
+from generator.resilience.taxonomy import Outcome
 from generator.upstream.base import GenerationCall, GenerationResult, UpstreamError
 from generator.upstream.transport import Redactor, answer_error, decode_image, post_json
 

@@ -6,7 +6,7 @@ cheap; the pooled HTTP clients behind them live in transport.py.
 
 from django.conf import settings
 
-from generator.catalogue import ModelSpec
+from generator.resilience.catalogue import ModelSpec
 from generator.upstream.gemini import GeminiProvider
 from generator.upstream.openai_images import OpenAIImagesProvider
 

@@ -14,8 +14,8 @@ import time
 
 import httpx
 
-from generator.catalogue import ModelSpec
-from generator.taxonomy import Outcome
+from generator.resilience.catalogue import ModelSpec
+from generator.resilience.taxonomy import Outcome
 from generator.upstream.base import UpstreamError
 
 # One client per (process, base URL): connections are reused between calls, and a forked

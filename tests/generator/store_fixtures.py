@@ -3,7 +3,8 @@ implementations must behave the same."""
 
 import pytest
 
-from generator.stores import MemoryStore, RedisStore, VirtualClock
+from generator.resilience.clock import VirtualClock
+from generator.resilience.stores import MemoryStore, RedisStore
 
 
 @pytest.fixture(params=["redis", "memory"])

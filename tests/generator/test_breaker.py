@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from generator.breaker import Breaker, BreakerConfig
-from generator.stores import RedisStore
-from generator.taxonomy import Outcome
+from generator.resilience.breaker import Breaker, BreakerConfig
+from generator.resilience.stores import RedisStore
+from generator.resilience.taxonomy import Outcome
 from tests.generator.store_fixtures import clock, store  # noqa: F401
 
 CONFIG = BreakerConfig(

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from generator.catalogue import CatalogueError, load_catalogue
+from generator.resilience.catalogue import CatalogueError, load_catalogue
 
 
 def test_it_has_defaults_for_the_gemini_models_and_an_openai_one():

@@ -2,12 +2,13 @@
 
 import pytest
 
-from generator.breaker import BreakerConfig
-from generator.health import Health
-from generator.limiter import LimiterConfig, Quotas
-from generator.policy import Action, Decision
-from generator.stores import MemoryStore, VirtualClock
-from generator.taxonomy import Outcome
+from generator.resilience.breaker import BreakerConfig
+from generator.resilience.clock import VirtualClock
+from generator.resilience.health import Health
+from generator.resilience.limiter import LimiterConfig, Quotas
+from generator.resilience.policy import Action, Decision
+from generator.resilience.stores import MemoryStore
+from generator.resilience.taxonomy import Outcome
 
 PRO = "gemini-3-pro-image-preview"
 FLASH = "gemini-2.5-flash-image"

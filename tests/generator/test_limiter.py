@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from generator.limiter import Limiter, LimiterConfig, Quotas
-from generator.stores import RedisStore, SystemClock
+from generator.resilience.clock import SystemClock
+from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
+from generator.resilience.stores import RedisStore
 from tests.generator.store_fixtures import clock, store  # noqa: F401
 
 PRO = "gemini-3-pro-image-preview"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generator.policy import (
+from generator.resilience.policy import (
     NON_RETRYABLE,
     Action,
     AttemptRecord,
@@ -15,7 +15,7 @@ from generator.policy import (
     Situation,
     decide,
 )
-from generator.taxonomy import Outcome
+from generator.resilience.taxonomy import Outcome
 
 PRO = "gemini-3-pro-image-preview"
 FLASH = "gemini-2.5-flash-image"

@@ -127,8 +127,8 @@ def test_it_says_when_live_sources_are_not_available(client_for, staff, no_redis
 def test_it_shows_the_shared_breakers_and_the_teams_quota_use(
     client_for, staff, alice, team, redis_conn
 ):
-    from generator.health import Health
-    from generator.taxonomy import Outcome
+    from generator.resilience.health import Health
+    from generator.resilience.taxonomy import Outcome
 
     health = Health.from_settings()
     for _ in range(10):

@@ -24,9 +24,9 @@ def _fake_health(monkeypatch, overview):
         def transitions(self, limit=50):
             return [{"model": "m", "to": "open", "reason": "r"}][:limit]
 
-    module = types.ModuleType("generator.health")
+    module = types.ModuleType("generator.resilience.health")
     module.Health = Health
-    monkeypatch.setitem(sys.modules, "generator.health", module)
+    monkeypatch.setitem(sys.modules, "generator.resilience.health", module)
 
 
 def test_it_reads_the_breakers_from_shared_health(monkeypatch):
@@ -41,7 +41,9 @@ def test_it_reports_unreadable_health_as_not_available(monkeypatch):
 
 
 def test_it_reports_missing_modules_as_not_available(monkeypatch):
-    monkeypatch.setitem(sys.modules, "generator.health", None)  # import raises ImportError
+    monkeypatch.setitem(
+        sys.modules, "generator.resilience.health", None
+    )  # import raises ImportError
     monkeypatch.setitem(sys.modules, "accounts.quotas", None)
     assert sources.breakers() is None
     assert sources.quota_usage() is None

@@ -7,8 +7,8 @@ import socket
 import pytest
 from PIL import Image
 
-from generator.catalogue import DEFAULT_MODELS
-from generator.taxonomy import Outcome
+from generator.resilience.catalogue import DEFAULT_MODELS
+from generator.resilience.taxonomy import Outcome
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
 from generator.upstream.registry import get_provider
 

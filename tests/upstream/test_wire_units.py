@@ -8,8 +8,8 @@ import os
 import httpx
 import pytest
 
-from generator.catalogue import DEFAULT_MODELS
-from generator.taxonomy import Outcome
+from generator.resilience.catalogue import DEFAULT_MODELS
+from generator.resilience.taxonomy import Outcome
 from generator.upstream import transport
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
 from generator.upstream.gemini import GeminiProvider

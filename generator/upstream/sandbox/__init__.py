@@ -6,7 +6,7 @@ def build_sandbox(profile: str, seed: int, time_scale: float):
     settings.SANDBOX_PROFILES_FILE). Imported lazily: needs Django settings."""
     from django.conf import settings
 
-    from generator.catalogue import get_catalogue
+    from generator.resilience.catalogue import get_catalogue
     from generator.upstream.sandbox.profiles import Quota, builtin_profiles, load_profiles
     from generator.upstream.sandbox.server import Sandbox
 

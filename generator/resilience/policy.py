@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from generator.taxonomy import Outcome
+from generator.resilience.taxonomy import Outcome
 
 QUALITY_FIRST = "quality-first"
 STABILITY_FIRST = "stability-first"
@@ -68,7 +68,7 @@ class AttemptRecord:
 
 @dataclass(frozen=True)
 class ModelHealth:
-    """What all workers know about a model right now (built by generator.health)."""
+    """What all workers know about a model right now (built by generator.resilience.health)."""
 
     model: str
     breaker: str = "closed"  # "closed" | "open" | "half_open"
@@ -128,7 +128,7 @@ class StrategyLimits:
 @dataclass(frozen=True)
 class PolicyConfig:
     """Every duration in seconds, already multiplied by TIME_SCALE
-    (generator.policy_config builds it from settings)."""
+    (generator.resilience.from_settings builds it from settings)."""
 
     attempt_budget: int = 8  # calls per request, all models together
     backoff_base_s: float = 2.0  # full jitter: uniform(0, min(cap, base * 2**n))

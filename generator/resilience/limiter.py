@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from generator.stores import Bucket, Clock, Counter, Store
+from generator.resilience.clock import Clock
+from generator.resilience.stores import Bucket, Counter, Store
 
 
 @dataclass(frozen=True)

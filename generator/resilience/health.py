@@ -10,11 +10,12 @@ import secrets
 import statistics
 from collections.abc import Callable
 
-from generator.breaker import Breaker, BreakerConfig
-from generator.limiter import Limiter, LimiterConfig, Quotas
-from generator.policy import Action, Decision, ModelHealth
-from generator.stores import Clock, Store, SystemClock
-from generator.taxonomy import Outcome
+from generator.resilience.breaker import Breaker, BreakerConfig
+from generator.resilience.clock import Clock, SystemClock
+from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
+from generator.resilience.policy import Action, Decision, ModelHealth
+from generator.resilience.stores import Store
+from generator.resilience.taxonomy import Outcome
 
 LATENCY_SAMPLES = 50
 
@@ -42,12 +43,12 @@ class Health:
         import redis
         from django.conf import settings
 
-        from generator.catalogue import get_catalogue
-        from generator.policy_config import (
+        from generator.resilience.catalogue import get_catalogue
+        from generator.resilience.from_settings import (
             breaker_config_from_settings,
             limiter_config_from_settings,
         )
-        from generator.stores import RedisStore
+        from generator.resilience.stores import RedisStore
 
         catalogue = get_catalogue()
         quotas = {m.id: Quotas(rpm=m.rpm, ipm=m.ipm, rpd=m.rpd) for m in catalogue.models.values()}

@@ -16,8 +16,9 @@ import json
 import logging
 from dataclasses import dataclass
 
-from generator.stores import Clock, Store
-from generator.taxonomy import Outcome
+from generator.resilience.clock import Clock
+from generator.resilience.stores import Store
+from generator.resilience.taxonomy import Outcome
 
 log = logging.getLogger("steadyshot.breaker")
 

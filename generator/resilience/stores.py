@@ -1,4 +1,4 @@
-"""The clock and the shared store that the breaker and the limiter are written against.
+"""The shared store that the breaker and the limiter are written against.
 
 Two stores with the same few atomic operations:
 - RedisStore: production. Every operation that reads and then writes is one Lua script,
@@ -7,40 +7,17 @@ Two stores with the same few atomic operations:
   The same operations in Python under a lock; tests/generator/test_breaker.py and
   test_limiter.py run against both to keep them equivalent.
 
-Times are epoch seconds from the caller's Clock (workers' clocks are NTP-synced; the
-limiter's safety margin absorbs the skew), so the simulator's virtual time works too.
+Times are epoch seconds from the caller's Clock (generator/resilience/clock.py), so the
+simulator's virtual time works too.
 """
 
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from generator.breaker import BreakerConfig
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-
-class VirtualClock:
-    """Time that moves only when told to (the simulator, unit tests)."""
-
-    def __init__(self, start: float = 1_700_000_000.0):
-        self.t = start
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+    from generator.resilience.breaker import BreakerConfig
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ tests). The only module of the chain's logic that reads Django settings."""
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from generator.breaker import BreakerConfig
-from generator.limiter import LimiterConfig
-from generator.policy import PolicyConfig, StrategyLimits
+from generator.resilience.breaker import BreakerConfig
+from generator.resilience.limiter import LimiterConfig
+from generator.resilience.policy import PolicyConfig, StrategyLimits
 
 
 def _scale() -> float:
