@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make run        set up (venv, install, migrate, demo account) and start web, workers, Redis, sandbox"
-	@echo "make test       install and run the whole test suite"
+	@echo "make test       install and run the whole test suite (unit, then integration)"
+	@echo "make test-fast  the unit tier only: in-process, in-memory SQLite, under a minute"
 	@echo "make lint       ruff check and format check"
 	@echo "make format     apply ruff formatting and safe fixes"
 	@echo "make browser    install Debian's chromium for the browser tests (needs root or sudo)"
@@ -32,6 +33,10 @@ run: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tier alone: no Redis, no subprocess, the test database in memory.
+test-fast: install
+	TEST_DB_IN_MEMORY=1 DATABASE_URL= $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

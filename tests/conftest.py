@@ -1,16 +1,13 @@
-"""Shared fixtures: the people of every test (alice owns a team, bob is a member of it,
-charlie is an outsider with a team of his own) and real services (Redis)."""
+"""Fixtures of both tiers: the people of every test (alice owns a team, bob is a member
+of it, charlie is an outsider with a team of his own, staff operates the site).
 
-import os
-import subprocess
-from pathlib import Path
+tests/unit runs in-process only (SQLite, the memory store, no Redis, no subprocess);
+tests/integration starts real services (Redis, the sandbox, RQ workers, chromium) in
+its own conftest."""
 
 import pytest
 
 from accounts.models import Membership, Team, User
-
-# Fixtures that start real services: the sandbox upstream and RQ workers.
-pytest_plugins = ["tests.sandbox_fixtures", "tests.worker_fixtures"]
 
 PASSWORD = "correct horse battery staple"
 
@@ -68,41 +65,3 @@ def client_for(client):
         return client
 
     return log_in
-
-
-# --- Redis ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> str:
-    """REDIS_URL when set (CI points it at a scratch database, which the tests flush),
-    otherwise a private redis-server on a unix socket for this test session."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    from config.redis_server import redis_command, wait_for_socket
-
-    directory: Path = tmp_path_factory.mktemp("redis")
-    cmd, socket = redis_command(directory, persist=False)
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        wait_for_socket(socket, process)
-        yield f"unix://{socket}?db=0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-@pytest.fixture
-def redis_conn(redis_url, settings):
-    """A clean Redis that the app's queues use too."""
-    import redis
-
-    conn = redis.Redis.from_url(redis_url)
-    conn.flushdb()
-    settings.REDIS_URL = redis_url
-    settings.RQ_QUEUES = {
-        name: {"URL": redis_url, "DEFAULT_TIMEOUT": 600} for name in ("maintenance", "default")
-    }
-    yield conn
-    conn.flushdb()

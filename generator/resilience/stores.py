@@ -4,7 +4,7 @@ Two stores with the same few atomic operations:
 - RedisStore: production. Every operation that reads and then writes is one Lua script,
   so that all workers on all machines see one consistent state without locks.
 - MemoryStore: one process (tests, and the benchmark's simulator on a virtual clock).
-  The same operations in Python under a lock; tests/generator/test_breaker.py and
+  The same operations in Python under a lock; tests/unit/resilience/test_breaker.py and
   test_limiter.py run against both to keep them equivalent.
 
 Times are epoch seconds from the caller's Clock (generator/resilience/clock.py), so the

@@ -1,0 +1,56 @@
+"""Concurrent admissions against one team's limits, each thread with its own database
+connection as separate web processes would have."""
+
+import threading
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+
+from accounts import quotas
+from generator.models import GenerationRequest, QuotaState, Status
+from generator.reconcile import Report, _settle_quota
+from tests.unit.accounts.test_quotas import PRO_1K, _finish, _ledger_total, _limit, _submit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_submissions_never_exceed_ten_images_left(alice, team, redis_conn):
+    """Each thread has its own database connection, as separate web processes would."""
+    _limit(team, images_per_day=15)
+    older = _submit(alice, team, count=4) + _submit(alice, team, count=1)  # 10 left
+    accepted, refused, errors = [], [], []
+    start = threading.Barrier(50)
+
+    def one():
+        try:
+            start.wait()
+            accepted.extend(_submit(alice, team))
+        except quotas.QuotaExceeded as exc:
+            refused.append(exc)
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert errors == []
+    assert len(accepted) == 10
+    assert len(refused) == 40
+    assert all(e.code == "images_per_day" for e in refused)
+    assert GenerationRequest.objects.filter(team=team).count() == 15
+    assert _ledger_total(team, "reserve") == 15
+    assert _ledger_total(team, "reserve", "amount_usd") == 15 * PRO_1K
+
+    # Settle them all: every reserved image is charged or refunded exactly once.
+    for i, request in enumerate(older + accepted):
+        _finish(request, Status.SUCCEEDED if i % 2 else Status.FAILED)
+    _settle_quota(Report())
+    charged = GenerationRequest.objects.filter(quota_state=QuotaState.CHARGED)
+    assert _ledger_total(team, "charge") + _ledger_total(team, "refund") == 15
+    assert _ledger_total(team, "charge") == charged.count() == 7
+    assert _ledger_total(team, "charge", "amount_usd") == charged.aggregate(s=Sum("cost_usd"))["s"]

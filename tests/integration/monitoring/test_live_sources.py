@@ -1,0 +1,62 @@
+"""The monitoring page's live panels read real Redis: shared breakers, limiter use,
+queues and workers."""
+
+import re
+from decimal import Decimal
+
+import pytest
+
+from accounts import quotas
+from generator.admission import Submission, submit
+from monitoring import sources
+from tests.factories import FLASH, PRO
+from tests.unit.monitoring.test_page import URL, _cell
+
+
+def test_it_shows_the_shared_breakers_and_the_teams_quota_use(
+    client_for, staff, alice, team, redis_conn
+):
+    from generator.resilience.health import Health
+    from generator.resilience.taxonomy import Outcome
+
+    health = Health.from_settings()
+    for _ in range(10):
+        health.record(PRO, Outcome.OVERLOADED, 2000)
+    health.record(FLASH, Outcome.SUCCESS, 12_000)
+    (request,) = submit(alice, team, Submission(prompt="a lighthouse at dusk"))
+    quotas.charge(request, Decimal("0.134"), model=PRO)
+    html = client_for(staff).get(URL).content.decode()
+    breakers = _cell(html, "breakers")
+    row = re.search(rf"<td>{PRO}</td>.*?</tr>", breakers, re.S).group(0)
+    assert 'class="badge danger">open</span>' in row
+    assert "until" in row  # when the next probe may go
+    assert "8 of the last 8 calls failed" in row  # why it opened
+    flash = re.search(rf"<td>{FLASH}</td>.*?</tr>", breakers, re.S).group(0)
+    assert 'class="badge ok">closed</span>' in flash
+    teams = _cell(html, "quota-teams")
+    assert re.search(rf"<td>{team.name}</td><td class=\"num\">1</td>", teams), teams
+    assert "$0.134" in teams
+
+
+def test_it_shows_queue_depth_and_workers(client_for, staff, redis_conn):
+    from rq import Queue
+
+    Queue("default", connection=redis_conn).enqueue("builtins.print", "x")
+    html = client_for(staff).get(URL).content.decode()
+    queues = _cell(html, "queues")
+    assert '<td>default</td><td class="num">1</td>' in queues
+    assert 'id="workers">0<' in html
+
+
+@pytest.mark.usefixtures("redis_conn")
+def test_it_counts_queued_jobs_and_workers(redis_conn):
+    from rq import Queue
+
+    Queue("default", connection=redis_conn).enqueue("builtins.print", "x")
+    assert sources.queues() == {
+        "queues": [
+            {"name": "maintenance", "depth": 0, "scheduled": 0, "failed": 0},
+            {"name": "default", "depth": 1, "scheduled": 0, "failed": 0},
+        ],
+        "workers": 0,
+    }

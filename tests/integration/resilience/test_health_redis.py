@@ -1,0 +1,25 @@
+"""Shared health through real Redis: what one worker records, every other one sees."""
+
+from generator.resilience.health import Health
+from generator.resilience.taxonomy import Outcome
+from tests.unit.resilience.test_health import FLASH, PRO
+
+
+def test_it_is_shared_through_redis_and_reports_every_catalogue_model(redis_conn, settings):
+    settings.TIME_SCALE = 1.0
+    one, two = Health.from_settings(), Health.from_settings()
+    for _ in range(8):
+        assert one.acquire(PRO)[0]
+        one.record(PRO, Outcome.OVERLOADED, 40_000)
+    granted, retry_at = two.acquire(PRO)
+    assert not granted and retry_at is not None
+    rows = {row["model"]: row for row in two.overview()}
+    assert set(rows) >= {PRO, FLASH, "gpt-image-1"}
+    pro = rows[PRO]
+    assert pro["breaker"] == "open"
+    assert pro["quota"]["rpm"] == {"used": 8, "limit": 17}
+    assert pro["quota"]["rpd"] == {"used": 8, "limit": 850}
+    assert rows[FLASH]["breaker"] == "closed"
+    assert rows[FLASH]["p50_ms"] is None
+    (transition,) = two.transitions()
+    assert (transition["model"], transition["from"], transition["to"]) == (PRO, "closed", "open")

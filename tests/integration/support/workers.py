@@ -1,0 +1,124 @@
+"""Real RQ workers for integration tests: separate processes running
+`manage.py rqworker --with-scheduler` against the test database, the test Redis and
+the sandbox, exactly as in production."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def database_url() -> str:
+    """The URL of the database the tests use right now (pytest-django's test database)."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] or ""
+    if s["PASSWORD"]:
+        auth += f":{s['PASSWORD']}"
+    host = f"{auth}@" if auth else ""
+    return f"postgres://{host}{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Workers:
+    def __init__(self, env: dict):
+        self.env = env
+        self.processes: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def start(self, count: int = 1, log_dir: Path | None = None) -> None:
+        for _ in range(count):
+            n = len(self.processes) + 1
+            log_path = (log_dir or Path(self.env["VAR_DIR"])) / f"worker{n}.log"
+            self.logs.append(log_path)
+            handle = log_path.open("w")
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "manage.py",
+                        "rqworker",
+                        "--with-scheduler",
+                        "--name",
+                        f"test-{os.getpid()}-{n}-{time.monotonic_ns()}",
+                        "maintenance",
+                        "default",
+                    ],
+                    cwd=ROOT,
+                    env=self.env,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def kill(self, index: int) -> None:
+        """SIGKILL: no warm shutdown, no chance to hand anything back."""
+        process = self.processes[index]
+        # RQ runs each job in a forked work horse: list it before the worker dies (an
+        # orphan is re-parented and no longer shows as its child), then kill both.
+        horses = _children(process.pid)
+        process.send_signal(signal.SIGKILL)
+        for child in horses:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        process.wait()
+
+    def kill_holder(self, claimed_by: str) -> None:
+        """SIGKILL the worker whose work horse holds a request (`claimed_by` is the
+        host:pid of the process running the job)."""
+        pid = int(claimed_by.rsplit(":", 1)[1])
+        for index, process in enumerate(self.processes):
+            if process.poll() is None and (process.pid == pid or pid in _children(process.pid)):
+                self.kill(index)
+                return
+        raise AssertionError(f"no live worker runs {claimed_by}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def output(self) -> str:
+        return "\n".join(p.read_text() for p in self.logs if p.exists())
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+@pytest.fixture
+def workers(redis_conn, redis_url, sandbox_settings, settings, tmp_path):
+    """start(n) real workers; stopped (and their output attached on failure) at the end."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": redis_url,
+        "SANDBOX_URL": settings.SANDBOX_URL,
+        "VAR_DIR": str(tmp_path),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "TIME_SCALE": str(settings.TIME_SCALE),
+        "LEASE_SECONDS": str(settings.LEASE_SECONDS),
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+    }
+    env.pop("GEMINI_API_KEY", None)
+    handle = Workers(env)
+    yield handle
+    handle.stop()

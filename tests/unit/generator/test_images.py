@@ -1,0 +1,117 @@
+"""Image checks: generated images stored once with a thumbnail; uploads refused unless they
+are real PNG, JPEG or WebP images within the size and pixel caps."""
+
+import hashlib
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image as PILImage
+
+from generator.images import ImageRejected, inspect, store_generated_image, validate_reference
+from generator.models import GenerationRequest, Image
+from tests.media import picture, private_media
+
+
+@pytest.fixture(autouse=True)
+def _media(settings, tmp_path):
+    private_media(settings, tmp_path)
+
+
+@pytest.fixture
+def request_row(alice, team):
+    return GenerationRequest.objects.create(
+        user=alice, team=team, prompt="a red fox", strategy="quality-first"
+    )
+
+
+def test_it_stores_the_original_and_a_webp_thumbnail(request_row):
+    data = picture("PNG", (64, 48))
+    image = store_generated_image(request_row, data, "image/png")
+    image.refresh_from_db()
+    assert (image.width, image.height, image.mime, image.bytes) == (64, 48, "image/png", len(data))
+    assert image.sha256 == hashlib.sha256(data).hexdigest()
+    assert image.file.read() == data
+    assert image.file.name.startswith(f"images/{request_row.team_id}/")
+    with PILImage.open(image.thumbnail) as thumb:
+        assert thumb.format == "WEBP"
+        assert thumb.size == (32, 24)
+
+
+def test_it_records_the_real_type_not_the_claimed_one(request_row):
+    image = store_generated_image(request_row, picture("JPEG"), "image/png")
+    assert image.mime == "image/jpeg"
+    assert image.file.name.endswith(".jpg")
+
+
+def test_it_is_idempotent_per_request(request_row):
+    first = store_generated_image(request_row, picture(), "image/png")
+    second = store_generated_image(request_row, picture("JPEG"), "image/jpeg")
+    assert second.pk == first.pk
+    assert Image.objects.filter(request=request_row).count() == 1
+
+
+def test_it_refuses_bytes_that_are_not_an_image(request_row):
+    with pytest.raises(ImageRejected):
+        store_generated_image(request_row, b"<html>502 Bad Gateway</html>", "image/png")
+    assert not Image.objects.exists()
+
+
+def test_it_keeps_transparency_in_the_thumbnail(request_row):
+    image = store_generated_image(request_row, picture("PNG", (40, 40), "RGBA"), "image/png")
+    with PILImage.open(image.thumbnail) as thumb:
+        assert thumb.mode == "RGBA"
+
+
+def upload(data: bytes, name="ref.png") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type="image/png")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]
+)
+def test_it_accepts_png_jpeg_and_webp_references(fmt, mime):
+    data = picture(fmt)
+    assert validate_reference(upload(data)) == (data, mime)
+
+
+def test_it_refuses_other_image_types():
+    with pytest.raises(
+        ValidationError, match="GIF images are not accepted; use PNG, JPEG or WebP"
+    ):
+        validate_reference(upload(picture("GIF"), "ref.gif"))
+
+
+def test_it_refuses_a_file_that_is_not_an_image():
+    with pytest.raises(ValidationError, match="not a readable image"):
+        validate_reference(upload(b"%PDF-1.7 not an image", "ref.pdf"))
+
+
+def test_it_refuses_a_truncated_image():
+    data = picture("PNG", (300, 300))
+    with pytest.raises(ValidationError, match="damaged"):
+        validate_reference(upload(data[: len(data) // 2]))
+
+
+def test_it_refuses_a_file_over_the_size_cap(settings):
+    settings.REFERENCE_MAX_BYTES = 100
+    with pytest.raises(ValidationError, match=r"ref.png is .* the limit is 0.0 MB"):
+        validate_reference(upload(picture()))
+
+
+def test_it_refuses_an_image_over_the_pixel_cap():
+    with pytest.raises(ValidationError, match=r"1200×1000 \(1.2 megapixels\); the limit is 1.0"):
+        validate_reference(upload(picture("PNG", (1200, 1000), "L")))
+
+
+def test_it_refuses_a_decompression_bomb_with_a_clear_message(settings, monkeypatch):
+    # A bomb is an image whose header promises more pixels than Pillow will ever decode;
+    # lowering Pillow's own limit below our cap exercises that path with a small file.
+    settings.REFERENCE_MAX_PIXELS = 10**9
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ValidationError, match="decompression bomb"):
+        validate_reference(upload(picture("PNG", (100, 100))))
+
+
+def test_inspect_reports_type_and_size():
+    assert inspect(picture("WEBP", (10, 20)), 1000) == ("image/webp", 10, 20)

@@ -1,0 +1,116 @@
+"""Shared health: breaker and limiter together, as jobs.py and monitoring use them."""
+
+import pytest
+
+from generator.resilience.breaker import BreakerConfig
+from generator.resilience.clock import VirtualClock
+from generator.resilience.health import Health
+from generator.resilience.limiter import LimiterConfig, Quotas
+from generator.resilience.policy import Action, Decision
+from generator.resilience.stores import MemoryStore
+from generator.resilience.taxonomy import Outcome
+
+PRO = "gemini-3-pro-image-preview"
+FLASH = "gemini-2.5-flash-image"
+BREAKER = BreakerConfig(window=10, min_calls=4, open_s=60, open_max_s=600, probe_lease_s=100)
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock()
+
+
+@pytest.fixture
+def health(clock):
+    quotas = {PRO: Quotas(rpm=20, ipm=20, rpd=1000), FLASH: Quotas(rpm=150)}
+    return Health(MemoryStore(), clock, quotas, BREAKER, LimiterConfig())
+
+
+def open_pro(health):
+    for _ in range(4):
+        assert health.acquire(PRO)[0]
+        health.record(PRO, Outcome.OVERLOADED, 30_000)
+
+
+def test_it_refuses_calls_to_a_model_whose_breaker_is_open(health, clock):
+    open_pro(health)
+    assert health.acquire(PRO) == (False, clock.now() + 60)
+    snapshot = health.snapshot([PRO, FLASH])
+    assert snapshot[PRO].breaker == "open"
+    assert snapshot[PRO].available_at(clock.now()) == clock.now() + 60
+    assert snapshot[FLASH].breaker == "closed"
+
+
+def test_only_one_worker_probes_and_its_success_closes_the_breaker(health, clock):
+    open_pro(health)
+    clock.advance(60)
+    assert health.snapshot([PRO])[PRO].probe_available
+    other_worker = Health(health.store, clock, health.quotas, BREAKER, LimiterConfig())
+    assert health.acquire(PRO)[0]
+    assert not other_worker.acquire(PRO)[0]
+    assert not other_worker.snapshot([PRO])[PRO].probe_available
+    health.record(PRO, Outcome.SUCCESS, 25_000)
+    assert health.snapshot([PRO])[PRO].breaker == "closed"
+    assert [t["to"] for t in health.transitions()] == ["closed", "half_open", "open"]
+
+
+def test_a_probe_refused_by_the_limiter_gives_its_lease_back(clock):
+    store = MemoryStore()
+    health = Health(store, clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1.0))
+    for _ in range(4):
+        health.record(PRO, Outcome.OVERLOADED, 1)
+    assert health.acquire(PRO) == (False, clock.now() + 60)
+    clock.advance(60)
+    store.reserve(*health.limiter._limits(PRO, Quotas(rpm=1), clock.now())[:2], clock.now())
+    assert not health.acquire(PRO)[0]
+    assert health.snapshot([PRO])[PRO].probe_available
+
+
+def test_a_daily_429_marks_the_model_out_of_quota_until_the_reset(health, clock):
+    health.record(PRO, Outcome.RATE_LIMITED, 300, retry_after_s=20, quota_scope="day")
+    _, reset = health.limiter.day_window(clock.now())
+    assert health.snapshot([PRO])[PRO].out_of_quota_until == reset
+    assert health.snapshot([PRO])[PRO].breaker == "closed"
+
+
+def test_a_per_minute_429_holds_every_worker_back_for_the_servers_delay(health, clock):
+    health.record(PRO, Outcome.RATE_LIMITED, 300, retry_after_s=37, quota_scope="minute")
+    assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 37
+    clock.advance(37)
+    assert health.snapshot([PRO])[PRO].next_free_at is None
+
+
+def test_it_keeps_the_median_latency_of_successes(health):
+    for ms in (10_000, 30_000, 20_000):
+        health.record(FLASH, Outcome.SUCCESS, ms)
+    health.record(FLASH, Outcome.TIMEOUT, 120_000)
+    assert health.p50_ms(FLASH) == 20_000
+    assert next(r for r in health.overview() if r["model"] == FLASH)["p50_ms"] == 20_000
+
+
+def test_the_snapshot_shows_the_limiters_next_free_time(clock):
+    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
+    assert health.acquire(PRO)[0]
+    assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60
+
+
+def test_admit_asks_the_policy_again_when_the_limiter_refuses_its_call(clock):
+    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
+    assert health.acquire(PRO)[0]  # Pro's only slot this minute is taken
+    asked = []
+
+    def decide():
+        # Pro first; once refused, what a policy that saw the refusal would say.
+        asked.append(len(asked))
+        return Decision(Action.CALL, model=PRO if len(asked) == 1 else FLASH)
+
+    decision = health.admit(decide, tries=3)
+    assert (decision.action, decision.model, len(asked)) == (Action.CALL, FLASH, 2)
+
+
+def test_admit_waits_a_moment_when_every_try_is_refused(clock):
+    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
+    assert health.acquire(PRO)[0]
+    decision = health.admit(lambda: Decision(Action.CALL, model=PRO), tries=3)
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, clock.now() + 1)
+    assert "quota is busy" in decision.reason
