@@ -3,7 +3,7 @@
 A rule that starts firing opens one Alert row and notifies once (ADMINS by e-mail, and
 ALERT_WEBHOOK_URL if set); while it keeps firing the row is only touched; when it stops,
 the row is resolved (kept as history) and a "resolved" notice goes out. The rules start
-from upstream-behaviour.md's naive monitoring, but over windows with minimum counts
+from docs/upstream.md's naive monitoring, but over windows with minimum counts
 instead of lifetime totals.
 """
 
