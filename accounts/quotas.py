@@ -477,7 +477,7 @@ class QuotaSummary:
 
 def quota_summary(team, user, now: datetime | None = None) -> QuotaSummary:
     """The team's quotas with the member's own use, for the quota page and the prompt
-    page's `{% include "accounts/partials/quota_remaining.html" %}` (context `quota`)."""
+    page's `{% include "quotas/partials/quota_remaining.html" %}` (context `quota`)."""
     p = periods(now)
     used = _team_usage(team, user, p)
     warn = settings.QUOTA_WARNING_PERCENT

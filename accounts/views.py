@@ -273,7 +273,7 @@ def team_quota(request, team_id):
     manages = request.user.is_staff or bool(membership and membership.is_owner)
     return render(
         request,
-        "accounts/team_quota.html",
+        "quotas/team_quota.html",
         {
             "team": team,
             "membership": membership,
@@ -296,7 +296,7 @@ def team_quota_edit(request, team_id):
         return redirect("accounts:team_quota", team_id=team.pk)
     return render(
         request,
-        "accounts/team_quota_edit.html",
+        "quotas/team_quota_edit.html",
         {"team": team, "form": form},
         status=400 if form.errors else 200,
     )

@@ -200,7 +200,7 @@ def test_the_partial_says_what_is_left_and_when_it_resets(alice, team):
     _limit(team, images_per_day=5, member_daily_cap=4)
     _submit(alice, team, count=1)
     html = render_to_string(
-        "accounts/partials/quota_remaining.html",
+        "quotas/partials/quota_remaining.html",
         {"quota": quotas.quota_summary(team, alice)},
     )
     resets = quotas.format_reset(quotas.periods().day_end)
@@ -213,7 +213,7 @@ def test_the_partial_says_when_the_limit_is_reached(alice, team):
     _limit(team, images_per_month=2)
     _submit(alice, team, count=2)
     html = render_to_string(
-        "accounts/partials/quota_remaining.html",
+        "quotas/partials/quota_remaining.html",
         {"quota": quotas.quota_summary(team, alice)},
     )
     assert 'role="alert"' in html
@@ -223,7 +223,7 @@ def test_the_partial_says_when_the_limit_is_reached(alice, team):
 
 def test_the_partial_without_limits(alice, team):
     html = render_to_string(
-        "accounts/partials/quota_remaining.html",
+        "quotas/partials/quota_remaining.html",
         {"quota": quotas.quota_summary(team, alice)},
     )
     assert "No quota limits for Acme." in html
