@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from accounts.models import ApiToken, Invite, Membership, Team, UsageEntry, User
+from accounts.models import ApiToken, Invite, Membership, Team, User
 
 
 class MembershipInline(admin.TabularInline):
@@ -78,24 +78,3 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ["name", "user__email"]
     readonly_fields = ["digest", "hint"]
     raw_id_fields = ["user"]
-
-
-@admin.register(UsageEntry)
-class UsageEntryAdmin(admin.ModelAdmin):
-    """Read-only: the ledger is written by accounts.quotas only, so that it always matches
-    the requests' quota state."""
-
-    list_display = ["created", "team", "user", "kind", "images", "amount_usd", "model", "reason"]
-    list_filter = ["kind"]
-    search_fields = ["team__name", "user__email", "request__id"]
-    raw_id_fields = ["team", "user", "request"]
-    date_hierarchy = "created"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

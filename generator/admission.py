@@ -12,11 +12,11 @@ from uuid import uuid4
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import quotas
 from generator import queue
 from generator.models import GenerationRequest, QuotaState, ReferenceImage, Status
 from generator.resilience.catalogue import ASPECT_RATIOS, STRATEGIES, get_catalogue
 from generator.upstream.availability import is_configured
+from quotas.services import reserve
 
 PROMPT_MAX_CHARS = 4000
 MAX_COUNT = 4
@@ -83,7 +83,7 @@ def validate(submission: Submission) -> None:
 
 def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     """Accept the submission as `count` requests of one batch, or raise AdmissionError /
-    quotas.QuotaExceeded having created and queued nothing."""
+    QuotaExceeded having created and queued nothing."""
     validate(submission)
     catalogue = get_catalogue()
     chain = plan_chain(submission.strategy)
@@ -91,7 +91,7 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     worst = max(catalogue[m].price(submission.image_size) for m in chain)
     batch = uuid4()
     with transaction.atomic():
-        quotas.reserve(team, user, images=submission.count, cost_usd_each=worst)
+        reserve(team, user, images=submission.count, cost_usd_each=worst)
         requests = []
         for _ in range(submission.count):
             request = GenerationRequest.objects.create(

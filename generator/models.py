@@ -506,7 +506,7 @@ class GenerationRequest(models.Model):
         fell_back, cost_usd, sizes, attempt_count), failed or canceled. In the same
         transaction the quota is charged (the served model's price) or refunded, so a
         request never ends with its reservation left open."""
-        from accounts import quotas
+        from quotas import services as quotas
 
         if status not in FINAL_STATUSES:
             raise ValueError(f"finish() ends a request; {status!r} is not an end state.")

@@ -21,9 +21,9 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from accounts import quotas
 from generator import queue
 from generator.models import Expect, GenerationRequest, QuotaState, Status
+from quotas import services as quotas
 
 log = logging.getLogger("steadyshot.reconcile")
 

@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from accounts.models import UsageEntry
 from generator import queue
 from generator.admission import Submission, submit
 from generator.models import Expect, GenerationRequest, QuotaState, Status
+from quotas.models import UsageEntry
 
 
 @pytest.fixture

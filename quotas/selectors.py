@@ -1,156 +1,26 @@
-"""Team and member quotas: reserve at admission, charge or refund once.
-
-Limits live on the Team (images per day, images per month, a monthly budget in USD and a
-per-member daily cap; empty is unlimited). Days and months run in QUOTA_TIME_ZONE.
+"""Read-only views of quota use: the quota pages, the prompt page's partial and the
+monitoring overview.
 
 Use is counted from the requests themselves, the source of truth: a request counts for
 the day and month it was admitted in, while its quota is reserved (in flight, at its
 worst-case price) or charged (at the served model's price); refunded requests count for
-nothing. The UsageEntry ledger records every reservation, charge and refund, so each
-number can be traced.
-
-reserve() runs inside the admission transaction, before the requests are created, and
-holds a row lock on the team (Postgres `SELECT … FOR NO KEY UPDATE`; SQLite's IMMEDIATE write
-transaction serialises writers anyway), so concurrent submissions are checked one after
-the other and a limit is never exceeded. charge() and refund() flip
-GenerationRequest.quota_state with a filtered UPDATE, so each happens at most once
-whatever retries, duplicate jobs or reconcilers do; the ledger row is written in the same
-transaction.
+nothing.
 """
 
-import calendar
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from decimal import Decimal
-from functools import cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
 from django.db.models import Case, Count, DecimalField, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce
-from django.utils import timezone
+
+from accounts.models import Team, User
+from quotas.errors import format_amount
+from quotas.models import UsageEntry
+from quotas.periods import Periods, format_reset, periods
 
 ZERO = Decimal(0)
-CENT = Decimal("0.01")
-
-
-# --- Periods ------------------------------------------------------------------------------
-
-
-@cache
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ImproperlyConfigured(
-            f"QUOTA_TIME_ZONE must be an IANA time zone such as UTC or Europe/Paris; got {name!r}"
-        ) from None
-
-
-def quota_zone() -> ZoneInfo:
-    return _zone(settings.QUOTA_TIME_ZONE)
-
-
-def _midnight(day: date) -> datetime:
-    # A wall-clock midnight in the quota zone; zoneinfo resolves DST gaps and folds.
-    return datetime.combine(day, time.min, tzinfo=quota_zone())
-
-
-@dataclass(frozen=True)
-class Periods:
-    """The current quota day and month: [start, end) in the quota time zone."""
-
-    now: datetime
-    day_start: datetime
-    day_end: datetime
-    month_start: datetime
-    month_end: datetime
-
-
-def periods(now: datetime | None = None) -> Periods:
-    now = now or timezone.now()
-    local = now.astimezone(quota_zone()).date()
-    first = local.replace(day=1)
-    days_in_month = calendar.monthrange(first.year, first.month)[1]
-    return Periods(
-        now=now,
-        day_start=_midnight(local),
-        day_end=_midnight(local + timedelta(days=1)),
-        month_start=_midnight(first),
-        month_end=_midnight(first + timedelta(days=days_in_month)),
-    )
-
-
-# --- Errors -------------------------------------------------------------------------------
-
-
-@dataclass
-class QuotaExceeded(Exception):
-    limit: str  # which limit, e.g. "images per day"
-    used: str  # current use (charged + reserved in flight), a number without its unit
-    allowed: str  # the limit, a number without its unit
-    resets_at: datetime | None
-    code: str = ""  # "images_per_day", "images_per_month", "monthly_budget", "member_daily_cap"
-    unit: str = "images"  # "images" or "USD"
-    requested: str = ""  # what the refused submission asked for, same unit
-
-    def __str__(self):
-        whose = "Your own" if self.code == "member_daily_cap" else "Your team's"
-        of = f"{self._amount(self.used)} of {self._amount(self.allowed)}{self._unit(2)}"
-        left = Decimal(self.allowed) - Decimal(self.used)
-        if self.requested and left > 0:
-            state = (
-                f"has {self._amount(left)}{self._unit(left)} left ({of} used), not enough for "
-                f"the {self._amount(self.requested)} this submission asks for"
-            )
-        else:
-            state = f"is used up ({of})"
-        when = f" It resets at {format_reset(self.resets_at)}." if self.resets_at else ""
-        return f"{whose} {self.limit} quota {state}.{when}"
-
-    def _amount(self, value) -> str:
-        return format_amount(value, self.unit)
-
-    def _unit(self, count) -> str:
-        if self.unit == "USD":
-            return ""
-        return " image" if count == 1 else " images"
-
-    def retry_after_s(self, now: datetime | None = None) -> float:
-        """Seconds until the limit resets (0 when it has no reset time)."""
-        if self.resets_at is None:
-            return 0.0
-        return max(0.0, (self.resets_at - (now or timezone.now())).total_seconds())
-
-    def to_dict(self) -> dict:
-        """JSON-safe details for the API's 429. `quota` repeats `code`, for callers whose
-        envelope uses `code` for the error kind."""
-        return {
-            "limit": self.limit,
-            "code": self.code,
-            "quota": self.code,
-            "unit": self.unit,
-            "used": self.used,
-            "allowed": self.allowed,
-            "requested": self.requested,
-            "resets_at": self.resets_at.isoformat() if self.resets_at else None,
-        }
-
-
-def format_amount(value, unit: str) -> str:
-    """An amount as people read it: "$12.50" in USD, the bare number for images."""
-    return f"${Decimal(value):.2f}" if unit == "USD" else str(value)
-
-
-def format_reset(moment: datetime) -> str:
-    """A reset time as people read it, in the quota time zone: "30 Nov 2026, 00:00 UTC"."""
-    local = moment.astimezone(quota_zone())
-    return f"{local:%-d %b %Y, %H:%M} {local.tzname()}"
-
-
-# --- Counting -----------------------------------------------------------------------------
 
 
 def _counted():
@@ -228,137 +98,10 @@ def _money(row: dict) -> dict:
     }
 
 
-def _team_usage(team, user, p: Periods) -> dict:
+def team_usage(team, user, p: Periods) -> dict:
     return _money(
         _month_requests(p).filter(team=team).aggregate(**_usage_aggregates(p, user=user))
     )
-
-
-# --- Reserve, charge, refund ----------------------------------------------------------------
-
-
-def reserve(team, user, *, images: int, cost_usd_each: Decimal) -> None:
-    """Reserve `images` images at worst-case cost `cost_usd_each` for the team and member,
-    or raise QuotaExceeded. Must be called inside the admission transaction: the requests
-    created after it in that transaction are the reservation, and the team's row lock is
-    held until it commits, so the next submission for the team counts them."""
-    from accounts.models import Team, UsageEntry
-
-    if not connection.in_atomic_block:
-        raise RuntimeError("quotas.reserve() must run inside the admission transaction.")
-    if images < 1:
-        raise ValueError("Reserve at least one image.")
-    # The lock orders concurrent admissions of one team; the limits are read fresh under
-    # it, so an owner's change applies to the very next submission. NO KEY UPDATE (not
-    # plain FOR UPDATE) so that workers inserting rows that reference the team (images,
-    # ledger entries) neither wait for an admission nor make it wait.
-    locked = Team.objects.select_for_update(no_key=True).get(pk=team.pk)
-    p = periods()
-    exceeded = [
-        e
-        for e in _check(locked, _team_usage(locked, user, p), p, images, cost_usd_each)
-        if e is not None
-    ]
-    if exceeded:
-        # Say the limit that lasts longest: telling someone to come back tomorrow while
-        # the monthly limit still blocks them would be wrong.
-        raise max(exceeded, key=lambda e: e.resets_at)
-    UsageEntry.objects.create(
-        team=locked,
-        user=user,
-        kind=UsageEntry.Kind.RESERVE,
-        images=images,
-        amount_usd=cost_usd_each * images,
-        reason="admission",
-    )
-
-
-def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal):
-    def over(count_limit, count_used, code, label, resets_at):
-        if count_limit is None or count_used + images <= count_limit:
-            return None
-        return QuotaExceeded(
-            limit=label,
-            used=str(count_used),
-            allowed=str(count_limit),
-            resets_at=resets_at,
-            code=code,
-            unit="images",
-            requested=str(images),
-        )
-
-    yield over(team.images_per_day, used["images_today"], "images_per_day", "images per day",
-               p.day_end)  # fmt: skip
-    yield over(team.images_per_month, used["images_month"], "images_per_month",
-               "images per month", p.month_end)  # fmt: skip
-    yield over(team.member_daily_cap, used["my_images_today"], "member_daily_cap",
-               "images per member per day", p.day_end)  # fmt: skip
-    budget = team.monthly_budget_usd
-    needed = cost_each * images
-    if budget is not None and used["cost_month"] + needed > budget:
-        yield QuotaExceeded(
-            limit="monthly budget",
-            used=str(used["cost_month"].quantize(CENT)),
-            allowed=str(budget.quantize(CENT)),
-            resets_at=p.month_end,
-            code="monthly_budget",
-            unit="USD",
-            requested=str(needed.quantize(CENT)),
-        )
-
-
-def _settle(request, new_state, ledger_kind, *, model="", reason="", **fields) -> bool:
-    from accounts.models import UsageEntry
-    from generator.models import GenerationRequest, QuotaState
-
-    with transaction.atomic():
-        done = GenerationRequest.objects.filter(
-            pk=request.pk, quota_state=QuotaState.RESERVED
-        ).update(quota_state=new_state, **fields)
-        if not done:
-            return False
-        # Read back under the update's row lock: the caller's instance may be stale.
-        row = GenerationRequest.objects.values(
-            "team_id", "user_id", "reserved_usd", "served_model", "error_code"
-        ).get(pk=request.pk)
-        charged = fields.get("cost_usd", ZERO)
-        UsageEntry.objects.create(
-            team_id=row["team_id"],
-            user_id=row["user_id"],
-            request_id=request.pk,
-            kind=ledger_kind,
-            images=1,
-            amount_usd=charged if ledger_kind == UsageEntry.Kind.CHARGE else ZERO,
-            reserved_usd=row["reserved_usd"],
-            model=(model or row["served_model"])[:80],
-            reason=(reason or row["error_code"])[:200],
-        )
-    return True
-
-
-def charge(request, cost_usd: Decimal, *, model: str = "") -> bool:
-    """Charge the request at the served model's price (releasing the rest of its
-    reservation); True if this call did it, False if it was already charged or refunded."""
-    from accounts.models import UsageEntry
-    from generator.models import QuotaState
-
-    if cost_usd is None or cost_usd < 0:
-        raise ValueError(f"A charge needs a price of 0 or more; got {cost_usd!r}.")
-    return _settle(
-        request, QuotaState.CHARGED, UsageEntry.Kind.CHARGE, model=model, cost_usd=cost_usd
-    )
-
-
-def refund(request, *, reason: str = "") -> bool:
-    """Release the request's reservation; True if this call did it. `reason` defaults to
-    the request's error code (e.g. "canceled", "overloaded", "worker_lost")."""
-    from accounts.models import UsageEntry
-    from generator.models import QuotaState
-
-    return _settle(request, QuotaState.REFUNDED, UsageEntry.Kind.REFUND, reason=reason)
-
-
-# --- What the pages show --------------------------------------------------------------------
 
 
 def _percent(total, limit) -> float | None:
@@ -479,7 +222,7 @@ def quota_summary(team, user, now: datetime | None = None) -> QuotaSummary:
     """The team's quotas with the member's own use, for the quota page and the prompt
     page's `{% include "quotas/partials/quota_remaining.html" %}` (context `quota`)."""
     p = periods(now)
-    used = _team_usage(team, user, p)
+    used = team_usage(team, user, p)
     warn = settings.QUOTA_WARNING_PERCENT
 
     def line(code, label, unit, total, flight, limit, resets_at):
@@ -527,8 +270,6 @@ def member_usage(team, now: datetime | None = None) -> list[dict]:
         use = rows.pop(membership.user_id, empty)
         result.append(_member_row(membership.user, membership.get_role_display(), use, team))
     if rows:
-        from accounts.models import User
-
         for former in User.objects.filter(pk__in=rows).order_by("email"):
             result.append(_member_row(former, "Former member", rows[former.pk], team))
     return result
@@ -552,8 +293,6 @@ def _member_row(user, role, use, team) -> dict:
 def ledger(team, *, user=None, kind: str | None = None, since=None, until=None):
     """The team's ledger entries, newest first, optionally for one member, kind or
     time range [since, until)."""
-    from accounts.models import UsageEntry
-
     entries = UsageEntry.objects.filter(team=team).select_related("user")
     if user is not None:
         entries = entries.filter(user=user)
@@ -569,8 +308,6 @@ def ledger(team, *, user=None, kind: str | None = None, since=None, until=None):
 def usage_overview(now: datetime | None = None) -> dict:
     """Quota use of every team and user with use this month (and every team with a
     limit), for the monitoring page; three queries whatever the number of teams."""
-    from accounts.models import Team
-
     p = periods(now)
     sums = _use(p)
     month = _month_requests(p)

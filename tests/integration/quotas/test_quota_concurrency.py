@@ -7,10 +7,10 @@ import pytest
 from django.db import connection
 from django.db.models import Sum
 
-from accounts import quotas
 from generator.models import GenerationRequest, QuotaState, Status
 from generator.reconcile import Report, _settle_quota
-from tests.unit.accounts.test_quotas import PRO_1K, _finish, _ledger_total, _limit, _submit
+from quotas.errors import QuotaExceeded
+from tests.unit.quotas.test_quotas import PRO_1K, _finish, _ledger_total, _limit, _submit
 
 
 @pytest.mark.django_db(transaction=True)
@@ -25,7 +25,7 @@ def test_fifty_concurrent_submissions_never_exceed_ten_images_left(alice, team, 
         try:
             start.wait()
             accepted.extend(_submit(alice, team))
-        except quotas.QuotaExceeded as exc:
+        except QuotaExceeded as exc:
             refused.append(exc)
         except Exception as exc:  # reported by the assertion below
             errors.append(exc)
