@@ -91,7 +91,7 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     worst = max(catalogue[m].price(submission.image_size) for m in chain)
     batch = uuid4()
     with transaction.atomic():
-        reserve(team, user, images=submission.count, cost_usd_each=worst)
+        admitted = reserve(team, user, images=submission.count, cost_usd_each=worst)
         requests = []
         for _ in range(submission.count):
             request = GenerationRequest.objects.create(
@@ -111,6 +111,8 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 handed_over=timezone.now(),
                 quota_state=QuotaState.RESERVED,
                 reserved_usd=worst,
+                # The reservation's time: quotas counts the request for that day and month.
+                created=admitted,
             )
             if submission.references:
                 request.references.set(submission.references)

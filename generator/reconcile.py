@@ -23,7 +23,6 @@ from rq.job import Job, JobStatus
 
 from generator import queue
 from generator.models import Expect, GenerationRequest, QuotaState, Status
-from quotas import services as quotas
 
 log = logging.getLogger("steadyshot.reconcile")
 
@@ -122,8 +121,4 @@ def _settle_quota(report):
         quota_state=QuotaState.RESERVED,
     )
     for request in pending:
-        if request.status == Status.SUCCEEDED:
-            settled = quotas.charge(request, request.cost_usd or request.reserved_usd)
-        else:
-            settled = quotas.refund(request)
-        report.settled += int(settled)
+        report.settled += int(request.settle_quota())

@@ -6,12 +6,22 @@ from quotas.models import UsageEntry
 @admin.register(UsageEntry)
 class UsageEntryAdmin(admin.ModelAdmin):
     """Read-only: the ledger is written by quotas.services only, so that it always matches
-    the requests' quota state."""
+    the running counters and what the generator was told."""
 
-    list_display = ["created", "team", "user", "kind", "images", "amount_usd", "model", "reason"]
+    list_display = [
+        "created",
+        "admitted",
+        "team",
+        "user",
+        "kind",
+        "images",
+        "amount_usd",
+        "model",
+        "reason",
+    ]
     list_filter = ["kind"]
-    search_fields = ["team__name", "user__email", "request__id"]
-    raw_id_fields = ["team", "user", "request"]
+    search_fields = ["team__name", "user__email"]
+    raw_id_fields = ["team", "user"]
     date_hierarchy = "created"
 
     def has_add_permission(self, request):

@@ -29,20 +29,19 @@ class UsageEntry(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
     )
-    # Kept when a request is purged: the ledger outlives the gallery.
-    request = models.ForeignKey(
-        "generator.GenerationRequest",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="usage_entries",
-    )
+    # The GenerationRequest a charge or refund settles; empty on a reservation, which is
+    # written before its requests exist. An id, not a foreign key: quotas knows nothing of
+    # the generator, and the ledger outlives requests that are purged.
+    request_id = models.UUIDField(null=True, blank=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     images = models.PositiveIntegerField()
     amount_usd = models.DecimalField(max_digits=12, decimal_places=4)
     reserved_usd = models.DecimalField(max_digits=12, decimal_places=4, default=0)
     model = models.CharField(max_length=80, blank=True)
     reason = models.CharField(max_length=200, blank=True)
+    # When the reservation was made; on a charge or refund, when the request it settles
+    # was admitted. Use counts for the day and month of this moment, whenever it settles.
+    admitted = models.DateTimeField()
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -50,11 +49,17 @@ class UsageEntry(models.Model):
         indexes = [
             # The team's ledger page and audits: a team's entries, newest first.
             models.Index(fields=["team", "-created"], name="usage_team_created"),
+            # A team's (or a member's) use this day or month: the quota pages, and the
+            # running counters' first value (services._seed).
+            models.Index(fields=["team", "admitted"], name="usage_team_admitted"),
+            # The monitoring overview: every team's use this month.
+            models.Index(fields=["admitted"], name="usage_admitted"),
         ]
         constraints = [
             # A request is settled once: at most one charge or refund row per request.
+            # charge() and refund() rely on it for exactly-once (services._settle).
             models.UniqueConstraint(
-                fields=["request"],
+                fields=["request_id"],
                 condition=models.Q(kind__in=["charge", "refund"]),
                 name="usage_one_settlement_per_request",
             ),

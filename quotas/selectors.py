@@ -1,10 +1,10 @@
 """Read-only views of quota use: the quota pages, the prompt page's partial and the
-monitoring overview.
+monitoring overview. Nothing here writes.
 
-Use is counted from the requests themselves, the source of truth: a request counts for
-the day and month it was admitted in, while its quota is reserved (in flight, at its
-worst-case price) or charged (at the served model's price); refunded requests count for
-nothing.
+Use is counted from the ledger alone (quotas.models.UsageEntry), never from the
+generator's requests: an image counts for the day and month it was admitted in
+(`admitted`), from its reservation until it is refunded; while in flight at its
+worst-case price, once charged at the served model's price.
 """
 
 from dataclasses import dataclass, field
@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Case, Count, DecimalField, F, Q, Sum, Value, When
+from django.db.models import DecimalField, F, IntegerField, Q, Sum, Value
 from django.db.models.functions import Coalesce
 
 from accounts.models import Team, User
@@ -21,74 +21,69 @@ from quotas.models import UsageEntry
 from quotas.periods import Periods, format_reset, periods
 
 ZERO = Decimal(0)
+_MONEY = DecimalField(max_digits=14, decimal_places=4)
+
+_RESERVED = Q(kind=UsageEntry.Kind.RESERVE)
+_REFUNDED = Q(kind=UsageEntry.Kind.REFUND)
+_SETTLED = Q(kind__in=[UsageEntry.Kind.CHARGE, UsageEntry.Kind.REFUND])
 
 
-def _counted():
-    """Requests whose quota counts: reserved (in flight) or charged."""
-    from generator.models import QuotaState
-
-    return Q(quota_state__in=[QuotaState.RESERVED, QuotaState.CHARGED])
+def _images(where: Q):
+    return Coalesce(Sum("images", filter=where), Value(0), output_field=IntegerField())
 
 
-def _cost():
-    """What a request weighs against the budget: its price once charged, its worst-case
-    reservation while in flight."""
-    from generator.models import QuotaState
-
-    return Case(
-        When(quota_state=QuotaState.CHARGED, then=Coalesce("cost_usd", Value(ZERO))),
-        default=F("reserved_usd"),
-        output_field=DecimalField(max_digits=14, decimal_places=4),
+def _usd(expression, where: Q | None = None):
+    return Coalesce(
+        Sum(expression, filter=where, output_field=_MONEY), Value(ZERO), output_field=_MONEY
     )
 
 
-def _in_flight():
-    from generator.models import QuotaState
-
-    return Q(quota_state=QuotaState.RESERVED)
-
-
 def _use(p: Periods, where: Q | None = None) -> dict:
-    """Images today, images this month and the month's cost: aggregates over the month's
-    counted requests (the day is inside the month), or over those matching `where`."""
+    """Images today, images this month and the month's cost, as aggregates over the
+    month's entries (the day is inside the month), or over those matching `where`.
+
+    Images count from their reservation and stop counting when refunded. The cost is
+    what was reserved, less what settlements released, plus what charges cost:
+    Σ(amount_usd − reserved_usd) over every kind (a reservation's reserved_usd is 0, a
+    refund's amount_usd is 0)."""
+    where = where or Q()
+    today = where & Q(admitted__gte=p.day_start)
     return {
-        "images_today": Count("pk", filter=Q(created__gte=p.day_start) & (where or Q())),
-        "images_month": Count("pk", filter=where),
-        "cost_month": Coalesce(
-            Sum(_cost(), filter=where), Value(ZERO), output_field=DecimalField()
-        ),
+        "images_today": _images(today & _RESERVED) - _images(today & _REFUNDED),
+        "images_month": _images(where & _RESERVED) - _images(where & _REFUNDED),
+        "cost_month": _usd(F("amount_usd") - F("reserved_usd"), where or None),
     }
 
 
-# Use of a team or member with no counted request this month.
+def _in_flight(p: Periods, where: Q | None = None) -> dict:
+    """What of the use is reserved by requests not settled yet."""
+    where = where or Q()
+    today = where & Q(admitted__gte=p.day_start)
+    return {
+        "flight_today": _images(today & _RESERVED) - _images(today & _SETTLED),
+        "flight_month": _images(where & _RESERVED) - _images(where & _SETTLED),
+        "flight_cost_month": _usd("amount_usd", where & _RESERVED)
+        - _usd("reserved_usd", where or None),
+    }
+
+
+# Use of a team or member with no entry this month.
 _NO_USE = {"images_today": 0, "images_month": 0, "cost_month": ZERO}
 
 
 def _usage_aggregates(p: Periods, *, user=None) -> dict:
     """The team's use and what of it is in flight; with `user`, theirs too (`my_…`)."""
-    today = Q(created__gte=p.day_start)
-    flight = _in_flight()
-    aggregates = _use(p) | {
-        "flight_today": Count("pk", filter=today & flight),
-        "flight_month": Count("pk", filter=flight),
-        "flight_cost_month": Coalesce(
-            Sum("reserved_usd", filter=flight), Value(ZERO), output_field=DecimalField()
-        ),
-    }
+    aggregates = _use(p) | _in_flight(p)
     if user is not None:
         mine = Q(user=user)
         aggregates |= {f"my_{name}": value for name, value in _use(p, mine).items()}
-        aggregates["my_flight_today"] = Count("pk", filter=today & mine & flight)
+        aggregates["my_flight_today"] = _in_flight(p, mine)["flight_today"]
     return aggregates
 
 
-def _month_requests(p: Periods):
-    from generator.models import GenerationRequest
-
-    # Served by the req_team_created index (team, -created).
-    return GenerationRequest.objects.filter(
-        _counted(), created__gte=p.month_start, created__lt=p.month_end
-    )
+def _month_entries(p: Periods):
+    # Served by usage_team_admitted for one team, by usage_admitted for all of them.
+    return UsageEntry.objects.filter(admitted__gte=p.month_start, admitted__lt=p.month_end)
 
 
 def _money(row: dict) -> dict:
@@ -99,9 +94,9 @@ def _money(row: dict) -> dict:
 
 
 def team_usage(team, user, p: Periods) -> dict:
-    return _money(
-        _month_requests(p).filter(team=team).aggregate(**_usage_aggregates(p, user=user))
-    )
+    """The team's use this day and month (and the member's, `my_…`), with what is in
+    flight: one aggregate query over the team's entries of the month."""
+    return _money(_month_entries(p).filter(team=team).aggregate(**_usage_aggregates(p, user=user)))
 
 
 def _percent(total, limit) -> float | None:
@@ -182,10 +177,6 @@ class MemberUse:
     in_flight_today: int
     daily_cap: int | None
 
-    @property
-    def cap_left(self) -> int | None:
-        return None if self.daily_cap is None else max(self.daily_cap - self.images_today, 0)
-
 
 @dataclass
 class QuotaSummary:
@@ -259,10 +250,10 @@ def member_usage(team, now: datetime | None = None) -> list[dict]:
     p = periods(now)
     rows = {
         row["user_id"]: _money(row)
-        for row in _month_requests(p)
-        .filter(team=team)
+        for row in _month_entries(p)
+        .filter(team=team, user__isnull=False)
         .values("user_id")
-        .annotate(**_use(p), in_flight=Count("pk", filter=_in_flight()))
+        .annotate(**_use(p), in_flight=_in_flight(p)["flight_month"])
     }
     empty = _NO_USE | {"in_flight": 0}
     result = []
@@ -310,7 +301,7 @@ def usage_overview(now: datetime | None = None) -> dict:
     limit), for the monitoring page; three queries whatever the number of teams."""
     p = periods(now)
     sums = _use(p)
-    month = _month_requests(p)
+    month = _month_entries(p)
     by_team = {row["team_id"]: _money(row) for row in month.values("team_id").annotate(**sums)}
     limited = Q(images_per_day__isnull=False) | Q(images_per_month__isnull=False)
     limited |= Q(monthly_budget_usd__isnull=False)
@@ -355,7 +346,8 @@ def usage_overview(now: datetime | None = None) -> dict:
         }
         for row in map(
             _money,
-            month.values("user_id", "user__email", "team_id", "team__name")
+            month.filter(user__isnull=False)
+            .values("user_id", "user__email", "team_id", "team__name")
             .annotate(**sums)
             .order_by("-images_month", "user__email"),
         )

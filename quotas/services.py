@@ -3,15 +3,22 @@
 reserve() runs inside the admission transaction, before the requests are created, and
 holds a row lock on the team (Postgres `SELECT … FOR NO KEY UPDATE`; SQLite's IMMEDIATE
 write transaction serialises writers anyway), so concurrent submissions are checked one
-after the other and a limit is never exceeded. charge() and refund() flip
-GenerationRequest.quota_state with a filtered UPDATE, so each happens at most once
-whatever retries, duplicate jobs or reconcilers do; the ledger row is written in the same
-transaction.
+after the other and a limit is never exceeded.
+
+charge() and refund() settle a request exactly once whatever retries, duplicate jobs or
+reconcilers do: the ledger's unique constraint admits one settlement row per request,
+and only the call whose row went in returns True. They take the request from the
+generator (any object with the `Settleable` fields) and never write to it: the caller
+records the outcome on its side, in the same transaction.
 """
 
+from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
+from uuid import UUID
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from accounts.models import Team
 from quotas.errors import QuotaExceeded
@@ -19,15 +26,27 @@ from quotas.models import UsageEntry
 from quotas.periods import Periods, periods
 from quotas.selectors import team_usage
 
+
+class Settleable(Protocol):
+    """What charge() and refund() read of a request (generator.GenerationRequest fits):
+    fields fixed at admission, so a stale instance is as good as a fresh one."""
+
+    pk: UUID
+    team_id: UUID
+    user_id: int
+    reserved_usd: Decimal  # the worst-case price reserved for it
+    created: datetime  # its admission time: reserve()'s return value
+
+
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
 
 
-def reserve(team, user, *, images: int, cost_usd_each: Decimal) -> None:
+def reserve(team, user, *, images: int, cost_usd_each: Decimal) -> datetime:
     """Reserve `images` images at worst-case cost `cost_usd_each` for the team and member,
-    or raise QuotaExceeded. Must be called inside the admission transaction: the requests
-    created after it in that transaction are the reservation, and the team's row lock is
-    held until it commits, so the next submission for the team counts them."""
+    or raise QuotaExceeded. Must be called inside the admission transaction, which then
+    creates the requests. Returns the admission time, which the requests must carry as
+    their `created` (charge and refund count them for that day and month)."""
     if not connection.in_atomic_block:
         raise RuntimeError("quotas.reserve() must run inside the admission transaction.")
     if images < 1:
@@ -37,7 +56,8 @@ def reserve(team, user, *, images: int, cost_usd_each: Decimal) -> None:
     # plain FOR UPDATE) so that workers inserting rows that reference the team (images,
     # ledger entries) neither wait for an admission nor make it wait.
     locked = Team.objects.select_for_update(no_key=True).get(pk=team.pk)
-    p = periods()
+    now = timezone.now()
+    p = periods(now)
     exceeded = [
         e
         for e in _check(locked, team_usage(locked, user, p), p, images, cost_usd_each)
@@ -54,7 +74,10 @@ def reserve(team, user, *, images: int, cost_usd_each: Decimal) -> None:
         images=images,
         amount_usd=cost_usd_each * images,
         reason="admission",
+        admitted=now,
+        created=now,
     )
+    return now
 
 
 def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal):
@@ -91,49 +114,46 @@ def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal):
         )
 
 
-def _settle(request, new_state, ledger_kind, *, model="", reason="", **fields) -> bool:
-    from generator.models import GenerationRequest, QuotaState
-
-    with transaction.atomic():
-        done = GenerationRequest.objects.filter(
-            pk=request.pk, quota_state=QuotaState.RESERVED
-        ).update(quota_state=new_state, **fields)
-        if not done:
+def _settle(request: Settleable, kind: str, *, charged: Decimal, model: str, reason: str) -> bool:
+    now = timezone.now()
+    try:
+        # A savepoint: a refused second settlement leaves the caller's transaction usable.
+        with transaction.atomic():
+            UsageEntry.objects.create(
+                team_id=request.team_id,
+                user_id=request.user_id,
+                request_id=request.pk,
+                kind=kind,
+                images=1,
+                amount_usd=charged,
+                reserved_usd=request.reserved_usd,
+                model=model[:80],
+                reason=reason[:200],
+                admitted=request.created,
+                created=now,
+            )
+    except IntegrityError:
+        # usage_one_settlement_per_request: settled already (on Postgres, a concurrent
+        # settlement of the same request makes this insert wait for it, then fail).
+        if (
+            UsageEntry.objects.filter(request_id=request.pk)
+            .exclude(kind=UsageEntry.Kind.RESERVE)
+            .exists()
+        ):
             return False
-        # Read back under the update's row lock: the caller's instance may be stale.
-        row = GenerationRequest.objects.values(
-            "team_id", "user_id", "reserved_usd", "served_model", "error_code"
-        ).get(pk=request.pk)
-        charged = fields.get("cost_usd", ZERO)
-        UsageEntry.objects.create(
-            team_id=row["team_id"],
-            user_id=row["user_id"],
-            request_id=request.pk,
-            kind=ledger_kind,
-            images=1,
-            amount_usd=charged if ledger_kind == UsageEntry.Kind.CHARGE else ZERO,
-            reserved_usd=row["reserved_usd"],
-            model=(model or row["served_model"])[:80],
-            reason=(reason or row["error_code"])[:200],
-        )
+        raise
     return True
 
 
-def charge(request, cost_usd: Decimal, *, model: str = "") -> bool:
+def charge(request: Settleable, cost_usd: Decimal, *, model: str = "") -> bool:
     """Charge the request at the served model's price (releasing the rest of its
     reservation); True if this call did it, False if it was already charged or refunded."""
-    from generator.models import QuotaState
-
     if cost_usd is None or cost_usd < 0:
         raise ValueError(f"A charge needs a price of 0 or more; got {cost_usd!r}.")
-    return _settle(
-        request, QuotaState.CHARGED, UsageEntry.Kind.CHARGE, model=model, cost_usd=cost_usd
-    )
+    return _settle(request, UsageEntry.Kind.CHARGE, charged=cost_usd, model=model, reason="")
 
 
-def refund(request, *, reason: str = "") -> bool:
-    """Release the request's reservation; True if this call did it. `reason` defaults to
-    the request's error code (e.g. "canceled", "overloaded", "worker_lost")."""
-    from generator.models import QuotaState
-
-    return _settle(request, QuotaState.REFUNDED, UsageEntry.Kind.REFUND, reason=reason)
+def refund(request: Settleable, *, reason: str = "") -> bool:
+    """Release the request's reservation; True if this call did it. `reason` says why
+    (e.g. "canceled", or the error code: "overloaded", "worker_lost")."""
+    return _settle(request, UsageEntry.Kind.REFUND, charged=ZERO, model="", reason=reason)

@@ -161,12 +161,19 @@ def test_reserve_outside_a_transaction_is_a_programming_error(transactional_db, 
 
 def test_success_charges_the_fallback_at_the_fallbacks_price(alice, team):
     (request,) = _submit(alice, team)
-    _finish(request, Status.SUCCEEDED, served_model="gemini-2.5-flash-image", fell_back=True)
-    assert services.charge(request, FLASH_1K) is True
+    _finish(
+        request,
+        Status.SUCCEEDED,
+        served_model="gemini-2.5-flash-image",
+        fell_back=True,
+        cost_usd=FLASH_1K,
+    )
+    request.refresh_from_db()
+    assert request.settle_quota() is True
     request.refresh_from_db()
     assert request.quota_state == QuotaState.CHARGED
     assert request.cost_usd == FLASH_1K
-    entry = UsageEntry.objects.get(request=request)
+    entry = UsageEntry.objects.get(request_id=request.pk)
     assert (entry.kind, entry.images, entry.amount_usd, entry.reserved_usd, entry.model) == (
         "charge",
         1,
@@ -185,17 +192,28 @@ def test_a_second_charge_or_refund_does_nothing(alice, team):
     assert services.charge(request, FLASH_1K, model="gemini-2.5-flash-image")
     assert services.charge(request, PRO_1K) is False
     assert services.refund(request) is False
+    (entry,) = UsageEntry.objects.filter(request_id=request.pk)
+    assert (entry.kind, entry.amount_usd) == ("charge", FLASH_1K)
+
+
+def test_the_request_shows_its_settlement_once(alice, team):
+    (request,) = _submit(alice, team)
+    _finish(request, Status.SUCCEEDED, served_model="gemini-2.5-flash-image", cost_usd=FLASH_1K)
+    request.refresh_from_db()
+    assert request.settle_quota() is True
+    assert request.settle_quota() is False
     request.refresh_from_db()
     assert (request.quota_state, request.cost_usd) == (QuotaState.CHARGED, FLASH_1K)
-    assert UsageEntry.objects.filter(request=request).count() == 1
+    assert UsageEntry.objects.filter(request_id=request.pk).count() == 1
 
 
 def test_failure_refunds_the_reservation(alice, team):
     _limit(team, images_per_day=1)
     (request,) = _submit(alice, team)
     _finish(request, Status.FAILED, error_code="overloaded")
-    assert services.refund(request) is True
-    entry = UsageEntry.objects.get(request=request)
+    request.refresh_from_db()
+    assert request.settle_quota() is True
+    entry = UsageEntry.objects.get(request_id=request.pk)
     assert (entry.kind, entry.amount_usd, entry.reserved_usd, entry.reason) == (
         "refund",
         0,
@@ -212,7 +230,7 @@ def test_cancel_refunds_once(alice, team):
     request.cancel()
     request.refresh_from_db()
     assert (request.status, request.quota_state) == (Status.CANCELED, QuotaState.REFUNDED)
-    entry = UsageEntry.objects.get(request=request)
+    entry = UsageEntry.objects.get(request_id=request.pk)
     assert (entry.kind, entry.reason) == ("refund", "canceled")
 
 
@@ -231,9 +249,9 @@ def test_the_reconciler_settles_requests_a_dead_worker_left_reserved(alice, team
         failed.pk: QuotaState.REFUNDED,
         running.pk: QuotaState.RESERVED,  # still in flight: not the reconciler's to settle
     }
-    charge = UsageEntry.objects.get(request=done)
+    charge = UsageEntry.objects.get(request_id=done.pk)
     assert (charge.amount_usd, charge.model) == (FLASH_1K, "gemini-2.5-flash-image")
-    assert UsageEntry.objects.get(request=failed).reason == "worker_lost"
+    assert UsageEntry.objects.get(request_id=failed.pk).reason == "worker_lost"
 
     again = Report()
     _settle_quota(again)
@@ -248,7 +266,13 @@ def test_the_ledger_refuses_a_second_settlement_row(alice, team):
     services.refund(request)
     with pytest.raises(IntegrityError), transaction.atomic():
         UsageEntry.objects.create(
-            team=team, user=alice, request=request, kind="charge", images=1, amount_usd=1
+            team=team,
+            user=alice,
+            request_id=request.pk,
+            kind="charge",
+            images=1,
+            amount_usd=1,
+            admitted=request.created,
         )
 
 
@@ -280,14 +304,15 @@ def test_a_bad_time_zone_is_explained(settings):
         periods()
 
 
-def _age(requests, moment):
-    GenerationRequest.objects.filter(pk__in=[r.pk for r in requests]).update(created=moment)
+def _travel(monkeypatch, moment):
+    """Run what follows as if it were `moment` (the services read timezone.now())."""
+    monkeypatch.setattr(timezone, "now", lambda: moment)
 
 
-def test_the_day_rolls_over_but_the_month_keeps_counting(alice, team):
+def test_the_day_rolls_over_but_the_month_keeps_counting(monkeypatch, alice, team):
     _limit(team, images_per_day=2, images_per_month=10)
+    _travel(monkeypatch, _at(2026, 11, 10, 23, 59))
     requests = _submit(alice, team, count=2)
-    _age(requests, _at(2026, 11, 10, 23, 59))
     for r in requests:
         services.charge(r, FLASH_1K)
 
@@ -311,12 +336,14 @@ def test_the_day_rolls_over_but_the_month_keeps_counting(alice, team):
     }
 
 
-def test_admission_counts_only_todays_requests(alice, team):
+def test_admission_counts_only_todays_requests(monkeypatch, alice, team):
     _limit(team, images_per_day=1)
-    (yesterday,) = _submit(alice, team)
+    today = periods()
+    _travel(monkeypatch, today.day_start - timedelta(seconds=1))
+    _submit(alice, team)
     with pytest.raises(QuotaExceeded):
         _submit(alice, team)
-    _age([yesterday], periods().day_start - timedelta(seconds=1))
+    _travel(monkeypatch, today.now)
     _submit(alice, team)
 
 
