@@ -27,6 +27,9 @@ class UserAdmin(DjangoUserAdmin):
     raw_id_fields = ["active_team"]
 
 
+QUOTA_FIELDS = ["images_per_day", "images_per_month", "monthly_budget_usd", "member_daily_cap"]
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     list_display = [
@@ -45,15 +48,15 @@ class TeamAdmin(admin.ModelAdmin):
         (
             "Quotas (empty: unlimited)",
             {
-                "fields": [
-                    "images_per_day",
-                    "images_per_month",
-                    "monthly_budget_usd",
-                    "member_daily_cap",
-                ]
+                "fields": QUOTA_FIELDS,
+                "description": "Change them on the team's quota page (/teams/<id>/quota/edit/): "
+                "it also restarts the counters that admission checks.",
             },
         ),
     ]
+    # Read-only here: a limit saved without the quota service would leave admission's
+    # running counters behind (docs/quotas.md).
+    readonly_fields = QUOTA_FIELDS
     inlines = [MembershipInline]
 
 

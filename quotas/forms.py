@@ -7,7 +7,8 @@ _NOT_NEGATIVE = "Enter 0 or more, or leave it empty for no limit."
 
 class QuotaForm(forms.ModelForm):
     """The team's limits, set by an owner (or staff). Empty means unlimited; 0 stops the
-    team (or each member) from generating at all."""
+    team (or each member) from generating at all. Saved with services.set_limits, not
+    save(): the running counters must start again from the ledger."""
 
     class Meta:
         model = Team

@@ -67,3 +67,53 @@ class UsageEntry(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.images} image(s), ${self.amount_usd}"
+
+
+class UsageCounter(models.Model):
+    """A running total of one team's (or one member's) use in one quota day or month, so
+    that admission checks a limit by updating one row instead of summing the ledger.
+
+    Kept only for the limits a team has (services.reserve): the team's day for
+    images_per_day, its month for images_per_month and the budget, each member's day for
+    member_daily_cap. A row starts from the ledger's sum the first time it is needed
+    (services._seed) and moves in the same transaction as every ledger entry after that,
+    so it always equals what the selectors count; services.set_limits deletes a team's
+    rows, and they start again from the ledger.
+    """
+
+    class Period(models.TextChoices):
+        DAY = "day", "Day"
+        MONTH = "month", "Month"
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="+")
+    # Empty for the whole team's total.
+    member = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, related_name="+"
+    )
+    period = models.CharField(max_length=5, choices=Period.choices)
+    # The day, or the first day of the month, in QUOTA_TIME_ZONE.
+    start = models.DateField()
+    # Images reserved or charged (refunds taken off).
+    images = models.IntegerField(default=0)
+    # Reserved in flight at the worst-case price plus charged, in millionths of a dollar:
+    # integers stay exact on SQLite, which adds decimals as floats.
+    micro_usd = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # One row per team and period, and per member and period: admissions of the
+            # same team meet on it, and the first one creates it (ON CONFLICT DO NOTHING).
+            models.UniqueConstraint(
+                fields=["team", "period", "start"],
+                condition=models.Q(member=None),
+                name="counter_one_per_team_period",
+            ),
+            models.UniqueConstraint(
+                fields=["team", "member", "period", "start"],
+                condition=models.Q(member__isnull=False),
+                name="counter_one_per_member_period",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.period} {self.start}: {self.images} image(s)"

@@ -99,6 +99,21 @@ def team_usage(team, user, p: Periods) -> dict:
     return _money(_month_entries(p).filter(team=team).aggregate(**_usage_aggregates(p, user=user)))
 
 
+def counted_use(team_id, since: datetime, until: datetime, *, user_id=None):
+    """(images, cost) of the team's (or one member's) entries admitted in [since, until):
+    what a running counter starts from (services._seed)."""
+    entries = UsageEntry.objects.filter(team_id=team_id, admitted__gte=since, admitted__lt=until)
+    if user_id is not None:
+        entries = entries.filter(user_id=user_id)
+    row = _money(
+        entries.aggregate(
+            images=_images(_RESERVED) - _images(_REFUNDED),
+            cost=_usd(F("amount_usd") - F("reserved_usd")),
+        )
+    )
+    return row["images"], row["cost"]
+
+
 def _percent(total, limit) -> float | None:
     if limit is None:
         return None

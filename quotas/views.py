@@ -7,8 +7,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.models import Membership, Team
-from quotas import selectors
+from quotas import selectors, services
 from quotas.forms import QuotaForm
+from quotas.services import LIMIT_FIELDS
 
 
 def _get_quota_access(request, team_id, *, manage=False) -> tuple[Team, Membership | None]:
@@ -57,7 +58,7 @@ def team_quota_edit(request, team_id):
     team, _ = _get_quota_access(request, team_id, manage=True)
     form = QuotaForm(request.POST or None, instance=team)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        services.set_limits(team, **{name: form.cleaned_data[name] for name in LIMIT_FIELDS})
         messages.success(request, "Quotas saved. They apply to the next submission.")
         return redirect("quotas:team_quota", team_id=team.pk)
     return render(

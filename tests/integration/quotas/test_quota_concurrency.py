@@ -10,6 +10,7 @@ from django.db.models import Sum
 from generator.models import GenerationRequest, QuotaState, Status
 from generator.reconcile import Report, _settle_quota
 from quotas.errors import QuotaExceeded
+from tests.unit.quotas.test_counters import _assert_counters_match_the_ledger
 from tests.unit.quotas.test_quotas import PRO_1K, _finish, _ledger_total, _limit, _submit
 
 
@@ -54,3 +55,5 @@ def test_fifty_concurrent_submissions_never_exceed_ten_images_left(alice, team, 
     assert _ledger_total(team, "charge") + _ledger_total(team, "refund") == 15
     assert _ledger_total(team, "charge") == charged.count() == 7
     assert _ledger_total(team, "charge", "amount_usd") == charged.aggregate(s=Sum("cost_usd"))["s"]
+    # The running counters admission checked end equal to what the ledger sums to.
+    _assert_counters_match_the_ledger()
