@@ -90,8 +90,9 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     # The worst case is the most expensive model the chain could end on.
     worst = max(catalogue[m].price(submission.image_size) for m in chain)
     batch = uuid4()
+    # One time for the requests and their reservation: quotas counts them for its day.
+    admitted = timezone.now()
     with transaction.atomic():
-        admitted = reserve(team, user, images=submission.count, cost_usd_each=worst)
         requests = []
         for _ in range(submission.count):
             request = GenerationRequest.objects.create(
@@ -108,15 +109,18 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 status=Status.QUEUED,
                 current_model=chain[0],
                 step=1,
-                handed_over=timezone.now(),
+                handed_over=admitted,
                 quota_state=QuotaState.RESERVED,
                 reserved_usd=worst,
-                # The reservation's time: quotas counts the request for that day and month.
                 created=admitted,
             )
             if submission.references:
                 request.references.set(submission.references)
             requests.append(request)
+        # Last, just before the commit: for a team with limits the reservation holds its
+        # counters' rows until then, so the inserts above do not make the team's other
+        # admissions wait. A refusal rolls them back.
+        reserve(team, user, images=submission.count, cost_usd_each=worst, at=admitted)
         for request in requests:
             transaction.on_commit(lambda r=request: queue.enqueue(r))
     return requests

@@ -169,18 +169,21 @@ class _Refused(Exception):
     pass
 
 
-def reserve(team, user, *, images: int, cost_usd_each: Decimal) -> datetime:
+def reserve(
+    team, user, *, images: int, cost_usd_each: Decimal, at: datetime | None = None
+) -> datetime:
     """Reserve `images` images at worst-case cost `cost_usd_each` for the team and member,
-    or raise QuotaExceeded. Must be called inside the admission transaction, which then
-    creates the requests. Returns the admission time, which the requests must carry as
-    their `created` (charge and refund count them for that day and month)."""
+    or raise QuotaExceeded. Must be called inside the admission transaction that creates
+    the requests, best last (a team with limits holds its counters' rows from here to the
+    commit). Returns the admission time, `at` or now, which the requests must carry as
+    their `created`: charge and refund count them for that day and month."""
     if not connection.in_atomic_block:
         raise RuntimeError("quotas.reserve() must run inside the admission transaction.")
     if images < 1:
         raise ValueError("Reserve at least one image.")
     needed = cost_usd_each * images
     limits = _limits(team.pk)
-    now = timezone.now()
+    now = at or timezone.now()
     if limits.any:
         _take(limits, team.pk, user.pk, periods(now), images, needed, cost_usd_each)
     UsageEntry.objects.create(
