@@ -218,19 +218,29 @@ def _take(limits, team_id, user_id, p, images, needed, cost_each, tries=3) -> No
                 if usd_cap is not None:
                     fits &= Q(micro_usd__lte=_micro(usd_cap) - micro)
                 if not _move(counter, images, micro, fits=fits):
-                    raise _Refused
-    except _Refused:
+                    raise _Refused(name)
+    except _Refused as refused:
+        # After a few rounds of "refused, then it fits" (other admissions' use refunded
+        # in between, each time), report the counter that refused.
+        force = _CODES[refused.args[0]] if tries <= 1 else ()
         exceeded = [
-            e for e in _check(limits, _used(counters), p, images, cost_each) if e is not None
+            e
+            for e in _check(limits, _used(counters), p, images, cost_each, force=force)
+            if e is not None
         ]
         if exceeded:
             # Say the limit that lasts longest: telling someone to come back tomorrow
             # while the monthly limit still blocks them would be wrong.
             raise max(exceeded, key=lambda e: e.resets_at) from None
-        if tries <= 1:
-            raise
-        # Another admission's use was refunded between the refusal and the reading.
         _take(limits, team_id, user_id, p, images, needed, cost_each, tries - 1)
+
+
+# The limits each counter enforces, by their codes in QuotaExceeded.
+_CODES = {
+    "day": ("images_per_day",),
+    "month": ("images_per_month", "monthly_budget"),
+    "member_day": ("member_daily_cap",),
+}
 
 
 def _used(counters: dict[str, _Counter]) -> dict:
@@ -268,9 +278,12 @@ def set_limits(team, **limits) -> None:
         UsageCounter.objects.filter(team=locked).delete()
 
 
-def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal):
+def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal, force=()):
+    """The limits the submission does not fit in; those named in `force` (codes) are
+    reported whenever they are set."""
+
     def over(count_limit, count_used, code, label, resets_at):
-        if count_limit is None or count_used + images <= count_limit:
+        if count_limit is None or (count_used + images <= count_limit and code not in force):
             return None
         return QuotaExceeded(
             limit=label,
@@ -290,7 +303,7 @@ def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal):
                "images per member per day", p.day_end)  # fmt: skip
     budget = team.monthly_budget_usd
     needed = cost_each * images
-    if budget is not None and used["cost_month"] + needed > budget:
+    if budget is not None and (used["cost_month"] + needed > budget or "monthly_budget" in force):
         yield QuotaExceeded(
             limit="monthly budget",
             used=str(used["cost_month"].quantize(CENT)),

@@ -117,3 +117,13 @@ def test_a_settlement_moves_only_the_counters_of_periods_still_running(monkeypat
 def test_set_limits_refuses_what_is_not_a_limit(team):
     with pytest.raises(TypeError, match="Not a limit: name"):
         services.set_limits(team, name="Renamed")
+
+
+def test_a_refusal_that_fits_again_on_reading_is_retried_then_named(monkeypatch, alice, team):
+    services.set_limits(team, images_per_day=5)
+    # A counter that keeps refusing while the reading says the image fits: each time,
+    # another admission's use was refunded in between. After a few rounds it refuses.
+    monkeypatch.setattr(services, "_move", lambda *args, **kwargs: False)
+    with pytest.raises(QuotaExceeded) as refused:
+        _submit(alice, team)
+    assert refused.value.code == "images_per_day"
