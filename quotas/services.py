@@ -7,7 +7,9 @@ running counter per limit (quotas.models.UsageCounter: the team's day and month,
 member's day) with one conditional UPDATE each, `… SET images = images + n WHERE images
 <= limit - n`: the database applies it atomically, so concurrent admissions of one team
 can never pass a limit together, and they wait for each other only on that row, from the
-update to their commit. The ledger row is written in the same transaction.
+update to their commit. The ledger row is written first in the same transaction, the
+counters last, so that the rows stay locked as briefly as possible; a refusal takes
+back what it wrote.
 
 Every writer first reads the team's limits under a shared row lock (Postgres `FOR KEY
 SHARE`, which inserts referencing the team take anyway); set_limits() takes the
@@ -17,8 +19,7 @@ serialise all writers anyway.
 
 charge() and refund() settle a request exactly once whatever retries, duplicate jobs or
 reconcilers do: the ledger's unique constraint admits one settlement row per request,
-and only the call whose row went in returns True (its counter moves are undone with the
-refused row). They take the request from the generator (any object with the
+and only the call whose row went in returns True and moves the counters. They take the request from the generator (any object with the
 `Settleable` fields) and never write to it: the caller records the outcome on its side,
 in the same transaction.
 """
@@ -128,10 +129,12 @@ def _counters(limits: Limits, team_id, user_id, p: Periods) -> dict[str, _Counte
     return found
 
 
-def _seed(counter: _Counter) -> None:
-    """Create the counter's row from the ledger, if no other transaction did first. It
-    runs before this transaction's own ledger row is written, so the sum counts only
-    entries whose counter moves happened before the row existed."""
+def _seed(counter: _Counter, own_images: int, own_micro_usd: int) -> None:
+    """Create the counter's row from the ledger, if no other transaction did first. This
+    transaction's own entry is already written (and seen by the sum): its share is left
+    out, for the update that follows to add. Other transactions' entries are in the sum
+    only once committed, and each of them moved the row or created it before its commit,
+    so no entry counts twice or not at all."""
     images, cost = counted_use(
         counter.team_id, counter.since, counter.until, user_id=counter.member_id
     )
@@ -142,8 +145,8 @@ def _seed(counter: _Counter) -> None:
                 member_id=counter.member_id,
                 period=counter.period,
                 start=counter.start,
-                images=images,
-                micro_usd=_micro(cost) if counter.counts_usd else 0,
+                images=images - own_images,
+                micro_usd=_micro(cost) - own_micro_usd if counter.counts_usd else 0,
             )
         ],
         ignore_conflicts=True,
@@ -161,12 +164,8 @@ def _move(counter: _Counter, images: int, micro_usd: int, *, fits: Q | None = No
         return True
     if counter.rows().exists():
         return False
-    _seed(counter)
+    _seed(counter, images, micro_usd)
     return bool(rows.update(**change))
-
-
-class _Refused(Exception):
-    pass
 
 
 def reserve(
@@ -184,9 +183,9 @@ def reserve(
     needed = cost_usd_each * images
     limits = _limits(team.pk)
     now = at or timezone.now()
-    if limits.any:
-        _take(limits, team.pk, user.pk, periods(now), images, needed, cost_usd_each)
-    UsageEntry.objects.create(
+    # The ledger row first and the counters last: a team with limits holds its counters'
+    # rows from their update to the commit, so as little as possible comes after it.
+    entry = UsageEntry.objects.create(
         team_id=team.pk,
         user=user,
         kind=UsageEntry.Kind.RESERVE,
@@ -196,10 +195,17 @@ def reserve(
         admitted=now,
         created=now,
     )
+    if limits.any:
+        try:
+            _take(limits, team.pk, user.pk, periods(now), images, needed, cost_usd_each)
+        except QuotaExceeded:
+            entry.delete()
+            raise
     return now
 
 
 def _take(limits, team_id, user_id, p, images, needed, cost_each, tries=3) -> None:
+    """Move each counter the limits need, or none and raise QuotaExceeded."""
     counters = _counters(limits, team_id, user_id, p)
     micro = _micro(needed)
     caps = {
@@ -207,32 +213,36 @@ def _take(limits, team_id, user_id, p, images, needed, cost_each, tries=3) -> No
         "month": (limits.images_per_month, limits.monthly_budget_usd),
         "member_day": (limits.member_daily_cap, None),
     }
-    try:
-        # A savepoint: a refusal takes back the counters this call already moved.
-        with transaction.atomic():
-            for name, counter in counters.items():
-                image_cap, usd_cap = caps[name]
-                fits = Q()
-                if image_cap is not None:
-                    fits &= Q(images__lte=image_cap - images)
-                if usd_cap is not None:
-                    fits &= Q(micro_usd__lte=_micro(usd_cap) - micro)
-                if not _move(counter, images, micro, fits=fits):
-                    raise _Refused(name)
-    except _Refused as refused:
+    moved = []
+    for name, counter in counters.items():
+        image_cap, usd_cap = caps[name]
+        fits = Q()
+        if image_cap is not None:
+            fits &= Q(images__lte=image_cap - images)
+        if usd_cap is not None:
+            fits &= Q(micro_usd__lte=_micro(usd_cap) - micro)
+        if _move(counter, images, micro, fits=fits):
+            moved.append(counter)
+            continue
+        # Refused: take back what this call moved (its rows are still locked by it).
+        for done in moved:
+            _move(done, -images, -micro)
         # After a few rounds of "refused, then it fits" (other admissions' use refunded
         # in between, each time), report the counter that refused.
-        force = _CODES[refused.args[0]] if tries <= 1 else ()
+        force = _CODES[name] if tries <= 1 else ()
         exceeded = [
             e
-            for e in _check(limits, _used(counters), p, images, cost_each, force=force)
+            for e in _check(
+                limits, _used(counters, images, needed), p, images, cost_each, force=force
+            )
             if e is not None
         ]
         if exceeded:
             # Say the limit that lasts longest: telling someone to come back tomorrow
             # while the monthly limit still blocks them would be wrong.
-            raise max(exceeded, key=lambda e: e.resets_at) from None
+            raise max(exceeded, key=lambda e: e.resets_at)
         _take(limits, team_id, user_id, p, images, needed, cost_each, tries - 1)
+        return
 
 
 # The limits each counter enforces, by their codes in QuotaExceeded.
@@ -243,8 +253,9 @@ _CODES = {
 }
 
 
-def _used(counters: dict[str, _Counter]) -> dict:
-    """The counters' values, for the refusal's message."""
+def _used(counters: dict[str, _Counter], own_images: int, own_cost: Decimal) -> dict:
+    """The counters' values, for the refusal's message. A counter with no row yet is
+    summed from the ledger, less this admission's own entry."""
     used = {"images_today": 0, "images_month": 0, "my_images_today": 0, "cost_month": ZERO}
     names = {"day": "images_today", "month": "images_month", "member_day": "my_images_today"}
     for name, counter in counters.items():
@@ -253,6 +264,7 @@ def _used(counters: dict[str, _Counter]) -> dict:
             images, cost = counted_use(
                 counter.team_id, counter.since, counter.until, user_id=counter.member_id
             )
+            images, cost = images - own_images, cost - own_cost
         else:
             images, cost = row[0], Decimal(row[1]) / 1_000_000
         used[names[name]] = images
@@ -318,13 +330,9 @@ def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal, force=
 def _settle(request: Settleable, kind: str, *, charged: Decimal, model: str, reason: str) -> bool:
     now = timezone.now()
     limits = _limits(request.team_id)
-    refunded = kind == UsageEntry.Kind.REFUND
     try:
-        # A savepoint: a refused second settlement takes back its counter moves and
-        # leaves the caller's transaction usable.
+        # A savepoint: a refused second settlement leaves the caller's transaction usable.
         with transaction.atomic():
-            if limits.any:
-                _release(limits, request, now, -1 if refunded else 0, charged)
             UsageEntry.objects.create(
                 team_id=request.team_id,
                 user_id=request.user_id,
@@ -347,6 +355,11 @@ def _settle(request: Settleable, kind: str, *, charged: Decimal, model: str, rea
         if settled.exists():
             return False
         raise
+    if limits.any:
+        # After the ledger row, which decides exactly-once: only the settlement that
+        # counts moves the counters.
+        refunded = kind == UsageEntry.Kind.REFUND
+        _release(limits, request, now, -1 if refunded else 0, charged)
     return True
 
 

@@ -57,3 +57,51 @@ def test_fifty_concurrent_submissions_never_exceed_ten_images_left(alice, team, 
     assert _ledger_total(team, "charge", "amount_usd") == charged.aggregate(s=Sum("cost_usd"))["s"]
     # The running counters admission checked end equal to what the ledger sums to.
     _assert_counters_match_the_ledger()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refunds_racing_submissions_keep_the_limit_and_the_counters_exact(
+    alice, bob, team, redis_conn
+):
+    """Refunds give images back while others are admitted: never more than the limit
+    counted at once, and the counters end equal to the ledger."""
+    _limit(team, images_per_day=20, member_daily_cap=20, monthly_budget_usd=PRO_1K * 20)
+    older = [request for _ in range(10) for request in _submit(alice, team)]  # 10 left
+    accepted, refused, errors = [], [], []
+    start = threading.Barrier(30)
+
+    def submit():
+        try:
+            start.wait()
+            accepted.extend(_submit(bob, team))
+        except QuotaExceeded as exc:
+            refused.append(exc)
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def refund(request):
+        try:
+            start.wait()
+            _finish(request, Status.FAILED, error_code="canceled")
+            request.refresh_from_db()
+            assert request.settle_quota()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit) for _ in range(20)]
+    threads += [threading.Thread(target=refund, args=(r,)) for r in older]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    assert errors == []
+    assert len(accepted) + len(refused) == 20
+    assert 10 <= len(accepted) <= 20
+    in_use = _ledger_total(team, "reserve") - _ledger_total(team, "refund")
+    assert in_use == len(accepted) <= 20
+    _assert_counters_match_the_ledger()
