@@ -112,19 +112,22 @@ class _Counter:
 
 
 def _counters(limits: Limits, team_id, user_id, p: Periods) -> dict[str, _Counter]:
-    """The counters the team's limits need in the periods `p`, always in this order (two
-    transactions that lock the same rows lock them in the same order: no deadlock)."""
+    """The counters the team's limits need in the periods `p`, always in this order: two
+    transactions that lock the same rows lock them in the same order (no deadlock), and
+    the rows the whole team shares come last, so each is held for as few statements as
+    possible before the commit (the member's day, then the team's day, then its month,
+    which every admission with a monthly limit or budget moves)."""
     day, month = UsageCounter.Period.DAY, UsageCounter.Period.MONTH
     found = {}
+    if limits.member_daily_cap is not None:
+        found["member_day"] = _Counter(
+            team_id, user_id, day, p.day_start.date(), p.day_start, p.day_end
+        )
     if limits.images_per_day is not None:
         found["day"] = _Counter(team_id, None, day, p.day_start.date(), p.day_start, p.day_end)
     if limits.images_per_month is not None or limits.monthly_budget_usd is not None:
         found["month"] = _Counter(
             team_id, None, month, p.month_start.date(), p.month_start, p.month_end
-        )
-    if limits.member_daily_cap is not None:
-        found["member_day"] = _Counter(
-            team_id, user_id, day, p.day_start.date(), p.day_start, p.day_end
         )
     return found
 

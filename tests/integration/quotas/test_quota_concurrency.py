@@ -14,30 +14,38 @@ from tests.unit.quotas.test_counters import _assert_counters_match_the_ledger
 from tests.unit.quotas.test_quotas import PRO_1K, _finish, _ledger_total, _limit, _submit
 
 
+def _all_at_once(actions):
+    """Run each action in its own thread with its own database connection, as separate
+    web processes and workers would, all released at once. Returns what they accepted
+    (the requests each returned), the QuotaExceeded refusals and any other error."""
+    accepted, refused, errors = [], [], []
+    start = threading.Barrier(len(actions))
+
+    def run(action):
+        try:
+            start.wait()
+            accepted.extend(action())
+        except QuotaExceeded as exc:
+            refused.append(exc)
+        except Exception as exc:  # reported by the callers' assertions
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return accepted, refused, errors
+
+
 @pytest.mark.django_db(transaction=True)
 def test_fifty_concurrent_submissions_never_exceed_ten_images_left(alice, team, redis_conn):
     """Each thread has its own database connection, as separate web processes would."""
     _limit(team, images_per_day=15)
     older = _submit(alice, team, count=4) + _submit(alice, team, count=1)  # 10 left
-    accepted, refused, errors = [], [], []
-    start = threading.Barrier(50)
-
-    def one():
-        try:
-            start.wait()
-            accepted.extend(_submit(alice, team))
-        except QuotaExceeded as exc:
-            refused.append(exc)
-        except Exception as exc:  # reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=one) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    accepted, refused, errors = _all_at_once([lambda: _submit(alice, team)] * 50)
 
     assert errors == []
     assert len(accepted) == 10
@@ -67,37 +75,16 @@ def test_refunds_racing_submissions_keep_the_limit_and_the_counters_exact(
     counted at once, and the counters end equal to the ledger."""
     _limit(team, images_per_day=20, member_daily_cap=20, monthly_budget_usd=PRO_1K * 20)
     older = [request for _ in range(10) for request in _submit(alice, team)]  # 10 left
-    accepted, refused, errors = [], [], []
-    start = threading.Barrier(30)
-
-    def submit():
-        try:
-            start.wait()
-            accepted.extend(_submit(bob, team))
-        except QuotaExceeded as exc:
-            refused.append(exc)
-        except Exception as exc:  # reported by the assertion below
-            errors.append(exc)
-        finally:
-            connection.close()
 
     def refund(request):
-        try:
-            start.wait()
-            _finish(request, Status.FAILED, error_code="canceled")
-            request.refresh_from_db()
-            assert request.settle_quota()
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        _finish(request, Status.FAILED, error_code="canceled")
+        request.refresh_from_db()
+        assert request.settle_quota()
+        return []
 
-    threads = [threading.Thread(target=submit) for _ in range(20)]
-    threads += [threading.Thread(target=refund, args=(r,)) for r in older]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    submissions = [lambda: _submit(bob, team)] * 20
+    refunds = [lambda r=request: refund(r) for request in older]
+    accepted, refused, errors = _all_at_once(submissions + refunds)
 
     assert errors == []
     assert len(accepted) + len(refused) == 20
