@@ -3,10 +3,10 @@ OpenAI SDK gets the resilience for free (docs/api.md). Its wire format is OpenAI
 included (generator.api.errors writes them for every path under /v1/).
 
 The call is synchronous for the caller: it waits up to OPENAI_COMPAT_WAIT_SECONDS for the
-images. The view is async and holds no database connection while it waits: every
-database step runs in the event loop's shared threads and polls once per POLL_SECONDS.
-A chain slower than the wait answers 504 naming the JSON API URLs to poll; nothing is
-lost.
+images. The view is async, served by Django's ASGI handler (config/asgi.py), so a waiting
+call holds no thread of the web server's pool and no database connection: every database
+step runs in the event loop's shared threads and polls once per POLL_SECONDS. A chain
+slower than the wait answers 504 naming the JSON API URLs to poll; nothing is lost.
 """
 
 import asyncio
