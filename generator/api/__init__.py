@@ -18,7 +18,8 @@ from ninja.parser import Parser
 from generator.api import errors, generations, openai, rules
 from generator.api.errors import ApiError, BodyTooLarge
 
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Every method of HTTP (RFC 9110) and QUERY: any other name still gets ninja's plain 405.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "QUERY")
 
 
 class LimitedParser(Parser):
