@@ -9,7 +9,7 @@ error's status: no refusal becomes an HTML page or a 500.
 """
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from generator.api import rules
@@ -122,6 +122,9 @@ def install(api) -> None:
     """Route every refusal of `api` through ApiError. Anything else is a bug: it is left
     to Django, which logs it and answers 500."""
     api.add_exception_handler(ApiError, render)
+    api.add_exception_handler(
+        Http404, lambda request, exc: render(request, ApiError(404, "not_found", "Not found."))
+    )
     api.add_exception_handler(
         ValidationError, lambda request, exc: render(request, from_validation(request, exc))
     )

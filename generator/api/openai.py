@@ -160,10 +160,12 @@ def _answer(ids) -> dict:
         delivered = row.image if row.status == Status.SUCCEEDED else None
         if delivered is None:
             continue
-        with delivered.file.open("rb") as handle:
-            data.append(
-                {"b64_json": base64.b64encode(handle.read()).decode(), "revised_prompt": None}
-            )
+        try:
+            with delivered.file.open("rb") as handle:
+                content = handle.read()
+        except (FileNotFoundError, ValueError):
+            continue  # storage lost it: answered as no image, not as a 500
+        data.append({"b64_json": base64.b64encode(content).decode(), "revised_prompt": None})
     if not data:
         failed = rows[0]
         blocked = failed.error_code == "blocked"

@@ -3,6 +3,7 @@ validation, what is queued, and who may see what. (The chain itself runs in
 test_chain.py; here the queued jobs are only looked at in Redis.)"""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -13,6 +14,14 @@ from generator.models import GenerationRequest, Status
 from tests.media import picture
 
 pytestmark = pytest.mark.django_db
+
+
+def in_own_thread(function, *args, **kwargs):
+    """function(*args, **kwargs) in a thread of its own. For an async view through the
+    test client: Playwright's sync API (the browser tests, earlier in a whole run) leaves
+    an event loop running in the main thread, where the client cannot run one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(function, *args, **kwargs).result()
 
 
 def call(client, method, path, token=None, body=None):
