@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format browser clean
+.PHONY: help install run test test-fast lint format openapi browser clean
 
 help:
 	@echo "make run        set up (venv, install, migrate, demo account) and start web, workers, Redis, sandbox"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-fast  the unit tier only: in-process, in-memory SQLite, under a minute"
 	@echo "make lint       ruff check and format check"
 	@echo "make format     apply ruff formatting and safe fixes"
+	@echo "make openapi    write the API's OpenAPI document to docs/openapi.json"
 	@echo "make browser    install Debian's chromium for the browser tests (needs root or sudo)"
 
 $(PY):
@@ -45,6 +46,12 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The API's contract, checked in: tests/unit/generator/test_openapi.py fails when the
+# document the server serves and this file differ.
+openapi: install
+	$(PY) manage.py export_openapi_schema --api generator.api.api --indent 2 --output docs/openapi.json
+	@echo >> docs/openapi.json
 
 browser:
 	@command -v chromium >/dev/null || { \

@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_rq",
+    # django-ninja's templates and static files: /api/docs is served from here, not a CDN.
+    "ninja",
 ]
 
 MIDDLEWARE = [

@@ -126,19 +126,7 @@ def main() -> int:
         run_step(manage("ensure_demo"), env)
 
         children.extend(upstream_children(env))
-        children.append(
-            Child(
-                "web",
-                [
-                    sys.executable, "-m", "gunicorn", "config.wsgi",
-                    "--bind", f"{host}:{port}",
-                    "--workers", env.get("WEB_PROCESSES", "2"),
-                    "--threads", env.get("WEB_THREADS", "8"),
-                    "--access-logfile", "-",
-                    "--graceful-timeout", "5",
-                ],
-            )
-        )  # fmt: skip
+        children.append(Child("web", web_command(env, host, port)))
         # Periodic work: the reconciler (and monitoring's rollups and alerts).
         children.append(Child("cron", manage("rqcron", "config.cron")))
         for n in range(workers):
@@ -171,6 +159,20 @@ def main() -> int:
         print(f"Stopped because {failed} exited.", file=sys.stderr)
         return 1
     return 0
+
+
+def web_command(env: dict, host: str, port: str) -> list[str]:
+    """gunicorn with uvicorn workers serving config.asgi: WEB_PROCESSES processes, each
+    running the pages in WEB_THREADS threads (read by config/asgi.py) and the
+    OpenAI-compatible endpoint's waits on its event loop."""
+    return [
+        sys.executable, "-m", "gunicorn", "config.asgi:application",
+        "--worker-class", "uvicorn_worker.UvicornWorker",
+        "--bind", f"{host}:{port}",
+        "--workers", env.get("WEB_PROCESSES", "2"),
+        "--access-logfile", "-",
+        "--graceful-timeout", "5",
+    ]  # fmt: skip
 
 
 def upstream_env(env: dict) -> dict:

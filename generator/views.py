@@ -15,7 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
-from generator.images import MIME_EXTENSION, reference_dimensions
+from generator.images import MIME_EXTENSION, file_response, reference_dimensions
 from generator.models import GenerationRequest, ReferenceImage, Status, Strategy
 from quotas.errors import QuotaExceeded
 from quotas.selectors import quota_summary
@@ -427,29 +427,13 @@ def _download_name(found: GenerationRequest, image) -> str:
     return f"steadyshot-{found.pk}.{image.file.name.rsplit('.', 1)[-1]}"
 
 
-def _file_response(field, content_type, *, download_name=None):
-    try:
-        handle = field.open("rb")
-    except (FileNotFoundError, ValueError):
-        raise Http404("The file is missing.") from None
-    response = FileResponse(
-        handle,
-        content_type=content_type,
-        as_attachment=bool(download_name),
-        filename=download_name or "",
-    )
-    # Private: a shared cache must never hand one team's image to another.
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
-
-
 @login_required
 @require_GET
 def original(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
     name = _download_name(found, image) if request.GET.get("download") else None
-    return _file_response(image.file, image.mime, download_name=name)
+    return file_response(image.file, image.mime, download_name=name)
 
 
 @login_required
@@ -457,4 +441,4 @@ def original(request, request_id):
 def thumbnail(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
-    return _file_response(image.thumbnail, "image/webp")
+    return file_response(image.thumbnail, "image/webp")
