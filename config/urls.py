@@ -7,6 +7,7 @@ from generator import api
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("", include("accounts.urls")),
     path("", include("generator.urls")),
     path("admin/rq/", include("django_rq.urls")),
