@@ -5,6 +5,7 @@ embedded Redis that `make run` starts, the sandbox upstream). Production sets th
 variables listed in .env.example; with DEBUG off, SECRET_KEY is required.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -12,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 from config.env import env_bool, env_float, env_int, env_list, env_str, local_secret_key
+from config.storage import media_storage_entry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -194,8 +196,12 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Media is never served from a public URL: views check access and stream the file.
 MEDIA_URL = "/media-not-public/"
+# Images, thumbnails and references: the file system under MEDIA_ROOT unless STORAGE_URL
+# names a private S3-compatible bucket (s3://BUCKET[/PREFIX], with the AWS_* variables of
+# config/storage.py), which several web and worker machines can share.
+STORAGE_URL = env_str("STORAGE_URL")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": media_storage_entry(STORAGE_URL, os.environ),
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"

@@ -24,13 +24,14 @@ from functools import wraps
 from uuid import UUID
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
 from accounts import quotas
 from accounts.models import ApiToken, Team
+from generator import files
 from generator.admission import MAX_COUNT, AdmissionError, Submission, submit
 from generator.models import FINAL_STATUSES, GenerationRequest, Status
 from generator.resilience.catalogue import get_catalogue
@@ -336,9 +337,7 @@ def image(request: HttpRequest, request_id):
         return error(
             404, "no_image", f"No image yet: the generation is {found.get_status_display()}."
         )
-    response = FileResponse(delivered.file.open("rb"), content_type=delivered.mime)
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return files.stream(delivered.file, delivered.mime, max_age=3600)
 
 
 # --- OpenAI-compatible --------------------------------------------------------------------
@@ -462,13 +461,12 @@ def openai_images(request: HttpRequest):
         delivered = row.images.first() if row.status == Status.SUCCEEDED else None
         if delivered is None:
             continue
-        with delivered.file.open("rb") as handle:
-            data.append(
-                {
-                    "b64_json": base64.b64encode(handle.read()).decode(),
-                    "revised_prompt": None,
-                }
-            )
+        data.append(
+            {
+                "b64_json": base64.b64encode(files.read(delivered.file)).decode(),
+                "revised_prompt": None,
+            }
+        )
     if not data:
         failed = rows[0]
         blocked = failed.error_code == "blocked"

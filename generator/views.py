@@ -15,13 +15,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts import quotas
+from generator import files
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
 from generator.images import MIME_EXTENSION, reference_dimensions
@@ -243,12 +244,6 @@ def bulk(request):
     return redirect("generator:gallery")
 
 
-def _chunks(field):
-    # Opened only when the zip reaches this entry: one file handle at a time.
-    with field.open("rb") as handle:
-        yield from iter(lambda: handle.read(64 * 1024), b"")
-
-
 def _zip_response(rows):
     """Streams the zip: nothing is built in memory or on disk, whatever the selection."""
     import zipstream
@@ -259,7 +254,7 @@ def _zip_response(rows):
         image = row.image  # from bulk()'s prefetch: no query per row
         if image is None:
             continue
-        archive.add(_chunks(image.file), _download_name(row, image))
+        archive.add(files.chunks(image.file), _download_name(row, image))
         count += 1
     if not count:
         raise Http404("None of the selected requests has an image yet.")
@@ -426,29 +421,13 @@ def _download_name(found: GenerationRequest, image) -> str:
     return f"steadyshot-{found.pk}.{image.file.name.rsplit('.', 1)[-1]}"
 
 
-def _file_response(field, content_type, *, download_name=None):
-    try:
-        handle = field.open("rb")
-    except (FileNotFoundError, ValueError):
-        raise Http404("The file is missing.") from None
-    response = FileResponse(
-        handle,
-        content_type=content_type,
-        as_attachment=bool(download_name),
-        filename=download_name or "",
-    )
-    # Private: a shared cache must never hand one team's image to another.
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
-
-
 @login_required
 @require_GET
 def original(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
-    name = _download_name(found, image) if request.GET.get("download") else None
-    return _file_response(image.file, image.mime, download_name=name)
+    name = _download_name(found, image) if request.GET.get("download") else ""
+    return files.stream(image.file, image.mime, download_name=name)
 
 
 @login_required
@@ -456,4 +435,4 @@ def original(request, request_id):
 def thumbnail(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
-    return _file_response(image.thumbnail, "image/webp")
+    return files.stream(image.thumbnail, "image/webp")
