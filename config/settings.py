@@ -111,6 +111,11 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
 RQ_SHOW_ADMIN_LINK = True
+# Every worker (make run's, `manage.py rqworker`'s, the tests') stops in bounded time:
+# on SIGTERM its current step gets WORKER_STOP_GRACE_SECONDS to finish, then it is handed
+# back to the queue for another worker (generator/worker.py).
+RQ = {"WORKER_CLASS": "generator.worker.StepWorker"}
+WORKER_STOP_GRACE_SECONDS = env_float("WORKER_STOP_GRACE_SECONDS", 25.0)
 
 # --- Upstream ---------------------------------------------------------------------------
 # With no GEMINI_API_KEY every provider talks to the local sandbox server (never to a
