@@ -109,8 +109,12 @@ def weed_command(config: SeaweedConfig) -> list[str]:
     # The gateway's unix socket goes in /tmp unless told otherwise, and stays there.
     sock = config.directory / "s3.sock"
     sockets = [f"-s3.localSocket={sock}"] if len(str(sock)) < 100 else []
+    logs = config.directory / "logs"
+    logs.mkdir(exist_ok=True)
     return [
-        weed_binary(), "server",
+        # Its own log files in the directory (the default is /tmp), warnings on stderr.
+        weed_binary(), f"-logdir={logs}", "-alsologtostderr=false", "-stderrthreshold=WARNING",
+        "server",
         f"-dir={data}",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         f"-master.port={ports['master']}", f"-master.port.grpc={grpc['master']}",
