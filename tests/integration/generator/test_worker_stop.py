@@ -8,11 +8,14 @@ import time
 import pytest
 
 from generator.admission import Submission, submit
-from generator.models import GenerationRequest, Image, Status
+from generator.jobs import advance
+from generator.models import Attempt, GenerationRequest, Image, Status
 from generator.worker import HANDED_BACK
 from tests.integration.generator.test_chain import wait_for_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+PRO = "gemini-3-pro-image-preview"
 
 
 @pytest.fixture
@@ -72,3 +75,21 @@ def test_it_lets_a_step_finish_within_the_grace(stoppable, alice, team):
     row = GenerationRequest.objects.get(pk=request.pk)
     assert row.status == Status.SUCCEEDED, stoppable.output()[-2000:]
     assert row.attempts.count() == 1
+
+
+def test_it_calls_again_when_a_stopped_step_left_a_success_undelivered(
+    sandbox_settings, redis_conn, settings, tmp_path, alice, team
+):
+    """A step handed back (or whose worker died) after its call succeeded but before the
+    image was stored: the next step must call again, not hand over forever."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    (request,) = submit(alice, team, Submission(prompt="a fox"))
+    Attempt.objects.create(
+        request=request, number=1, model=PRO, provider="gemini", outcome="success", latency_ms=900
+    )
+
+    assert advance(str(request.pk), request.step) == "succeeded"
+    row = GenerationRequest.objects.get(pk=request.pk)
+    assert row.status == Status.SUCCEEDED
+    assert Image.objects.filter(request=row).count() == 1
+    assert row.attempts.count() == 2
