@@ -85,6 +85,11 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Behind PgBouncer in transaction mode a cursor cannot outlive its transaction: set this
+# so that .iterator() reads in chunks without server-side cursors (docs/deploy.md).
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+    "DB_DISABLE_SERVER_SIDE_CURSORS", False
+)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let the web process and the workers share the file without
     # "database is locked" errors; IMMEDIATE transactions take the write lock up front.
