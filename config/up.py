@@ -26,7 +26,8 @@ from config import seaweed
 from config.redis_server import redis_command, wait_for_socket
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+# Absolute: the socket and file paths written to services.env must work from anywhere.
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var")).resolve()
 COLOURS = ["36", "33", "35", "32", "34", "31"]
 PRODUCT_ROLES = ("web", "workers", "cron")
 SERVICE_ROLES = ("redis", "sandbox", "s3")
