@@ -50,9 +50,15 @@ def _check_database():
 
 
 def _check_redis():
-    import django_rq
+    import redis
+    from django.conf import settings
 
-    django_rq.get_connection("default").ping()
+    # Its own short timeouts: a Redis that hangs must make us unready, not hang the probe.
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 def _check_storage():
