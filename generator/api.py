@@ -24,7 +24,7 @@ from functools import wraps
 from uuid import UUID
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
@@ -337,7 +337,10 @@ def image(request: HttpRequest, request_id):
         return error(
             404, "no_image", f"No image yet: the generation is {found.get_status_display()}."
         )
-    return files.stream(delivered.file, delivered.mime, max_age=3600)
+    try:
+        return files.stream(delivered.file, delivered.mime, max_age=3600)
+    except Http404:
+        return error(404, "file_missing", "The image's file is missing from storage.")
 
 
 # --- OpenAI-compatible --------------------------------------------------------------------

@@ -83,6 +83,16 @@ def test_it_serves_the_api_download_from_the_storage(done, alice, client):
     assert b"".join(response.streaming_content) == picture()
 
 
+def test_the_api_answers_json_when_the_file_has_gone(media_storage, done, alice, client):
+    _, raw = ApiToken.issue(alice, "ci")
+    media_storage.delete(done.images.get().file.name)
+    response = client.get(
+        f"/api/v1/generations/{done.pk}/image", HTTP_AUTHORIZATION=f"Bearer {raw}"
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "file_missing"
+
+
 def test_it_removes_deleted_images_from_the_storage_after_retention(
     media_storage, settings, done, alice, team
 ):
