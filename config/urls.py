@@ -7,6 +7,7 @@ from generator.api import api
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("", include("accounts.urls")),
     path("", include("quotas.urls")),
     path("", include("generator.urls")),

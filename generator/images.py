@@ -15,7 +15,6 @@ from uuid import uuid4
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.http import FileResponse, Http404
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
@@ -180,21 +179,3 @@ def reference_dimensions(data: bytes) -> tuple[int, int]:
 
 def _mb(n: int) -> str:
     return f"{n / 1_000_000:.1f} MB"
-
-
-def file_response(field, content_type: str, *, download_name: str | None = None) -> FileResponse:
-    """Stream a stored file (an image, a thumbnail) to a member allowed to see it, or raise
-    Http404 when storage has lost it: the pages and the API answer that, not a 500."""
-    try:
-        handle = field.open("rb")
-    except (FileNotFoundError, ValueError):
-        raise Http404("The file is missing.") from None
-    response = FileResponse(
-        handle,
-        content_type=content_type,
-        as_attachment=bool(download_name),
-        filename=download_name or "",
-    )
-    # Private: a shared cache must never hand one team's image to another.
-    response["Cache-Control"] = "private, max-age=86400"
-    return response

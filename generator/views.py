@@ -21,9 +21,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from generator import files
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
-from generator.images import MIME_EXTENSION, file_response, reference_dimensions
+from generator.images import MIME_EXTENSION, reference_dimensions
 from generator.models import GenerationRequest, ReferenceImage, Status, Strategy
 from quotas.errors import QuotaExceeded
 from quotas.selectors import quota_summary
@@ -244,12 +245,6 @@ def bulk(request):
     return redirect("generator:gallery")
 
 
-def _chunks(field):
-    # Opened only when the zip reaches this entry: one file handle at a time.
-    with field.open("rb") as handle:
-        yield from iter(lambda: handle.read(64 * 1024), b"")
-
-
 def _zip_response(rows):
     """Streams the zip: nothing is built in memory or on disk, whatever the selection."""
     import zipstream
@@ -260,7 +255,7 @@ def _zip_response(rows):
         image = row.image  # from bulk()'s prefetch: no query per row
         if image is None:
             continue
-        archive.add(_chunks(image.file), _download_name(row, image))
+        archive.add(files.chunks(image.file), _download_name(row, image))
         count += 1
     if not count:
         raise Http404("None of the selected requests has an image yet.")
@@ -432,8 +427,8 @@ def _download_name(found: GenerationRequest, image) -> str:
 def original(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
-    name = _download_name(found, image) if request.GET.get("download") else None
-    return file_response(image.file, image.mime, download_name=name)
+    name = _download_name(found, image) if request.GET.get("download") else ""
+    return files.stream(image.file, image.mime, download_name=name)
 
 
 @login_required
@@ -441,4 +436,4 @@ def original(request, request_id):
 def thumbnail(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
-    return file_response(image.thumbnail, "image/webp")
+    return files.stream(image.thumbnail, "image/webp")

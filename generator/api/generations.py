@@ -19,6 +19,7 @@ from ninja import Status as Answer
 from ninja.params import Path
 
 from accounts.models import Team
+from generator import files
 from generator.admission import AdmissionError, Submission, submit
 from generator.api import rules
 from generator.api.auth import TokenAuth
@@ -31,7 +32,6 @@ from generator.api.schemas import (
     SubmitIn,
     SubmittedOut,
 )
-from generator.images import file_response
 from generator.models import GenerationRequest, Status
 from generator.resilience.catalogue import get_catalogue
 from quotas.errors import QuotaExceeded
@@ -234,7 +234,7 @@ def get_image(request: HttpRequest, request_id: str = RequestId):
             404, "no_image", f"No image yet: the generation is {found.get_status_display()}."
         )
     try:
-        return file_response(delivered.file, delivered.mime)
+        return files.stream(delivered.file, delivered.mime)
     except Http404:
         raise ApiError(
             404, "no_image", "The image file is missing from storage; generate it again."

@@ -22,6 +22,7 @@ from ninja import Field, Router, Schema
 from pydantic import BaseModel, ConfigDict
 
 from accounts.models import ApiToken
+from generator import files
 from generator.api import rules
 from generator.api.auth import OpenAITokenAuth
 from generator.api.errors import ApiError
@@ -161,10 +162,9 @@ def _answer(ids) -> dict:
         if delivered is None:
             continue
         try:
-            with delivered.file.open("rb") as handle:
-                content = handle.read()
-        except (FileNotFoundError, ValueError):
-            continue  # storage lost it: answered as no image, not as a 500
+            content = files.read(delivered.file)
+        except (FileNotFoundError, ValueError, *files.STORAGE_ERRORS):
+            continue  # storage lost it or is down: answered as no image, not as a 500
         data.append({"b64_json": base64.b64encode(content).decode(), "revised_prompt": None})
     if not data:
         failed = rows[0]

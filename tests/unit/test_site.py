@@ -22,6 +22,13 @@ def test_it_answers_health_checks(client):
     assert client.get(reverse("healthz")).json() == {"status": "ok"}
 
 
+def test_it_is_not_ready_while_redis_does_not_answer(client):
+    # The unit tier's queues point at a closed port (tests/unit/conftest.py).
+    response = client.get(reverse("readyz"))
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "failed": ["redis"]}
+
+
 def test_it_renders_a_friendly_404(client, settings):
     settings.DEBUG = False
     response = client.get("/no/such/page/")
