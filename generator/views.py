@@ -321,6 +321,8 @@ def detail(request, request_id):
     attempts = list(found.attempts.order_by("number"))
     context = {
         "r": found,
+        # Counted from the timeline it is shown beside, so the two always agree.
+        "s": found.status_view(len(attempts)),
         "image": found.images.first(),
         "attempts": attempts,
         "may_change": found.may_be_changed_by(request.user),
@@ -358,7 +360,8 @@ def card(request, request_id):
     """One gallery card, for the live status to swap in when a request ends."""
     found = _get_request_for_user(request, request_id)
     found.is_favourite = found.is_favourite_of(request.user)
-    return render(request, "generator/gallery.html#card", {"r": found})
+    context = {"r": found, "selectable": request.GET.get("select") == "1"}
+    return render(request, "generator/gallery.html#card", context)
 
 
 @login_required
