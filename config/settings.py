@@ -70,6 +70,7 @@ TEMPLATES = [
                 "django.template.context_processors.csp",
                 "accounts.context_processors.teams",
                 "monitoring.context_processors.alerts",
+                "generator.context_processors.sandbox",
             ],
         },
     },
