@@ -448,3 +448,31 @@ def test_it_counts_the_queue_position_across_teams(alice, charlie, team):
     assert mine.status_dict()["text"] == (
         "Queued for Nano Banana Pro: waiting for a free worker, 1 ahead of you."
     )
+
+
+# --- a submission after being signed out ---------------------------------------------------
+
+
+def test_it_keeps_the_prompt_of_a_signed_out_submission_through_the_login(client, alice):
+    from tests.conftest import PASSWORD
+
+    response = client.post(
+        reverse("generator:prompt"),
+        form(prompt="A lighthouse at dusk, kept", strategy="stability-first", aspect_ratio="16:9"),
+    )
+    login = reverse("accounts:login")
+    assert response.status_code == 302
+    assert response["Location"] == f"{login}?next={reverse('generator:prompt')}"
+    assert not GenerationRequest.objects.exists()
+    response = client.post(
+        response["Location"], {"username": alice.email, "password": PASSWORD}, follow=True
+    )
+    body = response.content.decode()
+    assert response.redirect_chain[-1][0] == reverse("generator:prompt")
+    assert ">A lighthouse at dusk, kept</textarea>" in body
+    assert 'value="stability-first" checked' in body
+    assert '<option value="16:9" selected>' in body
+    assert "your prompt was kept" in body
+    # Once: the next visit starts empty.
+    again = client.get(reverse("generator:prompt")).content.decode()
+    assert "A lighthouse at dusk, kept" not in again
