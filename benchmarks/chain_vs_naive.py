@@ -2,7 +2,7 @@
 
 The chain runs the production code itself (generator.resilience.policy.decide, Health with its
 breaker and limiter on the in-memory store) against a simulated upstream that follows
-../shared/docs/upstream-behaviour.md: Pro fails ~45 % at peak in overload episodes
+docs/upstream.md ("How the models behave"): Pro fails ~45 % at peak in overload episodes
 (503s), Flash under 10 %, token-bucket quotas that answer 429 with a retry delay, and
 latencies of 20-40 s (Pro) and 10-20 s (Flash). The naive client is the "production"
 variant described there: 3 attempts on Pro then 3 on Flash, sleeping inside the worker

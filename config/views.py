@@ -18,7 +18,7 @@ def home(request):
 
     team = request.user.current_team()
     recent = list(
-        GenerationRequest.visible_to(request.user)
+        GenerationRequest.objects.visible_to(request.user)
         .filter(team=team, user=request.user)
         .select_related("user")
         .prefetch_related("images")

@@ -145,7 +145,7 @@ def images(alice, bob, team, settings, tmp_path):
             finished=timezone.now(),
             quota_state=QuotaState.CHARGED,
         )
-        store_generated_image(row, picture("PNG", size), "image/png")
+        store_generated_image(row, picture("PNG", size))
         if fell_back:
             Attempt.objects.create(
                 request=row,

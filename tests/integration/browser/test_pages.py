@@ -114,7 +114,7 @@ def test_it_updates_the_status_live_without_reloading(tab, alice, images):
 
     # As the worker does (in one transaction): the image is stored before the request
     # is seen as done.
-    store_generated_image(queued, picture("PNG", (400, 300)), "image/png")
+    store_generated_image(queued, picture("PNG", (400, 300)))
     GenerationRequest.objects.filter(pk=queued.pk).update(
         status=Status.SUCCEEDED,
         served_model="gemini-3-pro-image-preview",
