@@ -16,9 +16,12 @@ DONE_WITHIN_MS = 60_000
 
 
 @pytest.fixture
-def pipeline(settings, tmp_path, sandbox_settings):
+def pipeline(settings, tmp_path, sandbox_settings, monkeypatch):
     # Listed before `workers` in the tests' arguments: the workers start with these.
     settings.TIME_SCALE = 0.005
+    # The request's time budget is scaled too (1200 s x 0.005 = 6 s): however long the
+    # workers take to start on a busy machine, a request must not run out of time.
+    monkeypatch.setenv("POLICY_REQUEST_BUDGET_S", "100000")
     settings.LEASE_SECONDS = 2
     settings.MEDIA_ROOT = tmp_path / "media"
     sandbox_settings.reset()
@@ -149,8 +152,6 @@ def slow_steps(pipeline, monkeypatch, settings):
     # Quality-first waits out the 429's delay (100 s x 0.2: longer than any of them)
     # instead of falling back at once, so the request is seen waiting.
     monkeypatch.setenv("POLICY_QUALITY_MAX_WAIT_S", "100")
-    # However long the workers take to start on a busy machine, the request has time.
-    monkeypatch.setenv("POLICY_REQUEST_BUDGET_S", "100000")
 
 
 def wait_for_badge(page, label: str) -> dict:
