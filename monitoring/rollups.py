@@ -240,7 +240,9 @@ def _window_rows(name, model, rows_fn, source, time_field, keys, sums, start, en
 
 def hist(rows, prefix: str = "") -> list[int]:
     """The histogram columns (h00..., or tti_h00... with a prefix) summed over rows."""
-    return [sum(r[f"{prefix}{h}"] or 0 for r in rows) for h in HIST_FIELDS]
+    # The keys are built once, not once per row: the page sums thousands of rows.
+    keys = [f"{prefix}{h}" for h in HIST_FIELDS]
+    return [sum(r[k] or 0 for r in rows) for k in keys]
 
 
 def attempts_in(start, end, by_bucket=False) -> list[dict]:
