@@ -3,6 +3,10 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from accounts import quotas
+from generator.forms import PromptForm
+from generator.models import GenerationRequest
+
 HOME_RECENT = 6  # the member's latest requests on the signed-in start page
 
 
@@ -12,10 +16,6 @@ def home(request):
     box, their latest requests with live status, and what the team may still generate."""
     if not request.user.is_authenticated:
         return render(request, "home.html")
-    from accounts import quotas
-    from generator.forms import PromptForm
-    from generator.models import GenerationRequest
-
     team = request.user.current_team()
     recent = list(
         GenerationRequest.objects.visible_to(request.user)
