@@ -75,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.csp",
                 "accounts.context_processors.teams",
                 "monitoring.context_processors.alerts",
+                "generator.context_processors.sandbox",
             ],
         },
     },

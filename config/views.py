@@ -6,12 +6,37 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from generator.forms import PromptForm
+from generator.models import GenerationRequest
+from quotas.selectors import quota_summary
+
 log = logging.getLogger("steadyshot.health")
+
+HOME_RECENT = 6  # the member's latest requests on the signed-in start page
 
 
 @require_GET
 def home(request):
-    return render(request, "home.html")
+    """Visitors read what Steadyshot does; a signed-in member starts working: a prompt
+    box, their latest requests with live status, and what the team may still generate."""
+    if not request.user.is_authenticated:
+        return render(request, "home.html")
+    team = request.user.current_team()
+    recent = list(
+        GenerationRequest.objects.visible_to(request.user)
+        .filter(team=team, user=request.user)
+        .select_related("user")
+        .prefetch_related("images")
+        .order_by("-created", "-id")[:HOME_RECENT]
+    )
+    context = {
+        "team": team,
+        "form": PromptForm(),
+        "recent": recent,
+        "active": any(r.is_active for r in recent),
+        "quota": quota_summary(team, request.user),
+    }
+    return render(request, "start.html", context)
 
 
 @require_GET

@@ -12,6 +12,7 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -68,9 +69,14 @@ def _quota_context(team, user) -> dict:
 # --- prompt ------------------------------------------------------------------------------
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def prompt(request):
+    if not request.user.is_authenticated:
+        # Signed out meanwhile (in another tab, or the session expired): keep what was
+        # written through the login instead of losing it.
+        if request.method == "POST":
+            _keep_draft(request)
+        return redirect_to_login(reverse("generator:prompt"))
     team = request.user.current_team()
     if request.method == "POST":
         form = PromptForm(request.POST, request.FILES)
@@ -79,9 +85,51 @@ def prompt(request):
             if accepted:
                 return _after_submit(accepted)
     else:
-        form = PromptForm(initial=_remix_initial(request))
+        form = PromptForm(initial=_remix_initial(request) or _draft_initial(request))
     context = {"form": form, "team": team, **_quota_context(team, request.user)}
     return render(request, "generator/prompt.html", context)
+
+
+DRAFT_KEY = "prompt_draft"
+# The fields a draft keeps (uploaded files cannot be kept: browsers do not resend them).
+DRAFT_FIELDS = (
+    "prompt",
+    "strategy",
+    "aspect_ratio",
+    "image_size",
+    "count",
+    "deadline",
+    "remix_of",
+)
+
+
+def _keep_draft(request) -> None:
+    """Put a signed-out submission's fields in the (anonymous) session; login() keeps
+    the session's data when it starts the member's session."""
+    draft = {
+        name: request.POST.get(name, "")[: PromptForm.base_fields["prompt"].max_length]
+        for name in DRAFT_FIELDS
+        if request.POST.get(name)
+    }
+    if draft.get("prompt"):
+        draft["had_references"] = bool(request.FILES)
+        request.session[DRAFT_KEY] = draft
+
+
+def _draft_initial(request) -> dict:
+    """A kept draft as the form's initial values (shown, not submitted: the member
+    checks it and generates), once."""
+    draft = request.session.pop(DRAFT_KEY, None)
+    if not draft:
+        return {}
+    text = (
+        "You were signed out when you submitted, so nothing was generated; your prompt "
+        "was kept. Check it and generate."
+    )
+    if draft.pop("had_references", False):
+        text += " Choose the reference images again."
+    messages.info(request, text)
+    return {name: value for name, value in draft.items() if name in DRAFT_FIELDS}
 
 
 def _remix_initial(request) -> dict:
@@ -275,6 +323,8 @@ def detail(request, request_id):
     attempts = list(found.attempts.order_by("number"))
     context = {
         "r": found,
+        # Counted from the timeline it is shown beside, so the two always agree.
+        "s": found.status_view(len(attempts)),
         "image": found.images.first(),
         "attempts": attempts,
         "may_change": found.may_be_changed_by(request.user),
@@ -312,7 +362,8 @@ def card(request, request_id):
     """One gallery card, for the live status to swap in when a request ends."""
     found = _get_request_for_user(request, request_id)
     found.is_favourite = found.is_favourite_of(request.user)
-    return render(request, "generator/gallery.html#card", {"r": found})
+    context = {"r": found, "selectable": request.GET.get("select") == "1"}
+    return render(request, "generator/gallery.html#card", context)
 
 
 @login_required
