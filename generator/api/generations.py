@@ -237,5 +237,5 @@ def get_image(request: HttpRequest, request_id: str = RequestId):
         return files.stream(delivered.file, delivered.mime)
     except Http404:
         raise ApiError(
-            404, "no_image", "The image file is missing from storage; generate it again."
+            404, "file_missing", "The image file is missing from storage; generate it again."
         ) from None

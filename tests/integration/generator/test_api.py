@@ -9,9 +9,7 @@ import pytest
 
 from accounts.models import ApiToken
 from generator import queue
-from generator.images import store_generated_image
 from generator.models import GenerationRequest, Status
-from tests.media import picture
 
 pytestmark = pytest.mark.django_db
 
@@ -247,13 +245,3 @@ def test_it_refuses_a_wrong_method_in_json(client, token):
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_it_answers_404_when_the_image_file_is_gone(client, token, settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path
-    (row,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
-    image = store_generated_image(GenerationRequest.objects.get(pk=row["id"]), picture())
-    GenerationRequest.objects.filter(pk=row["id"]).update(status=Status.SUCCEEDED)
-    image.file.storage.delete(image.file.name)  # storage lost it
-
-    response = call(client, "get", f"/api/v1/generations/{row['id']}/image", token)
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "no_image"
