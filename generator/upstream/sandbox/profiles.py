@@ -54,10 +54,23 @@ class ModelBehaviour:
 
 
 @dataclass(frozen=True)
+class BatchBehaviour:
+    """How Batch mode behaves (generator/upstream/sandbox/batches.py): a batch waits,
+    runs, then succeeds with each line's answer, or expires if it would end later than
+    `expire_after_s` (Google expires batches pending or running for 48 hours)."""
+
+    pending_s: tuple[float, float] = (30.0, 300.0)
+    running_s: tuple[float, float] = (600.0, 3600.0)
+    line_failure: float = 0.0  # chance per line of a 503 / 500 error instead of an image
+    expire_after_s: float = 172800.0
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     models: dict[str, ModelBehaviour]  # "*" applies to models not listed
+    batch: BatchBehaviour = BatchBehaviour()
 
     def behaviour(self, model: str) -> ModelBehaviour:
         return self.models.get(model) or self.models.get("*") or ModelBehaviour()
@@ -121,6 +134,10 @@ def builtin_profiles(catalogue_quotas: dict[str, Quota] | None = None) -> dict[s
                 ),
                 "*": ModelBehaviour(latency_s=(10.0, 20.0), overloaded=0.02),
             },
+            # Batches queue longer at peak, and a few lines come back with a 503.
+            BatchBehaviour(
+                pending_s=(300.0, 1800.0), running_s=(1800.0, 4 * 3600.0), line_failure=0.02
+            ),
         ),
         "outage": Profile(
             "outage",
@@ -223,6 +240,24 @@ def parse_behaviour(data: dict, where: str) -> ModelBehaviour:
     return ModelBehaviour(**kw)
 
 
+def parse_batch(data: dict, where: str) -> BatchBehaviour:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{where} must be a table")
+    _known(data, BatchBehaviour, where)
+    kw: dict = {}
+    for name in ("pending_s", "running_s"):
+        if name in data:
+            kw[name] = _pair(data[name], f"{where}.{name}")
+    if "line_failure" in data:
+        kw["line_failure"] = _chance(data["line_failure"], f"{where}.line_failure")
+    if "expire_after_s" in data:
+        value = data["expire_after_s"]
+        if not isinstance(value, int | float) or value <= 0:
+            raise ProfileError(f"{where}.expire_after_s must be seconds above 0")
+        kw["expire_after_s"] = float(value)
+    return BatchBehaviour(**kw)
+
+
 def load_profiles(path: str | Path | None, base: dict[str, Profile]) -> dict[str, Profile]:
     """The built-in profiles plus (or replaced by) those of the TOML file at `path`:
 
@@ -231,6 +266,9 @@ def load_profiles(path: str | Path | None, base: dict[str, Profile]) -> dict[str
     [profiles.storm.models."gemini-2.5-flash-image"]
     latency_s = [10, 20]
     overloaded = 0.3
+    [profiles.storm.batch]
+    running_s = [3600, 7200]
+    line_failure = 0.1
     """
     profiles = dict(base)
     if not path:
@@ -242,7 +280,7 @@ def load_profiles(path: str | Path | None, base: dict[str, Profile]) -> dict[str
     for name, table in (data.get("profiles") or {}).items():
         if not isinstance(table, dict) or not isinstance(table.get("models", {}), dict):
             raise ProfileError(f"Profile {name}: must be a table with a models table")
-        unknown = set(table) - {"description", "models"}
+        unknown = set(table) - {"description", "models", "batch"}
         if unknown:
             raise ProfileError(f"Profile {name}: unknown keys {sorted(unknown)}")
         models = {
@@ -251,7 +289,8 @@ def load_profiles(path: str | Path | None, base: dict[str, Profile]) -> dict[str
         }
         if not models:
             raise ProfileError(f"Profile {name}: no models")
-        profiles[name] = Profile(name, str(table.get("description", "")), models)
+        batch = parse_batch(table.get("batch", {}), f"profiles.{name}.batch")
+        profiles[name] = Profile(name, str(table.get("description", "")), models, batch)
     return profiles
 
 

@@ -41,6 +41,10 @@ VARIANTS = (
     "blocked", "overloaded", "unavailable", "rate_limited", "quota_day", "server_error",
     "no_image", "bad_request", "auth", "not_found", "malformed",
 )  # fmt: skip
+# Words that act on a whole batch in Batch mode (batches.py) and on nothing else:
+# `sandbox:batch_expired[=<hours>]`, `sandbox:batch_failed`, `sandbox:batch_slow=<hours>`.
+BATCH_VARIANTS = ("batch_expired", "batch_failed", "batch_slow")
+VALUED = ("slow", "batch_slow", "batch_expired")
 # `sandbox:<variant>[@<model>][*<n>]` or `sandbox:slow=<seconds>[@<model>][*<n>]`.
 TRIGGER = re.compile(
     r"sandbox:(?P<variant>[a-z_]+)(?:=(?P<value>\d+(?:\.\d+)?))?"
@@ -102,9 +106,11 @@ def parse_triggers(prompt: str) -> list[Trigger]:
     found = []
     for m in TRIGGER.finditer(prompt):
         variant = m["variant"]
-        if variant == "slow" and m["value"] is None:
+        if variant in ("slow", "batch_slow") and m["value"] is None:
             continue
-        if variant != "slow" and (variant not in VARIANTS or m["value"] is not None):
+        if variant not in (*VARIANTS, *BATCH_VARIANTS, "slow"):
+            continue
+        if m["value"] is not None and variant not in VALUED:
             continue
         found.append(
             Trigger(
@@ -149,6 +155,10 @@ class Sandbox:
         self.calls: deque[dict] = deque(maxlen=MAX_CALLS_KEPT)
         self.trigger_counts: Counter = Counter()
         self.in_flight = 0
+        # Imported here: batches.py builds its answers with this module's helpers.
+        from generator.upstream.sandbox.batches import BatchBook
+
+        self.batches = BatchBook(self)
         self._switch(profile, seed)
 
     # --- admin ----------------------------------------------------------------------
@@ -175,6 +185,7 @@ class Sandbox:
             self.calls.clear()
             self.trigger_counts.clear()
             self._switch("calm", self.initial_seed)
+        self.batches.reset()
 
     def set_time_scale(self, scale) -> None:
         with self.lock:
@@ -209,6 +220,8 @@ class Sandbox:
             forced, slow = None, None
             for trigger in parse_triggers(prompt):
                 if trigger.model and trigger.model != model:
+                    continue
+                if trigger.variant in BATCH_VARIANTS:
                     continue
                 if trigger.times is not None:
                     key = (prompt, trigger.token, model)
@@ -314,6 +327,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path = urlsplit(self.path).path
         sandbox = self.sandbox
+        # A client may send a body with a GET (the SDK sends "{}"): read it, or it would
+        # be taken for the next request on this kept-alive connection.
+        self._body()
         if path == "/_sandbox/health":
             profile = sandbox.profile
             return self._send(
@@ -323,7 +339,54 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, sandbox.state())
         if path == "/_sandbox/calls":
             return self._send(200, sandbox.call_log())
+        if path == "/_sandbox/batches":
+            return self._send(200, sandbox.batches.summary())
+        if self._key_missing():
+            return None
+        match = re.fullmatch(r"/(?:v1|v1beta)/batches/([^/:]+)", path)
+        if match:
+            return self._send(*sandbox.batches.get(match[1]))
+        if re.fullmatch(r"/(?:v1|v1beta)/batches", path):
+            query = parse_qs(urlsplit(self.path).query)
+            size = (query.get("pageSize") or ["50"])[0]
+            token = (query.get("pageToken") or [""])[0]
+            return self._send(*sandbox.batches.listing(int(size) if size.isdigit() else 50, token))
+        match = re.fullmatch(r"/(?:download/)?(?:v1|v1beta)/(files/[^/:]+):download", path)
+        if match:
+            data = sandbox.batches.download(match[1])
+            if data is None:
+                return self._send(404, _google_error(404, "NOT_FOUND", f"{match[1]} not found."))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/jsonl")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return None
         return self._send(404, _google_error(404, "NOT_FOUND", f"No route for GET {path}."))
+
+    def do_DELETE(self):
+        path = urlsplit(self.path).path
+        self._body()
+        if self._key_missing():
+            return None
+        match = re.fullmatch(r"/(?:v1|v1beta)/batches/([^/:]+)", path)
+        if match:
+            return self._send(*self.sandbox.batches.delete(match[1]))
+        return self._send(404, _google_error(404, "NOT_FOUND", f"No route for DELETE {path}."))
+
+    def _key_missing(self) -> bool:
+        """Answer 403 (True) when a Gemini API call carries no key, as Google does."""
+        query = parse_qs(urlsplit(self.path).query)
+        if self.headers.get("x-goog-api-key") or (query.get("key") or [""])[0]:
+            return False
+        if self.command == "POST":
+            self._body()
+        self._send(403, _google_error(
+            403, "PERMISSION_DENIED",
+            "Method doesn't allow unregistered callers (callers without established "
+            "identity). Please use API Key or other form of API consumer identity to call this API.",
+        ))  # fmt: skip
+        return True
 
     def do_POST(self):
         path = urlsplit(self.path).path
@@ -333,6 +396,8 @@ class Handler(BaseHTTPRequestHandler):
             match = re.fullmatch(r"/(v1|v1beta)/models/([^/:]+):generateContent", path)
             if match:
                 return self._gemini(match[1], match[2])
+            if self._batch_route(path):
+                return None
             if path == "/v1/images/generations":
                 return self._openai()
             self._body()
@@ -367,6 +432,58 @@ class Handler(BaseHTTPRequestHandler):
         except ProfileError as exc:
             raise BadRequest(str(exc)) from None
         return self._send(200, sandbox.state())
+
+    # --- Batch mode and files (batches.py) --------------------------------------------
+
+    def _batch_route(self, path: str) -> bool:
+        """Answer a Batch mode or Files API POST; False if `path` is neither."""
+        batches = self.sandbox.batches
+        create = re.fullmatch(r"/(v1|v1beta)/models/([^/:]+):batchGenerateContent", path)
+        cancel = re.fullmatch(r"/(?:v1|v1beta)/batches/([^/:]+):cancel", path)
+        upload = re.fullmatch(r"/upload/(?:v1|v1beta)/files", path)
+        if not (create or cancel or upload):
+            return False
+        # An upload session's URL is its own credential, as Google's is: no key needed.
+        session = upload and "upload_id=" in urlsplit(self.path).query
+        if not session and self._key_missing():
+            pass
+        elif create:
+            data = self._json()
+            if self.sandbox.models.get(create[2]) != "gemini":
+                self._send(404, _not_found(create[2], create[1]))
+            else:
+                self._send(*batches.create(create[2], data))
+        elif cancel:
+            self._body()
+            self._send(*batches.cancel(cancel[1]))
+        else:
+            self._upload(path)
+        return True
+
+    def _upload(self, path: str) -> None:
+        """The Files API's resumable upload: a start, then chunks, the last finalizing."""
+        batches = self.sandbox.batches
+        query = parse_qs(urlsplit(self.path).query)
+        upload_id = (query.get("upload_id") or [""])[0]
+        if not upload_id:
+            started = batches.upload_start(
+                self._json(),
+                self.headers.get("X-Goog-Upload-Header-Content-Length", ""),
+                self.headers.get("X-Goog-Upload-Header-Content-Type", ""),
+            )
+            url = f"http://{self.headers.get('Host')}{path}?upload_id={started}&upload_protocol=resumable"
+            self._send(200, {}, {"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active"})
+            return
+        stored = batches.upload_chunk(
+            upload_id,
+            self.headers.get("X-Goog-Upload-Offset", ""),
+            self._body(),
+            "finalize" in self.headers.get("X-Goog-Upload-Command", ""),
+        )
+        if stored is None:
+            self._send(200, {}, {"X-Goog-Upload-Status": "active"})
+        else:
+            self._send(200, {"file": stored}, {"X-Goog-Upload-Status": "final"})
 
     # --- Gemini ---------------------------------------------------------------------
 

@@ -58,6 +58,10 @@ class SandboxHandle:
     def calls(self) -> list[dict]:
         return self._get("calls")
 
+    def batches(self) -> list[dict]:
+        """Every Batch mode batch: name, model, display name, state, lines, keys."""
+        return self._get("batches")
+
 
 def start_sandbox(args: list[str], env: dict | None = None, timeout: float = 30.0):
     """(process, url) of `manage.py sandbox --port 0 ...`, once it listens."""
