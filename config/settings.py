@@ -159,6 +159,29 @@ MAX_RECOVERIES = env_int("MAX_RECOVERIES", 3)
 # before answering 504 with the ids to poll on the JSON API.
 OPENAI_COMPAT_WAIT_SECONDS = env_float("OPENAI_COMPAT_WAIT_SECONDS", 300.0)
 
+# --- Economy requests and Batch mode (generator/economy.py, batching.py; docs/economy.md) --
+# Economy requests go through Gemini's Batch mode at half price; with it off they wait
+# for the calmest hour before their deadline instead, and are called directly then.
+BATCH_MODE = env_bool("BATCH_MODE", True)
+# Seconds, times TIME_SCALE: how far ahead an economy request's "deliver by" must be,
+# and how long before it a request still waiting on its batch (or its off-peak hour)
+# goes the normal way instead, in time for the chain to deliver.
+ECONOMY_MIN_LEAD_S = env_float("ECONOMY_MIN_LEAD_S", 10800.0)
+ECONOMY_DIRECT_MARGIN_S = env_float("ECONOMY_DIRECT_MARGIN_S", 1800.0)
+# A batch is closed and sent once it holds BATCH_MAX_REQUESTS requests of one model and
+# size, or its oldest request has waited BATCH_MAX_AGE_S (times TIME_SCALE).
+BATCH_MAX_REQUESTS = env_int("BATCH_MAX_REQUESTS", 100)
+BATCH_MAX_AGE_S = env_float("BATCH_MAX_AGE_S", 600.0)
+# A sent batch is polled this often (seconds, times TIME_SCALE); the cron runs the
+# batcher every BATCH_TICK_SECONDS (real seconds).
+BATCH_POLL_S = env_float("BATCH_POLL_S", 60.0)
+BATCH_TICK_SECONDS = env_int("BATCH_TICK_SECONDS", 30)
+# Batches larger than this go as a JSONL file through the Files API (Google takes at
+# most 20 MB inline); a batch the provider refuses BATCH_SUBMIT_TRIES times is given up
+# and its requests go the normal way.
+BATCH_INLINE_MAX_BYTES = env_int("BATCH_INLINE_MAX_BYTES", 20_000_000)
+BATCH_SUBMIT_TRIES = env_int("BATCH_SUBMIT_TRIES", 5)
+
 # --- Auth -------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

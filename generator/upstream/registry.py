@@ -8,6 +8,7 @@ from django.conf import settings
 
 from generator.resilience.catalogue import ModelSpec
 from generator.upstream.gemini import GeminiProvider
+from generator.upstream.gemini_batch import GeminiBatchClient
 from generator.upstream.openai_images import OpenAIImagesProvider
 
 # The sandbox accepts any key; sending a fixed one means a real key can never reach it.
@@ -27,3 +28,10 @@ def get_provider(spec: ModelSpec) -> GeminiProvider | OpenAIImagesProvider:
             return OpenAIImagesProvider(f"{settings.SANDBOX_URL}/v1", SANDBOX_KEY)
         return OpenAIImagesProvider(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
     raise ValueError(f"Model {spec.id}: unknown provider {spec.provider!r}")
+
+
+def get_batch_client(spec: ModelSpec) -> GeminiBatchClient:
+    """Batch mode for a Gemini model, on the same endpoint and key as its direct calls."""
+    if spec.provider != "gemini":
+        raise ValueError(f"Model {spec.id}: Batch mode is spoken by the Gemini provider only")
+    return GeminiBatchClient(get_provider(spec), inline_max_bytes=settings.BATCH_INLINE_MAX_BYTES)

@@ -94,6 +94,38 @@ def post_json(
     return answer, latency_ms
 
 
+def send(
+    method: str,
+    url: str,
+    *,
+    spec: ModelSpec,
+    redact: Redactor,
+    headers: dict,
+    json_body: dict | None = None,
+    content: bytes | None = None,
+) -> tuple[httpx.Response, int]:
+    """One exchange of Batch mode or the Files API: (the response, whatever its status,
+    and latency_ms), or the UpstreamError of a call that got no answer. The caller maps
+    a non-2xx answer with error_from_response()."""
+    started = time.monotonic()
+    parsed = httpx.URL(url)
+    # Pooled per origin, like post_json's clients: an upload URL has the API's origin.
+    origin = f"{parsed.scheme}://{parsed.netloc.decode()}"
+    try:
+        response = client_for(origin).request(
+            method,
+            url,
+            json=json_body,
+            content=content,
+            headers=headers,
+            timeout=timeout_for(spec),
+        )
+    except httpx.HTTPError as exc:
+        outcome, message = _transport_failure(exc, spec, redact)
+        raise UpstreamError(outcome, message, latency_ms=_ms(started)) from exc
+    return response, _ms(started)
+
+
 def _transport_failure(exc: httpx.HTTPError, spec: ModelSpec, redact: Redactor):
     """(outcome, message) of a call that got no answer."""
     if isinstance(exc, httpx.ConnectTimeout):

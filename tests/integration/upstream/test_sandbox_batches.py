@@ -19,13 +19,6 @@ GIVE_UP_S = 120
 
 
 @pytest.fixture
-def fast(sandbox_settings, settings):
-    settings.TIME_SCALE = 0.0001
-    sandbox_settings.reset()
-    return sandbox_settings
-
-
-@pytest.fixture
 def client(fast):
     return genai.Client(api_key="sdk-key", http_options=types.HttpOptions(base_url=fast.url))
 
