@@ -5,14 +5,17 @@ more than one cron process only costs a little duplicate work. All of them go to
 "maintenance" queue, which workers serve before generation steps.
 """
 
+from django.conf import settings
 from rq import cron
 
+from generator.batching import tick as batches
 from generator.reconcile import reconcile
 from generator.retention import purge_deleted
 from monitoring import jobs as monitoring
 
 TASKS = [
     (reconcile, 30, "reconcile"),
+    (batches, settings.BATCH_TICK_SECONDS, "batches"),
     (purge_deleted, 3600, "purge-deleted"),
     (monitoring.roll_up, 60, "monitoring-rollup"),
     (monitoring.evaluate_alerts, 60, "monitoring-alerts"),

@@ -12,9 +12,16 @@ from uuid import uuid4
 from django.db import transaction
 from django.utils import timezone
 
-from generator import queue
-from generator.models import GenerationRequest, QuotaState, ReferenceImage, Status
-from generator.resilience.catalogue import ASPECT_RATIOS, STRATEGIES, get_catalogue
+from generator import economy, queue
+from generator.models import (
+    GenerationRequest,
+    QuotaState,
+    ReferenceImage,
+    Route,
+    Status,
+    duration_words,
+)
+from generator.resilience.catalogue import ASPECT_RATIOS, ECONOMY, STRATEGIES, get_catalogue
 from generator.upstream.availability import is_configured
 from quotas.services import reserve
 
@@ -91,6 +98,16 @@ def validate(submission: Submission) -> None:
         )
     if submission.deadline is not None and submission.deadline <= timezone.now():
         raise AdmissionError("deadline", "“Deliver by” must be in the future.")
+    if submission.strategy == ECONOMY:
+        lead = economy.min_lead()
+        if submission.deadline is None or submission.deadline < timezone.now() + lead:
+            raise AdmissionError(
+                "deadline",
+                f"Economy needs a “Deliver by” at least "
+                f"{duration_words(lead.total_seconds())} from now: "
+                "that is what Batch mode needs to deliver at half price. Set a later "
+                "time, or choose quality-first for an image now.",
+            )
 
 
 def submit(user, team, submission: Submission) -> list[GenerationRequest]:
@@ -104,6 +121,11 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     batch = uuid4()
     # One time for the requests and their reservation: quotas counts them for its day.
     admitted = timezone.now()
+    # Economy: the Batch price, and a wait in the database instead of a job now.
+    plan = economy.Plan(Route.DIRECT, Status.QUEUED, None, "")
+    if submission.strategy == ECONOMY:
+        worst = economy.price(chain, submission.image_size)
+        plan = economy.plan(chain, submission.deadline, admitted)
     with transaction.atomic():
         requests = []
         for _ in range(submission.count):
@@ -118,7 +140,10 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 image_size=submission.image_size,
                 deadline=submission.deadline,
                 chain=chain,
-                status=Status.QUEUED,
+                route=plan.route,
+                status=plan.status,
+                waiting_until=plan.waiting_until,
+                status_reason=plan.reason,
                 current_model=chain[0],
                 step=1,
                 handed_over=admitted,
@@ -134,5 +159,6 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
         # admissions wait. A refusal rolls them back.
         reserve(team, user, images=submission.count, cost_usd_each=worst, at=admitted)
         for request in requests:
-            transaction.on_commit(lambda r=request: queue.enqueue(r))
+            if request.status == Status.QUEUED:
+                transaction.on_commit(lambda r=request: queue.enqueue(r))
     return requests

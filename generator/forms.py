@@ -10,9 +10,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from generator import economy
 from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS
 from generator.images import validate_reference
-from generator.models import STRATEGY_HELP, Status, Strategy
+from generator.models import STRATEGY_HELP, Status, Strategy, duration_words
 from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES, get_catalogue
 from generator.upstream.availability import is_configured
 
@@ -95,6 +96,11 @@ class PromptForm(forms.Form):
         self.strategy_help = [
             (value, label, STRATEGY_HELP[value]) for value, label in Strategy.choices
         ]
+        lead = duration_words(economy.min_lead().total_seconds())
+        self.fields["deadline"].help_text = (
+            f"Optional (UTC). Quality-first falls back sooner to meet it; economy needs one "
+            f"at least {lead} away."
+        )
         # The sizes each strategy's first model delivers: the page's script disables the
         # others when the strategy changes (admission refuses them anyway, with a reason).
         self.fields["image_size"].widget.attrs.update(

@@ -158,7 +158,7 @@ class StepRunner:
                 self.hold,
                 served_model=spec.id,
                 fell_back=not (request.chain and spec.id == request.chain[0]),
-                cost_usd=spec.price(request.image_size),
+                cost_usd=request.price_to_charge(spec.price(request.image_size)),
                 delivered_width=prepared.width,
                 delivered_height=prepared.height,
                 attempt_count=len(self.attempts),

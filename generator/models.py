@@ -9,6 +9,7 @@ marked succeeded.
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import models, transaction
@@ -17,14 +18,15 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from generator import queue
-from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
+from generator.resilience.catalogue import ASPECT_RATIOS, ECONOMY, IMAGE_SIZES, STRATEGY_LABELS
 from generator.resilience.taxonomy import Outcome
 from quotas import services as quota_services
 
-
-class Strategy(models.TextChoices):
-    QUALITY_FIRST = "quality-first", "Quality first"
-    STABILITY_FIRST = "stability-first", "Stability first"
+# Built from the catalogue's one list of strategies: QUALITY_FIRST, STABILITY_FIRST, ECONOMY.
+Strategy = models.TextChoices(
+    "Strategy",
+    [(name.replace("-", "_").upper(), (name, label)) for name, label in STRATEGY_LABELS.items()],
+)
 
 
 STRATEGY_HELP = {
@@ -32,6 +34,9 @@ STRATEGY_HELP = {
     "recover, then falls back to Nano Banana.",
     Strategy.STABILITY_FIRST: "Steadiest model first (Nano Banana); never waits long, "
     "so images arrive sooner at slightly lower quality.",
+    Strategy.ECONOMY: "Half price, by a “Deliver by” at least a few hours away: Nano Banana "
+    "Pro through Gemini's Batch mode (or at the calmest hours before it). If the batch "
+    "cannot deliver in time, it is asked directly.",
 }
 
 
@@ -39,13 +44,28 @@ class Status(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     WAITING = "waiting", "Waiting to retry"
+    # Economy requests wait in the database, not in Redis: until they are put in a
+    # batch, or until their off-peak hour (generator/batching.py moves them on).
+    SCHEDULED = "scheduled", "Scheduled"
+    BATCHED = "batched", "In a batch"
     SUCCEEDED = "succeeded", "Done"
     FAILED = "failed", "Failed"
     CANCELED = "canceled", "Canceled"
 
 
-ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING)
+ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING, Status.SCHEDULED, Status.BATCHED)
+# Held by no worker and no job: a cancel ends the request at once.
+OFF_WORKER_STATUSES = (Status.QUEUED, Status.WAITING, Status.SCHEDULED, Status.BATCHED)
 FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+
+class Route(models.TextChoices):
+    """How a request is (to be) served. An economy request starts on "batch" or
+    "off_peak" and moves to "direct" if that way cannot deliver in time."""
+
+    DIRECT = "direct", "Directly"
+    BATCH = "batch", "Batch"
+    OFF_PEAK = "off_peak", "Off-peak"
 
 
 class QuotaState(models.TextChoices):
@@ -117,8 +137,9 @@ class Expect:
 
     @classmethod
     def off_worker(cls) -> "Expect":
-        """Queued or waiting: no worker holds the row (a cancel ends it at once)."""
-        return cls((Status.QUEUED, Status.WAITING))
+        """Queued, waiting, scheduled or in a batch: no worker holds the row (a cancel
+        ends it at once)."""
+        return cls(OFF_WORKER_STATUSES)
 
     def filter(self) -> dict:
         where: dict = {"status__in": list(self.statuses)}
@@ -206,6 +227,20 @@ class GenerationRequestQuerySet(models.QuerySet):
             )
         )
 
+    def put_in_batch(self, ids, batch, reason: str) -> int:
+        """Scheduled economy requests into `batch`: only those still scheduled and in no
+        batch, so two batchers never put one request into two batches (and a request
+        canceled meanwhile stays canceled). Returns how many went in."""
+        return self.filter(pk__in=ids, status=Status.SCHEDULED, upstream_batch=None).update(
+            status=Status.BATCHED, upstream_batch=batch, status_reason=reason[:300]
+        )
+
+    def tell_batched(self, batch, reason: str) -> int:
+        """What the pages say about the requests still in `batch` (sent, running…)."""
+        return self.filter(upstream_batch=batch, status=Status.BATCHED).update(
+            status_reason=reason[:300]
+        )
+
     def renew_lease(self, pk, worker: str) -> bool:
         """The worker is still alive and still holds the request: extend its lease."""
         lease = timedelta(seconds=settings.LEASE_SECONDS)
@@ -214,6 +249,15 @@ class GenerationRequestQuerySet(models.QuerySet):
                 lease_until=timezone.now() + lease
             )
         )
+
+
+def duration_words(seconds: float) -> str:
+    """A duration as a person says it: "11 h", "25 min", "40 s"."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 def _day_start(day) -> datetime:
@@ -246,6 +290,14 @@ class GenerationRequest(models.Model):
     references = models.ManyToManyField(ReferenceImage, blank=True, related_name="requests")
     deadline = models.DateTimeField(null=True, blank=True, help_text="Deliver by")
     chain = models.JSONField(default=list, help_text="The model ids planned, in order")
+    route = models.CharField(max_length=10, choices=Route.choices, default=Route.DIRECT)
+    # The upstream batch that carries (or carried) an economy request; kept after it
+    # left it, so the page can say which batch expired or failed.
+    upstream_batch = models.ForeignKey(
+        "UpstreamBatch", null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    # Why an economy request left Batch mode for the normal chain ("" if it did not).
+    left_batch_reason = models.CharField(max_length=300, blank=True)
 
     # Where it stands.
     status = models.CharField(
@@ -310,6 +362,8 @@ class GenerationRequest(models.Model):
             # Monitoring: requests that finished since the rollups' cursor (the raw tail
             # of every window, alert and scrape).
             models.Index(fields=["finished"], name="req_finished"),
+            # The batcher's scan of scheduled requests that are due.
+            models.Index(fields=["status", "waiting_until"], name="req_status_waiting"),
         ]
 
     def __str__(self):
@@ -328,6 +382,15 @@ class GenerationRequest(models.Model):
         if self.status == Status.SUCCEEDED and self.finished:
             return self.finished - self.created
         return None
+
+    @property
+    def time_to_image_words(self) -> str:
+        """ "18.4 s" for a direct request, "11 h" for one that waited for Batch mode."""
+        took = self.time_to_image
+        if took is None:
+            return ""
+        seconds = took.total_seconds()
+        return f"{seconds:.1f} s" if seconds < 60 else duration_words(seconds)
 
     # --- access -------------------------------------------------------------------------
 
@@ -375,6 +438,16 @@ class GenerationRequest(models.Model):
         # images.all() rather than first(): uses the gallery's prefetch.
         found = list(self.images.all())
         return found[0] if found else None
+
+    @property
+    def served_how(self) -> str:
+        """How an economy request was served, for the gallery and the detail page:
+        "Batch, Nano Banana Pro, 11 h" (or "Off-peak, …", or "Directly, …" when it left
+        Batch mode); "" for the other strategies and until it is delivered."""
+        if self.strategy != ECONOMY or self.status != Status.SUCCEEDED or not self.finished:
+            return ""
+        took = duration_words((self.finished - self.created).total_seconds())
+        return f"{Route(self.route).label}, {self.served_model_name}, {took}"
 
     @property
     def chain_names(self) -> list[str]:
@@ -492,6 +565,13 @@ class GenerationRequest(models.Model):
             self.settle_quota()
         return True
 
+    def price_to_charge(self, price: Decimal) -> Decimal:
+        """What the team pays for an image at `price`: an economy request never more than
+        it reserved (its first model's Batch price), whichever way it was served."""
+        if self.strategy == ECONOMY and self.reserved_usd:
+            return min(price, self.reserved_usd)
+        return price
+
     def settle_quota(self) -> bool:
         """Charge the reservation of a request that succeeded (at its cost: the served
         model's price) or refund one that failed or was canceled; True if this call did
@@ -553,8 +633,14 @@ class GenerationRequest(models.Model):
         return True
 
 
+# Attempt.provider of a line of a Batch mode batch: one image asked for in a batch,
+# counted apart from the calls (its latency is the batch's hours).
+BATCH_PROVIDER = "gemini-batch"
+
+
 class Attempt(models.Model):
-    """One call to one upstream model, whatever came of it."""
+    """One call to one upstream model, whatever came of it (or one line of a batch:
+    provider BATCH_PROVIDER)."""
 
     class Decision(models.TextChoices):
         DONE = "done", "Delivered"
@@ -638,3 +724,85 @@ class Image(models.Model):
     @property
     def alt_text(self) -> str:
         return self.description or self.request.prompt
+
+
+class UpstreamBatch(models.Model):
+    """One batch sent to a provider's Batch mode (Gemini's `batchGenerateContent`): the
+    economy requests of one model and size, closed by count or age (generator/batching.py).
+
+    A step on a batch (submit, poll, deliver, fall back) is taken by moving `next_step`
+    forward with a filtered UPDATE on the value read, so crons on several machines never
+    take the same step at once; and every step is idempotent (requests move through
+    their own filtered transitions, the submission is found again by its display name),
+    so a step that died midway is simply taken again once `next_step` comes round."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed", "Closed, not yet submitted"
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.EXPIRED, State.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model = models.CharField(max_length=80)
+    image_size = models.CharField(max_length=2)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CLOSED)
+    # The provider's names: "batches/…" once it accepted the batch, "files/…" for a
+    # batch sent as a JSONL file.
+    name = models.CharField(max_length=200, blank=True)
+    input_file = models.CharField(max_length=200, blank=True)
+    lines = models.PositiveIntegerField(default=0)  # requests sent in it
+    delivered = models.PositiveIntegerField(default=0)  # lines that became images
+    failed_lines = models.PositiveIntegerField(default=0)
+    submit_tries = models.PositiveSmallIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    submitted = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    # When a tick may take the batch's next step; taking it moves this forward.
+    next_step = models.DateTimeField(default=timezone.now)
+    # Set once the batch is final and none of its requests is still in it.
+    settled = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The batcher's scan: unsettled batches whose next step is due.
+            models.Index(fields=["settled", "next_step"], name="batch_due"),
+        ]
+
+    def __str__(self):
+        return f"{self.name or self.display_name} ({self.state})"
+
+    @property
+    def display_name(self) -> str:
+        """What the provider is told the batch is called: how a submission whose answer
+        was lost (a crash, a timeout) is found again instead of sent twice."""
+        return f"steadyshot-{self.id}"
+
+    @property
+    def short_name(self) -> str:
+        """The provider's id without "batches/", for pages."""
+        return self.name.removeprefix("batches/") if self.name else str(self.id)[:8]
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL_STATES
+
+    def take_step(self, until: datetime) -> bool:
+        """Hold the batch's next step until `until`: False if another tick took it."""
+        taken = UpstreamBatch.objects.filter(
+            pk=self.pk, next_step=self.next_step, settled=None
+        ).update(next_step=until)
+        if taken:
+            self.next_step = until
+        return bool(taken)
+
+    def record(self, **fields) -> None:
+        """Write what a step learned (state, name, counts); the step holds the batch."""
+        UpstreamBatch.objects.filter(pk=self.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)

@@ -35,6 +35,7 @@ class StatusView:
     served_model: str  # display name, "" until delivered
     fell_back: bool
     fallback_reason: str
+    served_how: str = ""  # economy: "Batch, Nano Banana Pro, 11 h" once delivered
 
     @property
     def version(self) -> str:
@@ -59,6 +60,7 @@ class StatusView:
             "served_model": self.served_model or None,
             "fell_back": self.fell_back,
             "fallback_reason": self.fallback_reason or None,
+            "served_how": self.served_how or None,
             "attempts": self.attempts,
             "cost": self.cost,
             "error": request.error_message if request.status == Status.FAILED else None,
@@ -178,6 +180,16 @@ def status_view(
             # The retry is due but every worker is busy: say so, never a time in the past.
             ahead = requests_ahead(request, now)
             text = f"The retry of {model} is due, {_worker_wait(ahead)}. {reason}".strip()
+    elif status == Status.SCHEDULED:
+        if request.waiting_until and request.waiting_until > now:
+            waiting_until = request.waiting_until
+        text = reason or "Scheduled."
+    elif status == Status.BATCHED:
+        text = reason or f"In a batch for {model}."
+    elif status == Status.SUCCEEDED and request.served_how:
+        text = f"Done: {request.served_how}."
+        if request.left_batch_reason:
+            text += f" {_sentence(request.left_batch_reason)}"
     elif status == Status.SUCCEEDED:
         text = f"Done by {request.served_model_name}"
         if request.fell_back:
@@ -205,4 +217,5 @@ def status_view(
         served_model=request.served_model_name,
         fell_back=request.fell_back,
         fallback_reason=request.fallback_reason,
+        served_how=request.served_how if status == Status.SUCCEEDED else "",
     )

@@ -335,6 +335,12 @@ def detail(request, request_id):
     return render(request, "generator/detail.html", context)
 
 
+def _same_lead(found: GenerationRequest):
+    if found.strategy != Strategy.ECONOMY or found.deadline is None:
+        return None
+    return timezone.now() + (found.deadline - found.created)
+
+
 def _ratio(width, height) -> str:
     if not width or not height:
         return ""
@@ -451,6 +457,8 @@ def rerun(request, request_id):
                 image_size=found.image_size,
                 references=list(found.references.all()),
                 remix_of=found,
+                # Economy needs a deadline: the same lead time the original had.
+                deadline=_same_lead(found),
             ),
         )
     except (AdmissionError, QuotaExceeded) as exc:

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import BigIntegerField, Case, Count, F, Func, Min, Q, Sum, When
-from django.db.models.functions import Coalesce, TruncHour, TruncMinute
+from django.db.models.functions import Coalesce, ExtractHour, TruncHour, TruncMinute
 from django.utils import timezone
 
-from generator.models import Attempt, GenerationRequest, Status
+from generator.models import BATCH_PROVIDER, Attempt, GenerationRequest, Status
 from monitoring.models import (
     HIST_FIELDS,
     LATENCY_BOUNDS_MS,
@@ -138,6 +138,13 @@ def final_requests():
     return GenerationRequest.objects.filter(status__in=FINAL, finished__isnull=False)
 
 
+def upstream_calls():
+    """The attempts that were calls to a model. A line of a Batch mode batch is counted
+    apart (the monitoring page's economy panel): its hours of waiting are not a call's
+    latency, and its failures say nothing about the model's hour-by-hour health."""
+    return Attempt.objects.exclude(provider=BATCH_PROVIDER)
+
+
 def _rebuild(model, rows_fn, source, time_field, start: datetime, end: datetime) -> int:
     """Replace the rollup rows of [start, end) with a fresh aggregate of the raw log."""
     written = 0
@@ -160,7 +167,7 @@ def roll_up(now: datetime | None = None) -> dict:
     end = floor_minute(now)
     result = {}
     for name, model, rows_fn, source, field in (
-        ("attempts", AttemptRollup, attempt_rows, Attempt.objects.all(), "started"),
+        ("attempts", AttemptRollup, attempt_rows, upstream_calls(), "started"),
         ("requests", RequestRollup, request_rows, final_requests(), "finished"),
     ):
         with transaction.atomic():
@@ -251,7 +258,7 @@ def attempts_in(start, end, by_bucket=False) -> list[dict]:
         "attempts",
         AttemptRollup,
         attempt_rows,
-        Attempt.objects.all(),
+        upstream_calls(),
         "started",
         ATTEMPT_KEYS,
         SUM_ATTEMPT,
@@ -292,6 +299,22 @@ def request_series_in(start, end) -> list[dict]:
         end,
         True,
     )
+
+
+def failures_by_hour(model: str, since: datetime) -> list[tuple[int, int]]:
+    """(failed, total) calls of `model` per UTC hour of the day since `since`, from the
+    hourly rollups (the heatmap's data, for one model): what the off-peak scheduler
+    learns from (generator/economy.py)."""
+    rows = (
+        AttemptRollup.objects.filter(period=Period.HOUR, model=model, bucket__gte=since)
+        .annotate(hr=ExtractHour("bucket"))
+        .values("hr")
+        .annotate(total=Sum("count"), failed=Sum("count", filter=~Q(outcome="success")))
+    )
+    table = [(0, 0)] * 24
+    for row in rows:
+        table[row["hr"]] = (row["failed"] or 0, row["total"] or 0)
+    return table
 
 
 def prune(now: datetime | None = None) -> dict:

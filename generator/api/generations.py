@@ -116,6 +116,13 @@ def serialize(row: GenerationRequest, *, attempts: bool = False) -> dict:
         ),
         "fell_back": row.fell_back,
         "fallback_reason": row.fallback_reason or None,
+        "route": row.route,
+        "upstream_batch": (
+            {"name": row.upstream_batch.name, "state": row.upstream_batch.state}
+            if row.upstream_batch
+            else None
+        ),
+        "left_batch_reason": row.left_batch_reason or None,
         "delivered": (
             {"width": row.delivered_width, "height": row.delivered_height}
             if row.delivered_width
@@ -168,8 +175,10 @@ class ListQuery(Schema):
 
 @router.get("/generations", response={200: PageOut, **ERRORS}, summary="List your team's")
 def list_generations(request: HttpRequest, query: Query[ListQuery]):
-    rows = GenerationRequest.objects.visible_to(request.auth).filter(
-        team=request.auth.current_team()
+    rows = (
+        GenerationRequest.objects.visible_to(request.auth)
+        .filter(team=request.auth.current_team())
+        .select_related("upstream_batch")
     )
     if query.status:
         rows = rows.filter(status=query.status)

@@ -64,7 +64,8 @@ class SubmitIn(BaseModel):
         None,
         description=rules.describe(
             "deadline", "Deliver by: a patient quality-first request waits for its model "
-            "until then. Without an offset, the server's time zone."
+            "until then; economy needs one at least ECONOMY_MIN_LEAD_S (3 hours) away. "
+            "Without an offset, the server's time zone."
         ),
         json_schema_extra={"type": "string", "format": "date-time"},
     )  # fmt: skip
@@ -87,6 +88,13 @@ class Delivered(Schema):
     height: int
 
 
+class UpstreamBatchOut(Schema):
+    name: str = Field(description="The provider's batch, `batches/…`; empty until sent.")
+    state: str = Field(
+        description="closed, pending, running, succeeded, failed, expired or cancelled."
+    )
+
+
 class GenerationError(Schema):
     code: str
     message: str
@@ -106,6 +114,16 @@ class GenerationOut(Schema):
     served_model_name: str | None
     fell_back: bool
     fallback_reason: str | None
+    route: str = Field(
+        description="How it is served: direct (the chain), batch (Gemini's Batch mode, "
+        "economy) or off_peak (economy, at the calmest hour before its deadline)."
+    )
+    upstream_batch: UpstreamBatchOut | None = Field(
+        description="Economy: the Batch mode batch that carries (or carried) it."
+    )
+    left_batch_reason: str | None = Field(
+        description="Economy: why it left Batch mode for the chain, if it did."
+    )
     delivered: Delivered | None = Field(description="The pixel size of the image delivered.")
     attempt_count: int
     cost_usd: str | None

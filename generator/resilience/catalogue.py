@@ -12,7 +12,20 @@ from pathlib import Path
 
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 IMAGE_SIZES = ("1K", "2K", "4K")
-STRATEGIES = ("quality-first", "stability-first")
+
+# The strategies, defined here once: the form, the API, the policy and the request's
+# choices all read these names and labels.
+QUALITY_FIRST = "quality-first"
+STABILITY_FIRST = "stability-first"
+# Patient and cheaper: delivered by a deadline hours away through Gemini's Batch mode at
+# its price (or, without Batch mode, at the calmest hours before the deadline).
+ECONOMY = "economy"
+STRATEGY_LABELS = {
+    QUALITY_FIRST: "Quality first",
+    STABILITY_FIRST: "Stability first",
+    ECONOMY: "Economy",
+}
+STRATEGIES = tuple(STRATEGY_LABELS)
 
 
 @dataclass(frozen=True)
@@ -29,10 +42,20 @@ class ModelSpec:
     rpd: int | None = None  # requests per day
     read_timeout_s: float = 180.0
     connect_timeout_s: float = 10.0
+    # Per image through the provider's Batch mode, by size; empty: the model has none.
+    batch_price_usd: dict[str, Decimal] = field(default_factory=dict)
 
     def price(self, size: str) -> Decimal:
         """The price of one image at the size this model would deliver for `size`."""
         return self.price_usd[self.deliverable_size(size)]
+
+    @property
+    def has_batch(self) -> bool:
+        return bool(self.batch_price_usd)
+
+    def batch_price(self, size: str) -> Decimal:
+        """The Batch mode price of one image at the size delivered for `size`."""
+        return self.batch_price_usd[self.deliverable_size(size)]
 
     def deliverable_size(self, requested: str) -> str:
         """The largest size the model supports that is not larger than the request (a 4K
@@ -72,6 +95,8 @@ DEFAULT_MODELS = {
         quality_rank=3,
         sizes=("1K", "2K", "4K"),
         price_usd={"1K": _d("0.134"), "2K": _d("0.134"), "4K": _d("0.24")},
+        # Batch mode costs half the synchronous price (ai.google.dev pricing).
+        batch_price_usd={"1K": _d("0.067"), "2K": _d("0.067"), "4K": _d("0.12")},
         max_reference_images=14,
         rpm=20,
         ipm=20,
@@ -85,6 +110,7 @@ DEFAULT_MODELS = {
         quality_rank=2,
         sizes=("1K",),
         price_usd={"1K": _d("0.039")},
+        batch_price_usd={"1K": _d("0.0195")},
         max_reference_images=3,
         rpm=150,
         ipm=100,
@@ -115,9 +141,12 @@ DEFAULT_MODELS["gemini-3-pro-image"] = replace(
 
 DEFAULT_STRATEGIES = {
     # Quality first: the best model, retried within a wait budget, then downgrades.
-    "quality-first": ("gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-image-1"),
+    QUALITY_FIRST: ("gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-image-1"),
     # Stability first: the steadiest model first; the best one only as a last resort.
-    "stability-first": ("gemini-2.5-flash-image", "gpt-image-1", "gemini-3-pro-image-preview"),
+    STABILITY_FIRST: ("gemini-2.5-flash-image", "gpt-image-1", "gemini-3-pro-image-preview"),
+    # Economy: the best model through Batch mode; if the batch cannot deliver in time,
+    # the same chain as quality-first, called directly.
+    ECONOMY: ("gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-image-1"),
 }
 
 _FIELDS = {f for f in ModelSpec.__dataclass_fields__ if f != "id"}
@@ -146,8 +175,9 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
             if unknown:
                 raise CatalogueError(f"Model {model_id}: unknown fields {sorted(unknown)}")
             fields = dict(fields)
-            if "price_usd" in fields:
-                fields["price_usd"] = {k: _d(v) for k, v in fields["price_usd"].items()}
+            for prices in ("price_usd", "batch_price_usd"):
+                if prices in fields:
+                    fields[prices] = {k: _d(v) for k, v in fields[prices].items()}
             if "sizes" in fields:
                 fields["sizes"] = tuple(fields["sizes"])
             if model_id in models:
@@ -167,6 +197,8 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
         bad = set(model.sizes) - set(IMAGE_SIZES) or set(model.sizes) - set(model.price_usd)
         if bad or not model.sizes:
             raise CatalogueError(f"Model {model.id}: sizes must be priced and among {IMAGE_SIZES}")
+        if model.batch_price_usd and set(model.sizes) - set(model.batch_price_usd):
+            raise CatalogueError(f"Model {model.id}: a Batch mode price is needed for every size")
     for name, chain in strategies.items():
         if name not in STRATEGIES:
             raise CatalogueError(f"Unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from generator.resilience.catalogue import CatalogueError, load_catalogue
+from generator.resilience.catalogue import STRATEGIES, CatalogueError, load_catalogue
 
 
 def test_it_has_defaults_for_the_gemini_models_and_an_openai_one():
@@ -69,4 +69,35 @@ def test_it_explains_a_bad_catalogue_file(tmp_path, text, message):
     path = tmp_path / "catalogue.toml"
     path.write_text(text)
     with pytest.raises(CatalogueError, match=message):
+        load_catalogue(path)
+
+
+def test_batch_mode_costs_half_the_gemini_price_and_the_openai_model_has_none():
+    catalogue = load_catalogue()
+    pro = catalogue["gemini-3-pro-image-preview"]
+    assert pro.batch_price("1K") == pro.price("1K") / 2
+    assert pro.batch_price("4K") == pro.price("4K") / 2
+    assert catalogue["gemini-2.5-flash-image"].batch_price("4K") == Decimal("0.0195")
+    assert not catalogue["gpt-image-1"].has_batch
+
+
+def test_economy_is_a_strategy_with_the_best_model_first():
+    catalogue = load_catalogue()
+    assert "economy" in STRATEGIES
+    assert catalogue.primary("economy").id == "gemini-3-pro-image-preview"
+
+
+def test_the_request_model_offers_exactly_the_catalogue_strategies():
+    from generator.models import Strategy
+
+    assert tuple(Strategy.values) == STRATEGIES
+    assert Strategy.ECONOMY.label == "Economy"
+
+
+def test_a_toml_file_sets_batch_prices_for_every_size_or_none(tmp_path):
+    path = tmp_path / "catalogue.toml"
+    path.write_text('[models."gemini-2.5-flash-image"]\nbatch_price_usd = {"1K" = 0.02}\n')
+    assert load_catalogue(path)["gemini-2.5-flash-image"].batch_price("1K") == Decimal("0.02")
+    path.write_text('[models."gemini-3-pro-image-preview"]\nbatch_price_usd = {"1K" = 0.05}\n')
+    with pytest.raises(CatalogueError, match="Batch mode price is needed for every size"):
         load_catalogue(path)
