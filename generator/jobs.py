@@ -24,10 +24,11 @@ from accounts import quotas
 from generator import queue
 from generator.images import store_generated_image
 from generator.models import Attempt, GenerationRequest, Status
+from generator.resilience import chain
 from generator.resilience.catalogue import get_catalogue
 from generator.resilience.from_settings import policy_config_from_settings
 from generator.resilience.health import Health
-from generator.resilience.policy import Action, AttemptRecord, Decision, Situation, decide
+from generator.resilience.policy import Action, AttemptRecord, Decision
 from generator.resilience.taxonomy import USER_MESSAGES, Outcome
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
 from generator.upstream.registry import get_provider
@@ -80,9 +81,7 @@ class StepRunner:
     def run(self) -> str:
         if self._cancel_requested():
             return self._finish_canceled()
-        # A model refused once is never chosen for a call now again: one try per model
-        # in the chain and one more suffice.
-        decision = self.health.admit(self._decide, tries=len(self.request.chain) + 1)
+        decision = chain.next_step(self._ticket(), self.health, self.config)
         if decision.action == Action.CALL:
             return self._call(decision)
         return self._apply(decision, attempt=None)
@@ -123,7 +122,7 @@ class StepRunner:
         attempt = self._record_attempt(spec, started, error.outcome, error.latency_ms, error)
         if self._cancel_requested():
             return self._finish_canceled(attempt)
-        return self._apply(self._decide(), attempt=attempt)
+        return self._apply(chain.ask(self._ticket(), self.health, self.config), attempt=attempt)
 
     # --- outcomes -------------------------------------------------------------------
 
@@ -237,30 +236,27 @@ class StepRunner:
     def _now_ts(self) -> float:
         return timezone.now().timestamp()
 
-    def _decide(self) -> Decision:
+    def _ticket(self) -> chain.Ticket:
         request = self.request
-        attempts = tuple(
-            AttemptRecord(
-                model=a.model,
-                outcome=Outcome(a.outcome),
-                at=(a.started + timedelta(milliseconds=a.latency_ms or 0)).timestamp(),
-                retry_after_s=a.retry_after_ms / 1000 if a.retry_after_ms is not None else None,
-                quota_scope=a.quota_scope,
-            )
-            for a in self.attempts
-        )
-        situation = Situation(
+        return chain.Ticket(
+            key=str(request.pk),
             strategy=request.strategy,
             chain=tuple(request.chain),
-            attempts=attempts,
-            health=self.health.snapshot(request.chain),
-            now=self._now_ts(),
             created=request.created.timestamp(),
             deadline=request.deadline.timestamp() if request.deadline else None,
-            # Jitter differs between requests but is reproducible for one request.
-            seed=f"{request.pk}:{request.attempt_count}",
+            attempts=tuple(
+                AttemptRecord(
+                    model=a.model,
+                    outcome=Outcome(a.outcome),
+                    at=(a.started + timedelta(milliseconds=a.latency_ms or 0)).timestamp(),
+                    retry_after_s=(
+                        a.retry_after_ms / 1000 if a.retry_after_ms is not None else None
+                    ),
+                    quota_scope=a.quota_scope,
+                )
+                for a in self.attempts
+            ),
         )
-        return decide(situation, self.config)
 
     def _references(self):
         for ref in self.request.references.all():

@@ -2,18 +2,17 @@
 model, in Redis, so that every worker on every machine sees the same state (an outage
 is discovered once, not once per worker, and the workers together keep to the quota).
 
-jobs.py asks `acquire()` before each call, `record()` after it, and gives the policy a
-`snapshot()`; the monitoring page reads `overview()` and `transitions()`.
+The chain (chain.py) asks `acquire()` before each call, `record()` after it, and gives
+the policy a `snapshot()`; the monitoring page reads `overview()` and `transitions()`.
 """
 
 import secrets
 import statistics
-from collections.abc import Callable
 
 from generator.resilience.breaker import Breaker, BreakerConfig
 from generator.resilience.clock import Clock, SystemClock
 from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
-from generator.resilience.policy import Action, Decision, ModelHealth
+from generator.resilience.policy import ModelHealth
 from generator.resilience.stores import Store
 from generator.resilience.taxonomy import Outcome
 
@@ -80,30 +79,6 @@ class Health:
         if self.breaker.state(model).state != "closed":
             self._probes[model] = token
         return True, None
-
-    def admit(self, decide: Callable[[], Decision], tries: int) -> Decision:
-        """Ask the policy what to do and, for a call, take the chosen model's slot. The
-        limiter or breaker may refuse it; the policy then sees that model's state and
-        waits or downgrades instead. Bounded by `tries`: a CALL returned holds its slot,
-        and if every try was refused the request waits a moment instead.
-
-        Shared by the workers (jobs.py) and the benchmark's simulator, so that both run
-        the same code."""
-        decision = decide()
-        for _ in range(tries):
-            if decision.action != Action.CALL:
-                return decision
-            if self.acquire(decision.model)[0]:
-                return decision
-            decision = decide()
-        if decision.action == Action.CALL:
-            return Decision(
-                Action.WAIT,
-                model=decision.model,
-                at=self.clock.now() + 1,
-                reason="Every model's upstream quota is busy; trying again shortly.",
-            )
-        return decision
 
     def record(
         self,
