@@ -24,18 +24,19 @@ from accounts import quotas
 from generator import queue
 from generator.images import store_generated_image
 from generator.models import Attempt, GenerationRequest, Status
+from generator.reasons import words
 from generator.resilience import chain
 from generator.resilience.catalogue import get_catalogue
 from generator.resilience.from_settings import policy_config_from_settings
 from generator.resilience.health import Health
-from generator.resilience.policy import Action, AttemptRecord, Decision
+from generator.resilience.policy import Action, AttemptRecord, Code, Decision, Reason
 from generator.resilience.taxonomy import USER_MESSAGES, Outcome
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
 from generator.upstream.registry import get_provider
 
 log = logging.getLogger("steadyshot.jobs")
 # One line per upstream call, in logfmt, for log pipelines: request, model, outcome,
-# latency and the decision taken after it.
+# latency and the decision taken after it, with its reason code and words.
 attempt_log = logging.getLogger("steadyshot.attempt")
 
 
@@ -91,7 +92,7 @@ class StepRunner:
         spec = self.catalogue[decision.model]
         fields = {"current_model": spec.id, "status_reason": f"Running on {spec.display_name}"}
         if decision.downgraded_from:
-            fields["fallback_reason"] = self._humanize(decision.reason)
+            fields["fallback_reason"] = self._words(decision)
         self._update(**fields)
         call = GenerationCall(
             model=spec,
@@ -127,15 +128,16 @@ class StepRunner:
     # --- outcomes -------------------------------------------------------------------
 
     def _apply(self, decision: Decision, attempt: Attempt | None) -> str:
-        reason = self._humanize(decision.reason)
+        reason = self._words(decision)
+        code = decision.reason.code if decision.reason else ""
         if decision.action == Action.GIVE_UP:
-            self._set_decision(attempt, Attempt.Decision.GIVE_UP, reason)
+            self._set_decision(attempt, Attempt.Decision.GIVE_UP, reason, code=code)
             outcome = decision.outcome or (Outcome(attempt.outcome) if attempt else None)
             return self._fail(outcome or Outcome.UNAVAILABLE, reason)
         kind = Attempt.Decision.RETRY
         if attempt is not None and decision.model != attempt.model:
             kind = Attempt.Decision.DOWNGRADE
-        self._set_decision(attempt, kind, reason, decision.model)
+        self._set_decision(attempt, kind, reason, decision.model, code=code)
         fields = {
             "current_model": decision.model,
             "status_reason": reason,
@@ -175,7 +177,9 @@ class StepRunner:
                 lease_until=None,
             )
             if not done:
-                self._set_decision(attempt, "", "Result discarded: the request was taken over.")
+                self._set_decision(
+                    attempt, "", "Result discarded: the request was taken over.", code="taken_over"
+                )
                 return "lost-claim"
             # Written inside the transaction: the request is seen as done only once its
             # image is in storage and in the database.
@@ -184,7 +188,8 @@ class StepRunner:
                 delivered_width=image.width, delivered_height=image.height
             )
             quotas.charge(request, cost)
-            self._set_decision(attempt, Attempt.Decision.DONE, f"Delivered by {spec.display_name}")
+            reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
+            self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
         return "succeeded"
 
     def _fail(self, outcome: Outcome, reason: str) -> str:
@@ -204,7 +209,9 @@ class StepRunner:
         return "failed"
 
     def _finish_canceled(self, attempt: Attempt | None = None) -> str:
-        self._set_decision(attempt, Attempt.Decision.CANCELED, "Canceled by the user")
+        self._set_decision(
+            attempt, Attempt.Decision.CANCELED, "Canceled by the user", code="canceled"
+        )
         with transaction.atomic():
             if not self._update(
                 status=Status.CANCELED,
@@ -288,7 +295,7 @@ class StepRunner:
         self.attempts.append(attempt)
         return attempt
 
-    def _set_decision(self, attempt, decision, reason, next_model=""):
+    def _set_decision(self, attempt, decision, reason, next_model="", *, code=""):
         if attempt is None:
             return
         attempt.decision = decision
@@ -296,7 +303,7 @@ class StepRunner:
         attempt.next_model = next_model or ""
         attempt.save(update_fields=["decision", "decision_reason", "next_model"])
         attempt_log.info(
-            'request=%s attempt=%s model=%s outcome=%s http=%s latency_ms=%s decision=%s next=%s reason="%s"',
+            'request=%s attempt=%s model=%s outcome=%s http=%s latency_ms=%s decision=%s next=%s code=%s reason="%s"',
             self.request.pk,
             attempt.number,
             attempt.model,
@@ -305,14 +312,13 @@ class StepRunner:
             attempt.latency_ms,
             decision or "-",
             next_model or "-",
+            code or "-",
             reason.replace('"', "'"),
         )
 
-    def _humanize(self, text: str) -> str:
-        """Policy reasons name model ids; people know the models by name."""
-        for model_id in sorted(self.catalogue.models, key=len, reverse=True):
-            text = text.replace(model_id, self.catalogue[model_id].display_name)
-        return text
+    @staticmethod
+    def _words(decision: Decision) -> str:
+        return words(decision.reason, GenerationRequest.model_name)
 
 
 class Heartbeat:

@@ -13,8 +13,10 @@ from generator.resilience.health import Health
 from generator.resilience.policy import (
     Action,
     AttemptRecord,
+    Code,
     Decision,
     PolicyConfig,
+    Reason,
     Situation,
     decide,
 )
@@ -70,6 +72,6 @@ def next_step(ticket: Ticket, health: Health, config: PolicyConfig) -> Decision:
             Action.WAIT,
             model=decision.model,
             at=health.clock.now() + 1,
-            reason="Every model's upstream quota is busy; trying again shortly.",
+            reason=Reason(Code.ALL_BUSY),
         )
     return decision

@@ -6,8 +6,12 @@ RQ worker (generator/jobs.py) and in the benchmark's simulator on a virtual cloc
 
 `decide()` is asked twice per step: before a call (which model, now or later?) and after
 it (retry, downgrade, give up?). It must answer the same both times for the same
-history, so the jitter comes from a random generator seeded by the request and its
-attempt count, not from the generator it is handed.
+history, so its jitter comes from a random generator seeded by `Situation.seed` (the
+request and its attempt count).
+
+A decision carries a `Reason`: a code and the models and numbers it needs, no words.
+People read them in words made where they are shown (generator/reasons.py), with the
+models' display names.
 
 Why the rules are what they are (docs/resilience.md has the long version):
 - blocked, bad_request and auth are the user's or the operator's problem: another call
@@ -48,6 +52,42 @@ RETRYABLE = frozenset(
         Outcome.MALFORMED,
     }
 )
+
+
+class Code(StrEnum):
+    """Why the policy decided what it did; `Reason` carries the details."""
+
+    DELIVERED = "delivered"  # model
+    CALLING = "calling"  # model
+    BACKOFF = "backoff"  # model failed with outcome; retried after a jittered wait
+    RATE_LIMITED = "rate_limited"  # model; retried after the server's delay (seconds)
+    BREAKER_OPEN = "breaker_open"  # model's circuit breaker is open
+    QUOTA_BUSY = "quota_busy"  # model's upstream quota has no headroom
+    ALL_BUSY = "all_busy"  # every model's quota refused the call just now
+    DAILY_QUOTA = "daily_quota"  # model's daily quota is used up
+    NOT_FOUND = "not_found"  # model is not found upstream
+    STRUGGLING = "struggling"  # model's recent success rate is below the floor (rate)
+    FAILED_TIMES = "failed_times"  # model failed count times (the last with outcome)
+    NOT_RETRIED = "not_retried"  # model answered outcome, which another call cannot fix
+    ATTEMPTS_USED = "attempts_used"  # count attempts made, the last: model, outcome
+    DEADLINE_PASSED = "deadline_passed"
+    OUT_OF_TIME = "out_of_time"  # the request's time budget is spent
+    ALL_TRIED = "all_tried"  # every model in the chain was tried (count attempts)
+    NONE_LEFT = "none_left"  # cause, and no model is left in the chain
+    NO_MODEL = "no_model"  # the chain is empty
+    NONE_IN_TIME = "none_in_time"  # cause; no model can be called before the time is up
+    DOWNGRADE = "downgrade"  # cause; downgrading to model
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: Code
+    model: str = ""
+    outcome: Outcome | None = None
+    count: int = 0
+    seconds: float = 0.0
+    rate: float | None = None
+    cause: "Reason | None" = None  # for DOWNGRADE, NONE_LEFT, NONE_IN_TIME
 
 
 class Action(StrEnum):
@@ -112,7 +152,7 @@ class Decision:
     action: Action
     model: str = ""
     at: float = 0.0
-    reason: str = ""
+    reason: Reason | None = None
     downgraded_from: str = ""
     outcome: Outcome | None = None
 
@@ -165,12 +205,8 @@ def backoff_s(config: PolicyConfig, failures: int, rng: random.Random) -> float:
     return rng.uniform(0, ceiling)
 
 
-def decide(
-    situation: Situation, config: PolicyConfig, rng: random.Random | None = None
-) -> Decision:
-    """The next step of a request. `rng` is accepted for callers that want to pass one;
-    the jitter is drawn from a generator seeded by `situation.seed` so that asking
-    twice gives the same answer."""
+def decide(situation: Situation, config: PolicyConfig) -> Decision:
+    """The next step of a request."""
     return _Planner(situation, config).decide()
 
 
@@ -192,22 +228,28 @@ class _Planner:
     def decide(self) -> Decision:
         s, last = self.s, self.last
         if last is not None and last.outcome == Outcome.SUCCESS:
-            return Decision(Action.DONE, model=last.model, reason=f"Delivered by {last.model}")
-        if last is not None and last.outcome in NON_RETRYABLE:
-            return self._give_up(last.outcome, f"{last.model}: {last.outcome.label}; not retried")
-        if len(s.attempts) >= self.config.attempt_budget:
-            return self._give_up(
-                last.outcome if last else Outcome.UNAVAILABLE,
-                f"gave up after {len(s.attempts)} attempts (the last: {last.model} {last.outcome})",
+            return Decision(
+                Action.DONE, model=last.model, reason=Reason(Code.DELIVERED, last.model)
             )
+        if last is not None and last.outcome in NON_RETRYABLE:
+            why = Reason(Code.NOT_RETRIED, last.model, last.outcome)
+            return self._give_up(last.outcome, why)
+        if len(s.attempts) >= self.config.attempt_budget:
+            why = Reason(
+                Code.ATTEMPTS_USED,
+                last.model if last else "",
+                last.outcome if last else None,
+                count=len(s.attempts),
+            )
+            return self._give_up(last.outcome if last else Outcome.UNAVAILABLE, why)
         if self.now >= self.give_up_at:
-            what = "the deadline passed" if s.deadline is not None else "out of time"
-            return self._give_up(last.outcome if last else Outcome.TIMEOUT, what)
+            code = Code.DEADLINE_PASSED if s.deadline is not None else Code.OUT_OF_TIME
+            return self._give_up(last.outcome if last else Outcome.TIMEOUT, Reason(code))
 
         candidates = self._candidates()
         if not candidates:
             return self._give_up(*self._why_none_left())
-        fallback: tuple[float, str, str] | None = None  # (ready, model, why it is not now)
+        fallback: tuple[float, str, Reason] | None = None  # (ready, model, why not now)
         for i, model in enumerate(candidates):
             is_last = i == len(candidates) - 1
             ready, why, patient = self._ready_at(model, is_last)
@@ -222,7 +264,7 @@ class _Planner:
         # No model is usable before the request's time is up.
         ready, model, why = fallback
         outcome = last.outcome if last else Outcome.UNAVAILABLE
-        return self._give_up(outcome, f"{why}; no model can be called before the time is up")
+        return self._give_up(outcome, Reason(Code.NONE_IN_TIME, cause=why))
 
     # --- which models are still in play --------------------------------------------
 
@@ -232,20 +274,20 @@ class _Planner:
             return self.s.chain.index(self.last.model)
         return 0
 
-    def _out(self, model: str) -> str:
-        """Why `model` is out of play for this request ("" if it is not)."""
+    def _out(self, model: str) -> Reason | None:
+        """Why `model` is out of play for this request (None if it is not)."""
         for a in self.s.attempts:
             if a.model != model:
                 continue
             if a.outcome == Outcome.NOT_FOUND:
-                return f"{model} is not found upstream"
+                return Reason(Code.NOT_FOUND, model)
             if a.outcome == Outcome.RATE_LIMITED and a.quota_scope == "day":
-                return f"{model}'s daily quota is used up"
+                return Reason(Code.DAILY_QUOTA, model)
         health = self.s.health.get(model)
         until = health.out_of_quota_until if health is not None else None
         if until is not None and until > self.give_up_at:
-            return f"{model}'s daily quota is used up"
-        return ""
+            return Reason(Code.DAILY_QUOTA, model)
+        return None
 
     def _candidates(self) -> list[str]:
         """The models this request may still call, in chain order, each within its
@@ -262,23 +304,27 @@ class _Planner:
                 result.append(model)
         return result
 
-    def _why_none_left(self) -> tuple[Outcome, str]:
+    def _why_none_left(self) -> tuple[Outcome, Reason]:
         last = self.last
-        outs = [self._out(m) for m in self.s.chain[self._position() :]]
         if last is None:
-            reason = "; ".join(o for o in outs if o) or "no model in the chain"
-            return Outcome.RATE_LIMITED if "quota" in reason else Outcome.UNAVAILABLE, reason
-        reason = f"every model in the chain was tried ({len(self.s.attempts)} attempts)"
+            outs = [o for o in map(self._out, self.s.chain[self._position() :]) if o]
+            if not outs:
+                return Outcome.UNAVAILABLE, Reason(Code.NO_MODEL)
+            quota = any(o.code == Code.DAILY_QUOTA for o in outs)
+            return (
+                Outcome.RATE_LIMITED if quota else Outcome.UNAVAILABLE,
+                Reason(Code.NONE_LEFT, cause=outs[0]),
+            )
         if last.outcome == Outcome.NOT_FOUND or last.quota_scope == "day":
-            reason = f"{self._out(last.model)}, and no model is left in the chain"
-        return last.outcome, reason
+            return last.outcome, Reason(Code.NONE_LEFT, cause=self._out(last.model))
+        return last.outcome, Reason(Code.ALL_TRIED, count=len(self.s.attempts))
 
     # --- when a model can be called ----------------------------------------------------
 
-    def _ready_at(self, model: str, is_last: bool) -> tuple[float, str, bool]:
+    def _ready_at(self, model: str, is_last: bool) -> tuple[float, Reason, bool]:
         """(earliest call time, why, whether this strategy waits that long for it)."""
         now, limits = self.now, self.limits
-        ready, why, patient = now, f"calling {model}", True
+        ready, why, patient = now, Reason(Code.CALLING, model), True
         last = self.last
         if last is not None and last.model == model:
             if last.outcome == Outcome.RATE_LIMITED:
@@ -286,37 +332,31 @@ class _Planner:
                 if delay is None:
                     delay = self.config.rate_limited_default_s
                 ready = last.at + delay
-                why = (
-                    f"{model} is rate limited; retrying after the server's delay of {delay:.0f} s"
-                )
+                why = Reason(Code.RATE_LIMITED, model, seconds=delay)
                 patient = delay <= limits.max_rate_limit_wait_s or self._deadline_allows(ready)
             elif last.outcome in RETRYABLE:
                 failures = self._trailing_failures(model)
                 seeded = random.Random(f"{self.s.seed}:{model}:{len(self.s.attempts)}")
                 ready = last.at + backoff_s(self.config, failures, seeded)
-                why = f"{model} failed ({last.outcome}); retrying with backoff"
+                why = Reason(Code.BACKOFF, model, last.outcome)
                 patient = True
         health = self.s.health.get(model)
         if health is None:
             return ready, why, patient
         if not is_last and self._struggling(health):
             rate = health.success_rate or 0.0
-            return (
-                float("inf"),
-                f"{model} is struggling ({rate:.0%} success recently)",
-                False,
-            )
+            return float("inf"), Reason(Code.STRUGGLING, model, rate=rate), False
         available = health.available_at(now)
         # Compared with now too: a backoff that has already run out is no reason to
         # blame the breaker or the quota for the call not going at once.
         if available > max(ready, now):
             ready = available
             if health.breaker != "closed" and not health.probe_available:
-                why = f"{model}'s circuit breaker is open"
+                why = Reason(Code.BREAKER_OPEN, model)
             elif health.out_of_quota_until is not None and health.out_of_quota_until >= ready:
-                why = f"{model}'s daily quota is used up"
+                why = Reason(Code.DAILY_QUOTA, model)
             else:
-                why = f"{model}'s upstream quota has no headroom"
+                why = Reason(Code.QUOTA_BUSY, model)
             patient = ready - now <= limits.max_wait_s or self._deadline_allows(ready)
         return ready, why, patient
 
@@ -346,24 +386,24 @@ class _Planner:
 
     # --- decisions -----------------------------------------------------------------------
 
-    def _step(self, action: Action, model: str, at: float, why: str) -> Decision:
+    def _step(self, action: Action, model: str, at: float, why: Reason) -> Decision:
         previous = self.last.model if self.last else self.s.chain[0]
         downgraded_from = previous if model != previous else ""
         if downgraded_from:
-            why = f"{self._left_because(previous)}; downgrading to {model}"
+            why = Reason(Code.DOWNGRADE, model, cause=self._left_because(previous))
         return Decision(action, model=model, at=at, reason=why, downgraded_from=downgraded_from)
 
-    def _left_because(self, model: str) -> str:
+    def _left_because(self, model: str) -> Reason:
         out = self._out(model)
         if out:
             return out
         used = self.counts.get(model, 0)
         if used >= self.limits.attempts_per_model:
             last = self.last
-            what = f" ({last.outcome})" if last and last.model == model else ""
-            return f"{model} failed {used} times{what}"
+            outcome = last.outcome if last and last.model == model else None
+            return Reason(Code.FAILED_TIMES, model, outcome, count=used)
         _, why, _ = self._ready_at(model, is_last=False)
         return why
 
-    def _give_up(self, outcome: Outcome, reason: str) -> Decision:
+    def _give_up(self, outcome: Outcome, reason: Reason) -> Decision:
         return Decision(Action.GIVE_UP, reason=reason, outcome=outcome)

@@ -5,7 +5,7 @@ from generator.resilience.breaker import BreakerConfig
 from generator.resilience.clock import VirtualClock
 from generator.resilience.health import Health
 from generator.resilience.limiter import LimiterConfig, Quotas
-from generator.resilience.policy import Action, AttemptRecord, PolicyConfig
+from generator.resilience.policy import Action, AttemptRecord, Code, PolicyConfig, Reason
 from generator.resilience.stores import MemoryStore
 from generator.resilience.taxonomy import Outcome
 
@@ -65,7 +65,7 @@ def test_it_waits_a_moment_when_every_try_is_refused():
     health.acquire = lambda model: (False, None)
     decision = chain.next_step(ticket(clock), health, CONFIG)
     assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, clock.now() + 1)
-    assert "quota is busy" in decision.reason
+    assert decision.reason == Reason(Code.ALL_BUSY)
 
 
 def test_asked_twice_with_the_same_history_it_answers_the_same():

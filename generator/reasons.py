@@ -1,0 +1,67 @@
+"""The policy's reasons in words, made where they are shown (the request's status and
+fallback lines, the attempt log, the detail page and the API), with the models'
+display names. The policy itself (generator/resilience/policy.py) says only codes and
+numbers."""
+
+from collections.abc import Callable
+
+from generator.resilience.policy import Code, Reason
+from generator.resilience.taxonomy import Outcome
+
+
+def _seconds(s: float) -> str:
+    if s >= 90:
+        return f"{s / 60:.0f} min"
+    return f"{s:.0f} s"
+
+
+def words(reason: Reason | None, name: Callable[[str], str]) -> str:
+    """One line a person can read; `name(model_id)` gives a model's display name."""
+    if reason is None:
+        return ""
+    m = name(reason.model) if reason.model else ""
+    outcome = reason.outcome
+    match reason.code:
+        case Code.DELIVERED:
+            return f"Delivered by {m}"
+        case Code.CALLING:
+            return f"calling {m}"
+        case Code.BACKOFF:
+            return f"{m} failed ({outcome}); retrying with backoff"
+        case Code.RATE_LIMITED:
+            return f"{m} is rate limited; retrying after the server's delay of {_seconds(reason.seconds)}"
+        case Code.BREAKER_OPEN:
+            return f"{m}'s circuit breaker is open"
+        case Code.QUOTA_BUSY:
+            return f"{m}'s upstream quota has no headroom"
+        case Code.ALL_BUSY:
+            return "Every model's upstream quota is busy; trying again shortly."
+        case Code.DAILY_QUOTA:
+            return f"{m}'s daily quota is used up"
+        case Code.NOT_FOUND:
+            return f"{m} is not found upstream"
+        case Code.STRUGGLING:
+            return f"{m} is struggling ({reason.rate or 0:.0%} success recently)"
+        case Code.FAILED_TIMES:
+            what = f" ({outcome})" if outcome else ""
+            return f"{m} failed {reason.count} times{what}"
+        case Code.NOT_RETRIED:
+            label = Outcome(outcome).label if outcome else "failed"
+            return f"{m}: {label}; not retried"
+        case Code.ATTEMPTS_USED:
+            return f"gave up after {reason.count} attempts (the last: {m} {outcome})"
+        case Code.DEADLINE_PASSED:
+            return "the deadline passed"
+        case Code.OUT_OF_TIME:
+            return "out of time"
+        case Code.ALL_TRIED:
+            return f"every model in the chain was tried ({reason.count} attempts)"
+        case Code.NONE_LEFT:
+            return f"{words(reason.cause, name)}, and no model is left in the chain"
+        case Code.NO_MODEL:
+            return "no model in the chain"
+        case Code.NONE_IN_TIME:
+            return f"{words(reason.cause, name)}; no model can be called before the time is up"
+        case Code.DOWNGRADE:
+            return f"{words(reason.cause, name)}; downgrading to {m}"
+    raise ValueError(f"no words for {reason.code}")
