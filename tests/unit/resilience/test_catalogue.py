@@ -1,4 +1,5 @@
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,15 @@ def test_it_explains_a_bad_catalogue_file(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(CatalogueError, match=message):
         load_catalogue(path)
+
+
+def test_the_documented_example_file_loads():
+    example = Path(__file__).resolve().parents[3] / "docs" / "catalogue.example.toml"
+    catalogue = load_catalogue(example)
+    assert catalogue["gemini-2.5-flash-image"].rpm == 500
+    assert catalogue["sdxl-relay"].price("1K") == Decimal("0.01")
+    assert [m.id for m in catalogue.chain("quality-first")] == [
+        "gemini-3-pro-image",
+        "gemini-2.5-flash-image",
+        "sdxl-relay",
+    ]
