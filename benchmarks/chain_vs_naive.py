@@ -6,8 +6,9 @@ RQ workers run it. The upstream is the sandbox's own pure fault model
 (`generator.upstream.sandbox.profiles`: each model's `ModelState` with its overload
 episodes, latencies and token-bucket quotas), switched between profiles on a schedule
 as a drill switches the sandbox. The naive client is the "production" variant of
-upstream-behaviour.md: 3 tries on Pro, then 3 on Flash, sleeping inside the worker
-(10·2ⁿ + U(0, 5) s after a 503, 60 s after a 429) and moving on after anything else.
+docs/upstream.md ("How the models behave"): 3 tries on Pro, then 3 on Flash, sleeping
+inside the worker (10·2ⁿ + U(0, 5) s after a 503, 60 s after a 429) and moving on after
+anything else.
 
 Both clients get the same arrivals (Poisson) and the same number of workers: a chain
 step holds a worker for its call only, a naive request holds one from start to end.

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import uuid4
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -119,7 +118,3 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
         for request in requests:
             transaction.on_commit(lambda r=request: queue.enqueue(r))
     return requests
-
-
-def sandbox_mode() -> bool:
-    return settings.UPSTREAM_SANDBOX

@@ -24,7 +24,6 @@ from functools import wraps
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Q
 from django.http import FileResponse, HttpRequest, JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -247,9 +246,7 @@ def _accept(request: HttpRequest, body: dict) -> list[GenerationRequest] | JsonR
 
 
 def _visible(request: HttpRequest):
-    return GenerationRequest.objects.filter(
-        team__memberships__user=request.user, deleted=None
-    ).distinct()
+    return GenerationRequest.objects.visible_to(request.user)
 
 
 def _one(request: HttpRequest, request_id) -> GenerationRequest | JsonResponse:
@@ -284,20 +281,17 @@ def generations(request: HttpRequest) -> JsonResponse:
             )
         rows = rows.filter(status=status)
     before = request.GET.get("before")
-    if before:
-        anchor = _one(request, before)
-        if isinstance(anchor, JsonResponse):
-            return error(400, "invalid", "“before” must be a generation id.", field="before")
-        rows = rows.filter(
-            Q(created__lt=anchor.created) | Q(created=anchor.created, id__lt=anchor.id)
-        )
-    page = list(rows.order_by("-created", "-id")[: PAGE_SIZE + 1])
-    more = len(page) > PAGE_SIZE
-    page = page[:PAGE_SIZE]
+    try:
+        page = rows.page(UUID(before) if before else None, PAGE_SIZE)
+    except ValueError:
+        page = None
+    if page is None or not page.anchor_found:
+        # The id of a row of this listing (the `next_before` of the previous page).
+        return error(400, "invalid", "“before” must be a generation id.", field="before")
     return JsonResponse(
         {
-            "data": [serialize(r) for r in page],
-            "next_before": str(page[-1].id) if more else None,
+            "data": [serialize(r) for r in page.rows],
+            "next_before": str(page.next_before) if page.next_before else None,
         }
     )
 

@@ -9,6 +9,7 @@ so a small file that expands to gigabytes (a decompression bomb) is refused chea
 import hashlib
 import io
 import warnings
+from dataclasses import dataclass
 from uuid import uuid4
 
 from django.conf import settings
@@ -97,33 +98,59 @@ def _has_alpha(image: PILImage.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
 
 
-def store_generated_image(request: GenerationRequest, data: bytes, mime: str) -> Image:
+@dataclass(frozen=True)
+class PreparedImage:
+    """A delivered image, checked and thumbnailed, not yet stored."""
+
+    data: bytes
+    mime: str  # what the bytes really are, whatever the upstream claimed
+    width: int
+    height: int
+    thumbnail: bytes  # WebP
+
+
+def prepare_generated_image(data: bytes) -> PreparedImage:
+    """Decode the upstream's bytes once: the same pixels are checked and thumbnailed.
+    Raises ImageRejected for anything that is not a whole PNG, JPEG or WebP image."""
+    with _decode(data, GENERATED_MAX_PIXELS) as decoded:
+        return PreparedImage(
+            data=data,
+            mime=FORMAT_MIME[decoded.format],
+            width=decoded.width,
+            height=decoded.height,
+            thumbnail=make_thumbnail(decoded),
+        )
+
+
+def save_generated_image(request: GenerationRequest, prepared: PreparedImage) -> Image:
     """Keep the delivered image and its thumbnail, once per request.
 
     Called by the worker inside the transaction that marks the request succeeded; a
-    second call for the same request (a duplicate job) returns the existing row. `mime`
-    is what the upstream claimed; the stored type is what the bytes really are."""
+    second call for the same request (a duplicate job) returns the existing row."""
     existing = Image.objects.filter(request=request).first()
     if existing is not None:
         return existing
-    # Decoded once: the same pixels are checked and thumbnailed.
-    with _decode(data, GENERATED_MAX_PIXELS) as decoded:
-        real_mime = FORMAT_MIME[decoded.format]
-        image = Image(
-            request=request,
-            team_id=request.team_id,
-            width=decoded.width,
-            height=decoded.height,
-            mime=real_mime,
-            bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-        )
-        thumbnail = make_thumbnail(decoded)
+    image = Image(
+        request=request,
+        team_id=request.team_id,
+        width=prepared.width,
+        height=prepared.height,
+        mime=prepared.mime,
+        bytes=len(prepared.data),
+        sha256=hashlib.sha256(prepared.data).hexdigest(),
+    )
     name = uuid4().hex
-    image.file.save(f"{name}.{MIME_EXTENSION[real_mime]}", ContentFile(data), save=False)
-    image.thumbnail.save(f"{name}.webp", ContentFile(thumbnail), save=False)
+    image.file.save(
+        f"{name}.{MIME_EXTENSION[prepared.mime]}", ContentFile(prepared.data), save=False
+    )
+    image.thumbnail.save(f"{name}.webp", ContentFile(prepared.thumbnail), save=False)
     image.save()
     return image
+
+
+def store_generated_image(request: GenerationRequest, data: bytes) -> Image:
+    """prepare_generated_image() then save_generated_image(), for callers outside a step."""
+    return save_generated_image(request, prepare_generated_image(data))
 
 
 def validate_reference(uploaded_file) -> tuple[bytes, str]:

@@ -16,14 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from accounts import quotas
-from generator import queue
-from generator.images import store_generated_image
-from generator.models import Attempt, GenerationRequest, Status
+from generator.images import prepare_generated_image, save_generated_image
+from generator.models import Attempt, Expect, GenerationRequest, Status
 from generator.reasons import words
 from generator.resilience import chain
 from generator.resilience.catalogue import get_catalogue
@@ -48,17 +44,7 @@ def advance(request_id: str, step: int) -> str:
     """Run one step of the request if `step` is still its current step; returns what
     happened (for RQ's job result and the tests)."""
     me = worker_name()
-    now = timezone.now()
-    claimed = GenerationRequest.objects.filter(
-        pk=request_id, step=step, status__in=[Status.QUEUED, Status.WAITING]
-    ).update(
-        status=Status.RUNNING,
-        claimed_by=me,
-        lease_until=now + timedelta(seconds=settings.LEASE_SECONDS),
-        started=Coalesce(F("started"), now),
-        waiting_until=None,
-    )
-    if not claimed:
+    if not GenerationRequest.objects.claim(request_id, step, me):
         # A duplicate, or a job from before a cancel or a reconciler hand-over.
         log.info("request=%s step=%s stale job: nothing to do", request_id, step)
         return "stale"
@@ -90,10 +76,13 @@ class StepRunner:
     def _call(self, decision: Decision) -> str:
         request = self.request
         spec = self.catalogue[decision.model]
-        fields = {"current_model": spec.id, "status_reason": f"Running on {spec.display_name}"}
-        if decision.downgraded_from:
-            fields["fallback_reason"] = self._words(decision)
-        self._update(**fields)
+        fallback = self._words(decision) if decision.downgraded_from else ""
+        # The row already names the model the last hand-over planned; write only when the
+        # policy chose another one now.
+        if (spec.id != request.current_model or fallback) and not request.show_call(
+            self.hold, spec.id, fallback
+        ):
+            return "lost-claim"
         call = GenerationCall(
             model=spec,
             prompt=request.prompt,
@@ -127,6 +116,12 @@ class StepRunner:
 
     # --- outcomes -------------------------------------------------------------------
 
+    @property
+    def hold(self) -> Expect:
+        """What this step holds: every write below is void once it lost the claim (its
+        worker was presumed dead and the reconciler took the request back)."""
+        return Expect.held(self.me, self.request.step)
+
     def _apply(self, decision: Decision, attempt: Attempt | None) -> str:
         reason = self._words(decision)
         code = decision.reason.code if decision.reason else ""
@@ -138,43 +133,36 @@ class StepRunner:
         if attempt is not None and decision.model != attempt.model:
             kind = Attempt.Decision.DOWNGRADE
         self._set_decision(attempt, kind, reason, decision.model, code=code)
-        fields = {
-            "current_model": decision.model,
-            "status_reason": reason,
-            "step": self.request.step + 1,
-            "claimed_by": "",
-            "lease_until": None,
-            "handed_over": timezone.now(),
-        }
-        if decision.downgraded_from:
-            fields["fallback_reason"] = reason
         at = None
         if decision.action == Action.WAIT and decision.at > self._now_ts():
             at = datetime.fromtimestamp(decision.at, tz=UTC)
-            fields.update(status=Status.WAITING, waiting_until=at)
-        else:
-            fields.update(status=Status.QUEUED)
-        with transaction.atomic():
-            if not self._update(**fields):
-                return "lost-claim"
-            self.request.step += 1
-            transaction.on_commit(lambda: queue.enqueue(self.request, at=at))
+        handed = self.request.hand_over(
+            self.hold,
+            model=decision.model,
+            reason=reason,
+            at=at,
+            fallback_reason=reason if decision.downgraded_from else "",
+            attempt_count=len(self.attempts),
+        )
+        if not handed:
+            return "lost-claim"
         return "waiting" if at else "requeued"
 
     def _deliver(self, spec, result, attempt: Attempt) -> str:
         request = self.request
-        served_first = request.chain and spec.id == request.chain[0]
-        cost = spec.price(request.image_size)
+        # Decoded, checked and thumbnailed before the transaction: it holds no lock while
+        # Pillow works.
+        prepared = prepare_generated_image(result.data)
         with transaction.atomic():
-            done = self._update(
-                status=Status.SUCCEEDED,
+            done = request.finish(
+                Status.SUCCEEDED,
+                self.hold,
                 served_model=spec.id,
-                fell_back=not served_first,
-                cost_usd=cost,
-                finished=timezone.now(),
-                status_reason="",
-                waiting_until=None,
-                lease_until=None,
+                fell_back=not (request.chain and spec.id == request.chain[0]),
+                cost_usd=spec.price(request.image_size),
+                delivered_width=prepared.width,
+                delivered_height=prepared.height,
+                attempt_count=len(self.attempts),
             )
             if not done:
                 self._set_decision(
@@ -183,59 +171,36 @@ class StepRunner:
                 return "lost-claim"
             # Written inside the transaction: the request is seen as done only once its
             # image is in storage and in the database.
-            image = store_generated_image(request, result.data, result.mime)
-            GenerationRequest.objects.filter(pk=request.pk).update(
-                delivered_width=image.width, delivered_height=image.height
-            )
-            quotas.charge(request, cost)
+            save_generated_image(request, prepared)
             reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
             self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
         return "succeeded"
 
     def _fail(self, outcome: Outcome, reason: str) -> str:
         message = USER_MESSAGES.get(outcome, "The request could not be completed.")
-        with transaction.atomic():
-            if not self._update(
-                status=Status.FAILED,
-                error_code=str(outcome),
-                error_message=f"{message} ({reason})" if reason else message,
-                finished=timezone.now(),
-                status_reason="",
-                waiting_until=None,
-                lease_until=None,
-            ):
-                return "lost-claim"
-            quotas.refund(self.request)
-        return "failed"
+        done = self.request.finish(
+            Status.FAILED,
+            self.hold,
+            error_code=str(outcome),
+            error_message=f"{message} ({reason})" if reason else message,
+            attempt_count=len(self.attempts),
+        )
+        return "failed" if done else "lost-claim"
 
     def _finish_canceled(self, attempt: Attempt | None = None) -> str:
         self._set_decision(
             attempt, Attempt.Decision.CANCELED, "Canceled by the user", code="canceled"
         )
-        with transaction.atomic():
-            if not self._update(
-                status=Status.CANCELED,
-                error_code="canceled",
-                error_message="Canceled. No further attempts were made.",
-                finished=timezone.now(),
-                status_reason="",
-                waiting_until=None,
-                lease_until=None,
-            ):
-                return "lost-claim"
-            quotas.refund(self.request)
-        return "canceled"
+        done = self.request.finish(
+            Status.CANCELED,
+            self.hold,
+            error_code="canceled",
+            error_message=GenerationRequest.CANCELED_MESSAGE,
+            attempt_count=len(self.attempts),
+        )
+        return "canceled" if done else "lost-claim"
 
     # --- helpers --------------------------------------------------------------------
-
-    def _update(self, **fields) -> int:
-        """Update the request only while this step still holds it."""
-        return GenerationRequest.objects.filter(
-            pk=self.request.pk,
-            status=Status.RUNNING,
-            step=self.request.step,
-            claimed_by=self.me,
-        ).update(**fields)
 
     def _cancel_requested(self) -> bool:
         return GenerationRequest.objects.filter(pk=self.request.pk, cancel_requested=True).exists()
@@ -271,9 +236,9 @@ class StepRunner:
                 yield InputImage(data=handle.read(), mime=ref.mime)
 
     def _record_attempt(self, spec, started, outcome, latency_ms, error=None) -> Attempt:
-        number = self.request.attempt_count + 1
-        GenerationRequest.objects.filter(pk=self.request.pk).update(attempt_count=number)
-        self.request.attempt_count = number
+        # Numbered after the attempts this step read, not after the request's counter: a
+        # step that died after its call left an attempt the counter never saw.
+        number = self.attempts[-1].number + 1 if self.attempts else 1
         retry_ms = None
         if error is not None and error.retry_after_s is not None:
             retry_ms = int(error.retry_after_s * 1000)
@@ -344,9 +309,7 @@ class Heartbeat:
         lease = settings.LEASE_SECONDS
         try:
             while not self.stop.wait(lease / 3):
-                GenerationRequest.objects.filter(
-                    pk=self.request_pk, status=Status.RUNNING, claimed_by=self.me
-                ).update(lease_until=timezone.now() + timedelta(seconds=lease))
+                GenerationRequest.objects.renew_lease(self.request_pk, self.me)
         except Exception:  # the lease just expires; the reconciler recovers the request
             log.exception("request=%s heartbeat failed", self.request_pk)
         finally:

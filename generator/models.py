@@ -7,12 +7,16 @@ marked succeeded.
 """
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from generator import queue
 from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
 from generator.resilience.taxonomy import Outcome
 
@@ -88,6 +92,131 @@ class ReferenceImage(models.Model):
 
     def __str__(self):
         return f"{self.width}×{self.height} {self.mime}"
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a writer believes about a request's row. A transition writes only while it is
+    still true (a filtered UPDATE), so two workers, a worker and the reconciler, or a
+    worker and a cancel can never both move the same request on."""
+
+    statuses: tuple[str, ...]
+    step: int | None = None
+    worker: str | None = None
+
+    @classmethod
+    def held(cls, worker: str, step: int) -> "Expect":
+        """A worker's step: running, on this step, claimed by this worker."""
+        return cls((Status.RUNNING,), step, worker)
+
+    @classmethod
+    def seen(cls, status: str, step: int) -> "Expect":
+        """The reconciler: the state and step it read, whoever holds the row."""
+        return cls((status,), step)
+
+    @classmethod
+    def off_worker(cls) -> "Expect":
+        """Queued or waiting: no worker holds the row (a cancel ends it at once)."""
+        return cls((Status.QUEUED, Status.WAITING))
+
+    def filter(self) -> dict:
+        where: dict = {"status__in": list(self.statuses)}
+        if self.step is not None:
+            where["step"] = self.step
+        if self.worker is not None:
+            where["claimed_by"] = self.worker
+        return where
+
+
+@dataclass
+class Page:
+    """One keyset page, newest first: `next_before` is the `before` of the next page
+    (None on the last one); `anchor_found` is False when `before` named no row."""
+
+    rows: list
+    next_before: uuid.UUID | None
+    anchor_found: bool = True
+
+
+class GenerationRequestQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """The requests `user` may see: their teams' requests that were not deleted. One
+        membership per team and user, so the join never repeats a row."""
+        return self.filter(team__memberships__user=user, deleted=None)
+
+    def filtered(self, user, filters: dict):
+        """The gallery's filters (generator.forms.GalleryFilterForm.values()), for `user`."""
+        rows = self
+        scope = filters.get("scope") or "team"
+        if scope == "mine":
+            rows = rows.filter(user=user)
+        elif scope == "favourites":
+            rows = rows.filter(favourited_by=user)
+        if "member" in filters:
+            rows = rows.filter(user_id=filters["member"])
+        if "model" in filters:
+            rows = rows.filter(served_model=filters["model"])
+        if "strategy" in filters:
+            rows = rows.filter(strategy=filters["strategy"])
+        if "fell_back" in filters:
+            rows = rows.filter(fell_back=filters["fell_back"] == "yes", status=Status.SUCCEEDED)
+        if "status" in filters:
+            rows = rows.filter(status=filters["status"])
+        if "since" in filters:
+            rows = rows.filter(created__gte=_day_start(filters["since"]))
+        if "until" in filters:
+            rows = rows.filter(created__lt=_day_start(filters["until"]) + timedelta(days=1))
+        if "q" in filters:
+            rows = rows.filter(prompt__icontains=filters["q"])
+        if "batch" in filters:
+            rows = rows.filter(batch=filters["batch"])
+        return rows
+
+    def page(self, before=None, size: int = 24) -> Page:
+        """Newest first, `size` rows after the row `before` (an id, or None for the first
+        page). Keyset, not offset: served by the (team|user, -created, -id) indexes, and
+        a page never repeats or skips a row while new requests arrive."""
+        rows, found = self, True
+        if before is not None:
+            anchor = self.filter(pk=before).values("created", "id").first()
+            found = anchor is not None
+            if found:
+                rows = rows.filter(
+                    Q(created__lt=anchor["created"])
+                    | Q(created=anchor["created"], id__lt=anchor["id"])
+                )
+        batch = list(rows.order_by("-created", "-id")[: size + 1])
+        more = len(batch) > size
+        batch = batch[:size]
+        return Page(batch, batch[-1].pk if more else None, found)
+
+    def claim(self, pk, step: int, worker: str) -> bool:
+        """Take the request for one step: only if it is queued or waiting on exactly that
+        step, so a duplicate job, a stale one (from before a cancel or a hand-over by
+        the reconciler) or a second worker does nothing."""
+        now = timezone.now()
+        return bool(
+            self.filter(pk=pk, step=step, status__in=[Status.QUEUED, Status.WAITING]).update(
+                status=Status.RUNNING,
+                claimed_by=worker,
+                lease_until=now + timedelta(seconds=settings.LEASE_SECONDS),
+                started=Coalesce(F("started"), now),
+                waiting_until=None,
+            )
+        )
+
+    def renew_lease(self, pk, worker: str) -> bool:
+        """The worker is still alive and still holds the request: extend its lease."""
+        lease = timedelta(seconds=settings.LEASE_SECONDS)
+        return bool(
+            self.filter(pk=pk, status=Status.RUNNING, claimed_by=worker).update(
+                lease_until=timezone.now() + lease
+            )
+        )
+
+
+def _day_start(day) -> datetime:
+    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
 
 
 class GenerationRequest(models.Model):
@@ -167,6 +296,8 @@ class GenerationRequest(models.Model):
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
 
+    objects = GenerationRequestQuerySet.as_manager()
+
     class Meta:
         indexes = [
             # Gallery pages: a team's (or a member's) requests, newest first, keyset paginated.
@@ -198,11 +329,6 @@ class GenerationRequest(models.Model):
         return None
 
     # --- access -------------------------------------------------------------------------
-
-    @classmethod
-    def visible_to(cls, user):
-        """The requests `user` may see: their teams' requests that were not deleted."""
-        return cls.objects.filter(team__memberships__user=user, deleted=None)
 
     # What the page and the API answer anyone else (with 403).
     CHANGE_REFUSED = (
@@ -312,6 +438,100 @@ class GenerationRequest(models.Model):
         }
 
     # --- changes ------------------------------------------------------------------------
+    # The request's state moves only through these transitions; each is one filtered
+    # UPDATE on what its writer expects (Expect), and the end state (succeeded, failed,
+    # canceled) is written by finish() alone, together with the quota's charge or refund.
+
+    def _move(self, expect: Expect, **fields) -> bool:
+        return bool(
+            GenerationRequest.objects.filter(pk=self.pk, **expect.filter()).update(**fields)
+        )
+
+    def show_call(self, expect: Expect, model: str, fallback_reason: str = "") -> bool:
+        """The step is calling `model` now (the page says "Running on …")."""
+        fields = {"current_model": model, "status_reason": ""}
+        if fallback_reason:
+            fields["fallback_reason"] = fallback_reason
+        if not self._move(expect, **fields):
+            return False
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return True
+
+    def hand_over(
+        self,
+        expect: Expect,
+        *,
+        model: str,
+        reason: str,
+        at: datetime | None = None,
+        fallback_reason: str = "",
+        **extra,
+    ) -> bool:
+        """Give the request back to the queue for its next step: now (queued) or at `at`
+        (waiting, moved to the queue by the workers' scheduler). The job is enqueued after
+        the transaction commits, so a worker never runs a step the database does not
+        hold yet; a hand-over that finds the row moved on enqueues nothing."""
+        fields = {
+            "status": Status.WAITING if at else Status.QUEUED,
+            "waiting_until": at,
+            "current_model": model,
+            "status_reason": reason[:300],
+            "step": F("step") + 1,
+            "claimed_by": "",
+            "lease_until": None,
+            "handed_over": timezone.now(),
+            **extra,
+        }
+        if fallback_reason:
+            fields["fallback_reason"] = fallback_reason[:300]
+        with transaction.atomic():
+            if not self._move(expect, **fields):
+                return False
+            self.step = expect.step + 1 if expect.step is not None else self.step + 1
+            self.status = fields["status"]
+            transaction.on_commit(lambda: queue.enqueue(self, at=at))
+        return True
+
+    def finish(
+        self,
+        status: str,
+        expect: Expect,
+        *,
+        error_code: str = "",
+        error_message: str = "",
+        **delivered,
+    ) -> bool:
+        """End the request once: succeeded (with what was `delivered`: served_model,
+        fell_back, cost_usd, sizes, attempt_count), failed or canceled. In the same
+        transaction the quota is charged (the served model's price) or refunded, so a
+        request never ends with its reservation left open."""
+        from accounts import quotas
+
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"finish() ends a request; {status!r} is not an end state.")
+        fields = {
+            "status": status,
+            "finished": timezone.now(),
+            "error_code": error_code,
+            "error_message": error_message,
+            "status_reason": "",
+            "waiting_until": None,
+            "lease_until": None,
+            **delivered,
+        }
+        with transaction.atomic():
+            if not self._move(expect, **fields):
+                return False
+            for name, value in fields.items():
+                setattr(self, name, value)
+            if status == Status.SUCCEEDED:
+                quotas.charge(self, delivered["cost_usd"])
+            else:
+                quotas.refund(self, reason=error_code)
+        return True
+
+    CANCELED_MESSAGE = "Canceled. No further attempts were made."
 
     def cancel(self, by_user=None) -> bool:
         """Stop the request. One not on a worker right now (queued, waiting) ends at once
@@ -323,18 +543,12 @@ class GenerationRequest(models.Model):
             flagged = GenerationRequest.objects.filter(
                 pk=self.pk, status__in=ACTIVE_STATUSES
             ).update(cancel_requested=True)
-            finished = GenerationRequest.objects.filter(
-                pk=self.pk, status__in=[Status.QUEUED, Status.WAITING]
-            ).update(
-                status=Status.CANCELED,
+            self.finish(
+                Status.CANCELED,
+                Expect.off_worker(),
                 error_code="canceled",
-                error_message="Canceled. No further attempts were made.",
-                finished=timezone.now(),
-                waiting_until=None,
-                status_reason="",
+                error_message=self.CANCELED_MESSAGE,
             )
-            if finished:
-                _refund(self, "canceled")
         self.refresh_from_db()
         return bool(flagged)
 
@@ -357,13 +571,6 @@ class GenerationRequest(models.Model):
             return False
         self.favourited_by.add(user)
         return True
-
-
-def _refund(request: GenerationRequest, reason: str) -> None:
-    """Release the reservation of a request that ended without an image."""
-    from accounts import quotas
-
-    quotas.refund(request, reason=reason)
 
 
 class Attempt(models.Model):

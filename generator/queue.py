@@ -1,11 +1,21 @@
 """Handing requests to the RQ workers. Jobs carry the request id and the step they were
 enqueued for, never model instances (see GenerationRequest.step)."""
 
+import logging
 from datetime import datetime
 
 import django_rq
+import redis
 from django.conf import settings
 from rq import RateLimit
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+log = logging.getLogger("steadyshot.queue")
 
 JOB = "generator.jobs.advance"
 QUEUE = "default"
@@ -23,7 +33,32 @@ def enqueue(request, *, at: datetime | None = None):
     """Queue the request's current step now, or at `at` (the workers' scheduler moves it
     to the queue then: workers never sleep through a backoff).
 
-    Per-team fairness: at most TEAM_CONCURRENCY jobs of one team are queued or running at
+    Called after the database committed the step. A Redis blip (a failover, a restart)
+    is tried again for about two seconds; if Redis stays away the step is left to the
+    reconciler, which enqueues every queued request whose job is missing, so the caller
+    (a web request, a worker) never fails on it. Returns the job, or None then.
+    """
+    try:
+        return _enqueue(request, at)
+    except redis.exceptions.RedisError:
+        log.exception(
+            "request=%s step=%s could not be queued; the reconciler will queue it",
+            request.id,
+            request.step,
+        )
+        return None
+
+
+@retry(
+    retry=retry_if_exception_type(
+        (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    ),
+    stop=stop_after_attempt(5),
+    wait=wait_exponential_jitter(initial=0.1, max=1.0),
+    reraise=True,
+)
+def _enqueue(request, at: datetime | None):
+    """Per-team fairness: at most TEAM_CONCURRENCY jobs of one team are queued or running at
     once (RQ's RateLimit holds the rest back in Redis), so one team's burst of 100
     requests cannot take every worker from the others.
     """

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
@@ -24,7 +23,7 @@ from rq.job import Job, JobStatus
 
 from accounts import quotas
 from generator import queue
-from generator.models import GenerationRequest, QuotaState, Status
+from generator.models import Expect, GenerationRequest, QuotaState, Status
 
 log = logging.getLogger("steadyshot.reconcile")
 
@@ -57,52 +56,28 @@ def reconcile(now=None) -> Report:
     return report
 
 
-def _hand_over(request, now, seen_status, **extra) -> bool:
-    """Bump the step and queue it again, if the request is still as we saw it."""
-    with transaction.atomic():
-        changed = GenerationRequest.objects.filter(
-            pk=request.pk, status=seen_status, step=request.step
-        ).update(
-            status=Status.WAITING if extra.get("waiting_until") else Status.QUEUED,
-            step=F("step") + 1,
-            claimed_by="",
-            lease_until=None,
-            handed_over=now,
-            **extra,
-        )
-        if changed:
-            request.step += 1
-            at = extra.get("waiting_until")
-            transaction.on_commit(lambda: queue.enqueue(request, at=at))
-    return bool(changed)
-
-
 def _recover_expired_leases(now, report):
     expired = GenerationRequest.objects.filter(status=Status.RUNNING, lease_until__lt=now)
     for request in expired:
+        seen = Expect.seen(Status.RUNNING, request.step)
         if request.recoveries >= settings.MAX_RECOVERIES:
-            with transaction.atomic():
-                if GenerationRequest.objects.filter(
-                    pk=request.pk, status=Status.RUNNING, step=request.step
-                ).update(
-                    status=Status.FAILED,
-                    error_code="worker_lost",
-                    error_message=(
-                        "The workers processing this request stopped several times in a row. "
-                        "The operators have been told; submit it again later."
-                    ),
-                    finished=now,
-                    lease_until=None,
-                ):
-                    quotas.refund(request)
-                    report.failed += 1
+            if request.finish(
+                Status.FAILED,
+                seen,
+                error_code="worker_lost",
+                error_message=(
+                    "The workers processing this request stopped several times in a row. "
+                    "The operators have been told; submit it again later."
+                ),
+            ):
+                report.failed += 1
             continue
-        if _hand_over(
-            request,
-            now,
-            Status.RUNNING,
+        if request.hand_over(
+            seen,
+            model=request.current_model,
+            reason="Recovered after its worker stopped; trying again.",
             recoveries=F("recoveries") + 1,
-            status_reason="Recovered after its worker stopped; trying again.",
+            handed_over=now,
         ):
             report.recovered += 1
 
@@ -124,14 +99,17 @@ def _requeue_lost_jobs(now, report):
     for request in waiting:
         if not _job_is_lost(request, connection):
             continue
-        extra = {}
-        if (
-            request.status == Status.WAITING
-            and request.waiting_until
-            and request.waiting_until > now
+        # A wait that has not run out yet stays a wait; an overdue one runs now.
+        at = request.waiting_until
+        if request.status != Status.WAITING or at is None or at <= now:
+            at = None
+        if request.hand_over(
+            Expect.seen(request.status, request.step),
+            model=request.current_model,
+            reason=request.status_reason,
+            at=at,
+            handed_over=now,
         ):
-            extra["waiting_until"] = request.waiting_until
-        if _hand_over(request, now, request.status, **extra):
             report.requeued += 1
 
 

@@ -7,7 +7,6 @@ after that check; media has no public URL.
 """
 
 import hashlib
-from datetime import datetime, time, timedelta
 from uuid import UUID
 
 from django.conf import settings
@@ -16,7 +15,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import Q
 from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -49,7 +47,7 @@ def _find_for_user(request, request_id) -> GenerationRequest | None:
     if pk is None:
         return None
     return (
-        GenerationRequest.visible_to(request.user)
+        GenerationRequest.objects.visible_to(request.user)
         .select_related("team", "user")
         .filter(pk=pk)
         .first()
@@ -167,23 +165,15 @@ def gallery(request):
     team = request.user.current_team()
     form = GalleryFilterForm(request.GET or None, team=team)
     filters = form.values()
-    rows = _filtered(request, team, filters)
+    rows = GenerationRequest.objects.visible_to(request.user).filter(team=team)
     before = request.GET.get("before")
-    anchor_id = _uuid_or_none(before) if before else None
-    if anchor_id:
-        anchor = rows.filter(pk=anchor_id).first()
-        if anchor is not None:
-            rows = rows.filter(
-                Q(created__lt=anchor.created) | Q(created=anchor.created, id__lt=anchor.id)
-            )
-    size = settings.GALLERY_PAGE_SIZE
-    page = list(
-        rows.select_related("user")
+    page = (
+        rows.filtered(request.user, filters)
+        .select_related("user")
         .prefetch_related("images")
-        .order_by("-created", "-id")[: size + 1]
+        .page(_uuid_or_none(before) if before else None, settings.GALLERY_PAGE_SIZE)
     )
-    more = len(page) > size
-    page = page[:size]
+    page, next_before = page.rows, page.next_before
     favourites = set(
         request.user.favourite_requests.filter(pk__in=[r.pk for r in page]).values_list(
             "pk", flat=True
@@ -192,9 +182,9 @@ def gallery(request):
     for row in page:
         row.is_favourite = row.pk in favourites
     next_query = None
-    if more:
+    if next_before:
         query = request.GET.copy()
-        query["before"] = str(page[-1].pk)
+        query["before"] = str(next_before)
         next_query = query.urlencode()
     context = {
         "team": team,
@@ -213,38 +203,6 @@ def _uuid_or_none(value):
         return None
 
 
-def _filtered(request, team, filters: dict):
-    rows = GenerationRequest.visible_to(request.user).filter(team=team)
-    scope = filters.get("scope") or "team"
-    if scope == "mine":
-        rows = rows.filter(user=request.user)
-    elif scope == "favourites":
-        rows = rows.filter(favourited_by=request.user)
-    if "member" in filters:
-        rows = rows.filter(user_id=filters["member"])
-    if "model" in filters:
-        rows = rows.filter(served_model=filters["model"])
-    if "strategy" in filters:
-        rows = rows.filter(strategy=filters["strategy"])
-    if "fell_back" in filters:
-        rows = rows.filter(fell_back=filters["fell_back"] == "yes", status=Status.SUCCEEDED)
-    if "status" in filters:
-        rows = rows.filter(status=filters["status"])
-    if "since" in filters:
-        rows = rows.filter(created__gte=_day_start(filters["since"]))
-    if "until" in filters:
-        rows = rows.filter(created__lt=_day_start(filters["until"]) + timedelta(days=1))
-    if "q" in filters:
-        rows = rows.filter(prompt__icontains=filters["q"])
-    if "batch" in filters:
-        rows = rows.filter(batch=filters["batch"])
-    return rows
-
-
-def _day_start(day) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
-
-
 @login_required
 @require_POST
 def bulk(request):
@@ -252,7 +210,7 @@ def bulk(request):
     first: the confirmation page posts back with confirm=yes."""
     ids = [pk for pk in (_uuid_or_none(v) for v in request.POST.getlist("ids")) if pk][:MAX_BULK]
     rows = list(
-        GenerationRequest.visible_to(request.user)
+        GenerationRequest.objects.visible_to(request.user)
         .filter(pk__in=ids)
         .prefetch_related("images")
         .order_by("-created")

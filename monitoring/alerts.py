@@ -3,12 +3,13 @@
 A rule that starts firing opens one Alert row and notifies once (ADMINS by e-mail, and
 ALERT_WEBHOOK_URL if set); while it keeps firing the row is only touched; when it stops,
 the row is resolved (kept as history) and a "resolved" notice goes out. The rules start
-from upstream-behaviour.md's naive monitoring, but over windows with minimum counts
+from docs/upstream.md's naive monitoring, but over windows with minimum counts
 instead of lifetime totals.
 """
 
 import json
 import logging
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,10 +18,14 @@ from django.conf import settings
 from django.core.mail import mail_admins
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from generator.resilience.taxonomy import Outcome
 from monitoring import rollups, sources
 from monitoring.models import Alert
+
+# A webhook receiver that is restarting gets this many tries, about 1.5 s apart at most.
+WEBHOOK_ATTEMPTS = 3
 
 log = logging.getLogger(__name__)
 
@@ -209,19 +214,37 @@ def notify(alert: Alert, state: str) -> None:
 
 
 def post_webhook(url: str, payload: dict) -> bool:
-    # urllib, not httpx: httpx belongs to generator/upstream, and this is one small POST.
+    """POST the alert; a connection failure or a 5xx is tried again twice (a receiver
+    restarting must not lose an alert), a 4xx is not (it will not change)."""
     if not url.startswith(("http://", "https://")):
         log.error("ALERT_WEBHOOK_URL must be an http(s) URL; got %r", url)
         return False
-    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json", "User-Agent": "steadyshot-alerts"},
-        method="POST",
-    )
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-            return 200 <= response.status < 300
+        return _post_with_retries(url, json.dumps(payload).encode())
     except Exception as exc:
         log.error("Could not post the alert to the webhook: %s", exc)
         return False
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500
+    return isinstance(exc, urllib.error.URLError | OSError)
+
+
+@retry(
+    retry=retry_if_exception(_worth_retrying),
+    stop=stop_after_attempt(WEBHOOK_ATTEMPTS),
+    wait=wait_exponential(multiplier=0.5, max=4),
+    reraise=True,
+)
+def _post_with_retries(url: str, body: bytes) -> bool:
+    # urllib, not httpx: httpx belongs to generator/upstream, and this is one small POST.
+    request = urllib.request.Request(  # noqa: S310 (the caller checked the scheme)
+        url,
+        data=body,
+        headers={"Content-Type": "application/json", "User-Agent": "steadyshot-alerts"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        return 200 <= response.status < 300

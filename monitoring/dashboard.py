@@ -1,6 +1,6 @@
 """The numbers of the monitoring page for one window and the one before it.
 
-Counting rules (design.md): requests are counted once, when they finish (delivered rate,
+Counting rules (docs/monitoring.md): requests are counted once, when they finish (delivered rate,
 fallback share, time to image, served by); attempts are counted one by one, when they
 start (error mix, upstream latency). Rates below a minimum count are not shown.
 """

@@ -5,7 +5,7 @@ them without a database.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 WINDOWS = {
     "15m": timedelta(minutes=15),
@@ -110,7 +110,3 @@ def rate(part: int, whole: int, minimum: int = 1) -> float | None:
     if whole < max(minimum, 1):
         return None
     return part / whole
-
-
-def utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC)

@@ -41,10 +41,6 @@ class ModelSpec:
         fitting = [s for s in self.sizes if order[s] <= order.get(requested, 0)]
         return max(fitting, key=order.__getitem__) if fitting else self.sizes[0]
 
-    @property
-    def edits(self) -> bool:
-        return self.max_reference_images > 0
-
 
 @dataclass(frozen=True)
 class Catalogue:

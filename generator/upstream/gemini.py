@@ -1,4 +1,4 @@
-"""The Gemini `generateContent` protocol for image models (see ../shared/docs/wire.md §1-2).
+"""The Gemini `generateContent` protocol for image models (docs/upstream.md).
 
 One call, one typed result or one UpstreamError; no retries (the policy decides).
 """

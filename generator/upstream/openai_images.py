@@ -1,5 +1,5 @@
 """The OpenAI Images API (`POST {base}/images/generations`, `b64_json`), as spoken by
-OpenAI and by the relays that put other image models behind it (wire.md §4).
+OpenAI and by the relays that put other image models behind it (docs/upstream.md).
 
 One call, one typed result or one UpstreamError; no retries (the policy decides).
 """

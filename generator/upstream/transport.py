@@ -208,7 +208,6 @@ def rate_limit_details(error: dict) -> tuple[float | None, str, str]:
 
 
 _OUTAGE_WORDS = re.compile(r"currently unavailable|maintenance|outage", re.IGNORECASE)
-_OVERLOAD_WORDS = re.compile(r"overloaded|high demand|capacity", re.IGNORECASE)
 
 
 def classify_status(http_status: int, error: dict) -> Outcome:

@@ -12,7 +12,7 @@ import textwrap
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-# Pixel sizes at 1K (wire.md §1.5); 2K and 4K are x2 and x4 (Pro only).
+# Pixel sizes at 1K (docs/upstream.md); 2K and 4K are x2 and x4 (Pro only).
 FLASH_SIZES = {
     "1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344), "3:2": (1248, 832),
     "2:3": (832, 1248), "4:3": (1184, 864), "3:4": (864, 1184), "4:5": (896, 1152),

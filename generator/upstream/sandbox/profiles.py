@@ -4,7 +4,7 @@ Pure: no Django, no HTTP. Profiles are data (built-ins below, more in a TOML fil
 docs/sandbox.md); the state machines run on the sandbox's virtual clock, in unscaled
 seconds, so the time scale compresses every duration at once.
 
-The numbers follow upstream-behaviour.md: Pro fails ~45 % at peak and Flash under
+The numbers follow docs/upstream.md: Pro fails ~45 % at peak and Flash under
 10 %, overloads come in episodes that start and last (not independent coin flips), an
 outage is a long stretch of 503 UNAVAILABLE, quotas are token buckets.
 """
@@ -344,7 +344,7 @@ class TokenBucket:
         return (n - self.tokens) * self.window_s / self.capacity
 
 
-# The quota ids Google uses (wire.md §2.3); the "-PaidTier1" suffix as on a paid project.
+# The quota ids Google uses (docs/upstream.md); the "-PaidTier1" suffix as on a paid project.
 QUOTA_IDS = {
     "rpm": "GenerateRequestsPerMinutePerProjectPerModel-PaidTier1",
     "ipm": "GenerateImagesPerMinutePerProjectPerModel-PaidTier1",

@@ -1,7 +1,7 @@
 """The sandbox upstream: a local HTTP server that speaks Gemini's `generateContent` (under
-/v1 and /v1beta) and the OpenAI Images API (/v1/images/generations) as in wire.md, with
-the failure behaviour of upstream-behaviour.md, so the product runs and is tested with
-no key and no internet. A development and test tool, never on the public URL space.
+/v1 and /v1beta) and the OpenAI Images API (/v1/images/generations) as Google and OpenAI
+do, with the failure behaviour of docs/upstream.md, so the product runs and is tested
+with no key and no internet. A development and test tool, never on the public URL space.
 
 Threads, not asyncio: every call sleeps for its (scaled) latency, and a thread per
 connection keeps hundreds of slow calls in flight with the standard library alone.

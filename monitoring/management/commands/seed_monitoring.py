@@ -1,7 +1,7 @@
 """Seed a realistic attempt log for the monitoring benchmark (and for demos).
 
 Requests spread over the last --days, busier and failing more in the peak hours of
-upstream-behaviour.md; each has one or more attempts (Pro overloaded or rate limited,
+docs/upstream.md; each has one or more attempts (Pro overloaded or rate limited,
 then a retry or a fall back to Flash). Rows are written in bulk and then rolled up.
 """
 

@@ -44,7 +44,7 @@ def images(alice, bob, team, settings, tmp_path):
             finished=timezone.now(),
             quota_state=QuotaState.CHARGED,
         )
-        store_generated_image(row, picture("PNG", size), "image/png")
+        store_generated_image(row, picture("PNG", size))
         if fell_back:
             Attempt.objects.create(
                 request=row,
@@ -186,7 +186,7 @@ def test_it_updates_the_status_live_without_reloading(tab, alice, images):
         delivered_height=300,
     )
     queued.refresh_from_db()
-    store_generated_image(queued, picture("PNG", (400, 300)), "image/png")
+    store_generated_image(queued, picture("PNG", (400, 300)))
     expect(page.locator("[data-live-text]")).to_contain_text(
         "Done by Nano Banana Pro.", timeout=5000
     )

@@ -27,7 +27,7 @@ def request_row(alice, team):
 
 def test_it_stores_the_original_and_a_webp_thumbnail(request_row):
     data = picture("PNG", (64, 48))
-    image = store_generated_image(request_row, data, "image/png")
+    image = store_generated_image(request_row, data)
     image.refresh_from_db()
     assert (image.width, image.height, image.mime, image.bytes) == (64, 48, "image/png", len(data))
     assert image.sha256 == hashlib.sha256(data).hexdigest()
@@ -39,26 +39,26 @@ def test_it_stores_the_original_and_a_webp_thumbnail(request_row):
 
 
 def test_it_records_the_real_type_not_the_claimed_one(request_row):
-    image = store_generated_image(request_row, picture("JPEG"), "image/png")
+    image = store_generated_image(request_row, picture("JPEG"))
     assert image.mime == "image/jpeg"
     assert image.file.name.endswith(".jpg")
 
 
 def test_it_is_idempotent_per_request(request_row):
-    first = store_generated_image(request_row, picture(), "image/png")
-    second = store_generated_image(request_row, picture("JPEG"), "image/jpeg")
+    first = store_generated_image(request_row, picture())
+    second = store_generated_image(request_row, picture("JPEG"))
     assert second.pk == first.pk
     assert Image.objects.filter(request=request_row).count() == 1
 
 
 def test_it_refuses_bytes_that_are_not_an_image(request_row):
     with pytest.raises(ImageRejected):
-        store_generated_image(request_row, b"<html>502 Bad Gateway</html>", "image/png")
+        store_generated_image(request_row, b"<html>502 Bad Gateway</html>")
     assert not Image.objects.exists()
 
 
 def test_it_keeps_transparency_in_the_thumbnail(request_row):
-    image = store_generated_image(request_row, picture("PNG", (40, 40), "RGBA"), "image/png")
+    image = store_generated_image(request_row, picture("PNG", (40, 40), "RGBA"))
     with PILImage.open(image.thumbnail) as thumb:
         assert thumb.mode == "RGBA"
 

@@ -38,7 +38,7 @@ def make_request(user, team, *, status=Status.SUCCEEDED, prompt="a red fox", **f
             served_model=served, finished=timezone.now(), delivered_width=64, delivered_height=48
         )
         row.refresh_from_db()
-        store_generated_image(row, png(), "image/png")
+        store_generated_image(row, png())
     return row
 
 

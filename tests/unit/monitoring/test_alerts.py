@@ -45,7 +45,9 @@ def quiet_sources(monkeypatch):
 
 
 @pytest.fixture
-def alerting(settings, webhook, quiet_sources):
+def alerting(settings, webhook, quiet_sources, monkeypatch):
+    # The webhook's retries wait in real time; these tests count tries, not seconds.
+    monkeypatch.setattr(alerts._post_with_retries.retry, "sleep", lambda seconds: None)
     settings.ADMINS = ["ops@example.com"]
     settings.ALERT_WEBHOOK_URL = webhook[0]
     settings.ALERT_MIN_REQUESTS = 10
@@ -182,3 +184,31 @@ def test_it_survives_a_webhook_that_is_down(alice, alerting, settings):
     _bad_quarter_hour(alice, now)
     assert alerts.evaluate(now=now)["opened"] == 2
     assert len(mail.outbox) == 2
+
+
+def test_it_tries_a_restarting_webhook_again(monkeypatch):
+    """A receiver that answers 503 (restarting) gets the alert on a later try; one that
+    answers 400 is not asked again."""
+    answers, received = [503, 204], []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(answers.pop(0) if answers else 400)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setattr(alerts._post_with_retries.retry, "sleep", lambda seconds: None)
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        assert alerts.post_webhook(url, {"alert": "x"})
+        assert received == [{"alert": "x"}, {"alert": "x"}]
+        assert not alerts.post_webhook(url, {"alert": "y"})  # 400: once, not retried
+        assert len(received) == 3
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,4 +1,4 @@
-"""The providers against the bodies of wire.md, one module at a time, with
+"""The providers against the bodies Google and OpenAI send, one module at a time, with
 httpx.MockTransport (no server): parsing and the taxonomy mapping."""
 
 import base64
