@@ -304,6 +304,9 @@ BREAKER_COOLDOWN_S = env_float("BREAKER_COOLDOWN_S", 600.0)
 BREAKER_PROBE_LEASE_S = env_float("BREAKER_PROBE_LEASE_S", 200.0)
 # The workers together use at most this share of each catalogue quota (RPM, IPM, RPD).
 LIMITER_SAFETY = env_float("LIMITER_SAFETY", 0.85)
+# A booked quota slot used this much late still counts as that slot (the scheduler and the
+# queue are not punctual); later, the booking is void and the step takes a new slot.
+LIMITER_LATE_S = env_float("LIMITER_LATE_S", 10.0)
 
 # --- Quotas (accounts/quotas.py) --------------------------------------------------------
 # Days and months of the team quotas run in this time zone (the "resets at" shown).

@@ -543,14 +543,23 @@ class GenerationRequest(models.Model):
             flagged = GenerationRequest.objects.filter(
                 pk=self.pk, status__in=ACTIVE_STATUSES
             ).update(cancel_requested=True)
-            self.finish(
+            ended = self.finish(
                 Status.CANCELED,
                 Expect.off_worker(),
                 error_code="canceled",
                 error_message=self.CANCELED_MESSAGE,
             )
+            if ended:
+                # A waiting request may hold a booked upstream quota slot: free it for
+                # the next request instead of letting it pass unused.
+                transaction.on_commit(self._release_slots)
         self.refresh_from_db()
         return bool(flagged)
+
+    def _release_slots(self) -> None:
+        from generator.resilience.health import release_slots
+
+        release_slots(str(self.pk), self.chain)
 
     def soft_delete(self) -> None:
         """Hide the request from every gallery; an active one is canceled first so it

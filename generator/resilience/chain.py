@@ -7,7 +7,7 @@ chosen model's slot from the breaker and the limiter. So what the benchmark meas
 what production does: only where a Ticket comes from differs.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from generator.resilience.health import Health
 from generator.resilience.policy import (
@@ -39,7 +39,7 @@ def situation(ticket: Ticket, health: Health) -> Situation:
         strategy=ticket.strategy,
         chain=ticket.chain,
         attempts=ticket.attempts,
-        health=health.snapshot(ticket.chain),
+        health=health.snapshot(ticket.chain, holder=ticket.key),
         now=health.clock.now(),
         created=ticket.created,
         deadline=ticket.deadline,
@@ -55,23 +55,37 @@ def ask(ticket: Ticket, health: Health, config: PolicyConfig) -> Decision:
 
 
 def next_step(ticket: Ticket, health: Health, config: PolicyConfig) -> Decision:
-    """Ask the policy what to do and, for a call, take the chosen model's slot. The
-    limiter or breaker may refuse it; the policy then sees that model's state and waits
-    or downgrades instead. A model refused once is never chosen for a call now again, so
-    one try per model in the chain and one more suffice; a CALL returned holds its slot,
-    and if every try was refused the request waits a moment instead."""
+    """Ask the policy what to do and take what it needs: for a call, the chosen model's
+    slot now (the request's own booked slot if it is due); for a wait on a model's
+    quota, a booked slot in the future. The breaker or the limiter may refuse, or book
+    a later slot than the policy may wait for; the policy then sees that model's new
+    state and waits or downgrades instead. A model refused once is never chosen again
+    in the same way, so one try per model in the chain and one more suffice; if every
+    try was refused the request waits a moment instead. A slot the request booked on
+    another model than the one it goes on with is given back."""
     decision = ask(ticket, health, config)
     for _ in range(len(ticket.chain) + 1):
-        if decision.action != Action.CALL:
-            return decision
-        if health.acquire(decision.model)[0]:
-            return decision
+        settled = _take(ticket, health, decision)
+        if settled is not None:
+            break
         decision = ask(ticket, health, config)
-    if decision.action == Action.CALL:
-        return Decision(
+    else:
+        settled = _take(ticket, health, decision) or Decision(
             Action.WAIT,
             model=decision.model,
             at=health.clock.now() + 1,
             reason=Reason(Code.ALL_BUSY),
         )
+    keep = {settled.model} if settled.book_until is not None else set()
+    health.release(ticket.key, [m for m in ticket.chain if m not in keep])
+    return settled
+
+
+def _take(ticket: Ticket, health: Health, decision: Decision) -> Decision | None:
+    """The decision once its slot is held, or None if the slot was refused."""
+    if decision.action == Action.CALL:
+        return decision if health.acquire(decision.model, ticket.key)[0] else None
+    if decision.action == Action.WAIT and decision.book_until is not None:
+        booked, slot = health.book(decision.model, ticket.key, decision.book_until)
+        return replace(decision, at=max(decision.at, slot)) if booked else None
     return decision

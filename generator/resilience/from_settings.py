@@ -64,6 +64,11 @@ def breaker_config_from_settings() -> BreakerConfig:
 def limiter_config_from_settings() -> LimiterConfig:
     k = _scale()
     try:
-        return LimiterConfig(safety=settings.LIMITER_SAFETY, minute_s=60.0 * k, day_s=86400.0 * k)
+        return LimiterConfig(
+            safety=settings.LIMITER_SAFETY,
+            minute_s=60.0 * k,
+            day_s=86400.0 * k,
+            late_s=settings.LIMITER_LATE_S * k,
+        )
     except ValueError as exc:
         raise ImproperlyConfigured(f"Limiter settings: {exc}") from exc

@@ -6,6 +6,7 @@ The chain (chain.py) asks `acquire()` before each call, `record()` after it, and
 the policy a `snapshot()`; the monitoring page reads `overview()` and `transitions()`.
 """
 
+import logging
 import secrets
 import statistics
 
@@ -15,6 +16,8 @@ from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
 from generator.resilience.policy import ModelHealth
 from generator.resilience.stores import Store
 from generator.resilience.taxonomy import Outcome
+
+log = logging.getLogger("steadyshot.health")
 
 LATENCY_SAMPLES = 50
 
@@ -64,21 +67,42 @@ class Health:
 
     # --- around a call ---------------------------------------------------------------
 
-    def acquire(self, model: str) -> tuple[bool, float | None]:
-        """Reserve one call to `model`: the breaker must admit it (closed, or the single
-        probe of an open breaker) and every quota must have room. On refusal, the time
-        at which it might be granted."""
+    def _cooldown(self, model: str) -> float | None:
+        """Until when a per-minute 429 (someone else used the project's quota) holds
+        every worker back from `model`."""
+        return self.store.get_float(f"cooldown:{model}", self.clock.now())
+
+    def acquire(self, model: str, holder: str = "") -> tuple[bool, float | None]:
+        """Reserve one call to `model` now: the breaker must admit it (closed, or the
+        single probe of an open breaker) and the limiter must give a slot (`holder`'s
+        booking if it is due, else one free now). On refusal, the time at which it
+        might be granted."""
         token = secrets.token_hex(8)
         admitted, retry_at = self.breaker.admit(model, token)
         if not admitted:
             return False, retry_at
-        granted, retry_at = self.limiter.reserve(model, self._quotas(model))
+        granted, retry_at = self.limiter.take(
+            model, self._quotas(model), holder, not_before=self._cooldown(model)
+        )
         if not granted:
             self.breaker.release(model, token)
             return False, retry_at
         if self.breaker.state(model).state != "closed":
             self._probes[model] = token
         return True, None
+
+    def book(self, model: str, holder: str, not_after: float) -> tuple[bool, float]:
+        """Book the earliest free slot of `model` for `holder` unless it is after
+        `not_after` (Limiter.book)."""
+        return self.limiter.book(
+            model, self._quotas(model), holder, not_after, not_before=self._cooldown(model)
+        )
+
+    def release(self, holder: str, models) -> None:
+        """Give back whatever slot `holder` booked on `models` (a downgrade, a cancel,
+        the end of a request)."""
+        for model in models:
+            self.limiter.release(model, holder)
 
     def record(
         self,
@@ -106,15 +130,15 @@ class Health:
 
     # --- for the policy ------------------------------------------------------------------
 
-    def snapshot(self, chain) -> dict[str, ModelHealth]:
-        return {model: self.model_health(model) for model in chain}
+    def snapshot(self, chain, holder: str = "") -> dict[str, ModelHealth]:
+        """Each model's shared health, with the slot `holder` booked on it, if any."""
+        return {model: self.model_health(model, holder) for model in chain}
 
-    def model_health(self, model: str) -> ModelHealth:
+    def model_health(self, model: str, holder: str = "") -> ModelHealth:
         state = self.breaker.state(model)
-        next_free = self.limiter.next_free_at(model, self._quotas(model))
-        cooldown = self.store.get_float(f"cooldown:{model}", self.clock.now())
-        if cooldown is not None:
-            next_free = max(next_free or cooldown, cooldown)
+        next_free, booked = self.limiter.peek(
+            model, self._quotas(model), holder, not_before=self._cooldown(model)
+        )
         return ModelHealth(
             model=model,
             breaker=state.state,
@@ -123,6 +147,7 @@ class Health:
             success_rate=1 - state.failure_rate if state.calls else None,
             window_calls=state.calls,
             next_free_at=next_free,
+            booked_at=booked,
             out_of_quota_until=self.store.get_float(f"quota-out:{model}", self.clock.now()),
         )
 
@@ -151,6 +176,16 @@ class Health:
 
     def transitions(self, limit: int = 50) -> list[dict]:
         return self.breaker.transitions(limit)
+
+
+def release_slots(holder: str, models) -> None:
+    """Give back the quota slots `holder` (a request's id) booked, from outside a step (a
+    cancel). Best effort: a slot not given back passes unused, which costs quota, not
+    correctness."""
+    try:
+        Health.from_settings().release(holder, models)
+    except Exception as exc:
+        log.warning("request=%s could not give back its booked slots: %s", holder, exc)
 
 
 _connections: dict[str, object] = {}

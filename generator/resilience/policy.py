@@ -120,6 +120,9 @@ class ModelHealth:
     window_calls: int = 0
     # The limiter has no headroom before this time (None: a call may go now).
     next_free_at: float | None = None
+    # The slot the asking request booked on this model (None: none): its own, whatever
+    # next_free_at says.
+    booked_at: float | None = None
     # A per-day quota was exhausted; no calls before this time (the upstream's reset).
     out_of_quota_until: float | None = None
 
@@ -128,7 +131,9 @@ class ModelHealth:
         at = now
         if self.breaker != "closed" and not self.probe_available:
             at = max(at, self.open_until or now)
-        if self.next_free_at is not None:
+        if self.booked_at is not None:
+            at = max(at, self.booked_at)
+        elif self.next_free_at is not None:
             at = max(at, self.next_free_at)
         if self.out_of_quota_until is not None:
             at = max(at, self.out_of_quota_until)
@@ -154,6 +159,9 @@ class Decision:
     at: float = 0.0
     reason: Reason | None = None
     downgraded_from: str = ""
+    # A WAIT for the model's quota: book its earliest free slot, if it is no later than
+    # this (the latest start the strategy accepts); a later one means ask again.
+    book_until: float | None = None
     outcome: Outcome | None = None
 
 
@@ -252,13 +260,13 @@ class _Planner:
         fallback: tuple[float, str, Reason] | None = None  # (ready, model, why not now)
         for i, model in enumerate(candidates):
             is_last = i == len(candidates) - 1
-            ready, why, patient = self._ready_at(model, is_last)
+            ready, why, patient, book_until = self._ready_at(model, is_last)
             if ready <= self.now:
                 return self._step(Action.CALL, model, self.now, why)
             if patient or is_last:
                 at = max(ready, self.now + self.config.min_wait_s)
                 if at <= self.give_up_at:
-                    return self._step(Action.WAIT, model, at, why)
+                    return self._step(Action.WAIT, model, at, why, book_until)
             if fallback is None or ready < fallback[0]:
                 fallback = (ready, model, why)
         # No model is usable before the request's time is up.
@@ -321,8 +329,9 @@ class _Planner:
 
     # --- when a model can be called ----------------------------------------------------
 
-    def _ready_at(self, model: str, is_last: bool) -> tuple[float, Reason, bool]:
-        """(earliest call time, why, whether this strategy waits that long for it)."""
+    def _ready_at(self, model: str, is_last: bool) -> tuple[float, Reason, bool, float | None]:
+        """(earliest call time, why, whether this strategy waits that long for it, and
+        for a wait on the model's quota the latest slot worth booking)."""
         now, limits = self.now, self.limits
         ready, why, patient = now, Reason(Code.CALLING, model), True
         last = self.last
@@ -342,10 +351,10 @@ class _Planner:
                 patient = True
         health = self.s.health.get(model)
         if health is None:
-            return ready, why, patient
+            return ready, why, patient, None
         if not is_last and self._struggling(health):
             rate = health.success_rate or 0.0
-            return float("inf"), Reason(Code.STRUGGLING, model, rate=rate), False
+            return float("inf"), Reason(Code.STRUGGLING, model, rate=rate), False, None
         available = health.available_at(now)
         # Compared with now too: a backoff that has already run out is no reason to
         # blame the breaker or the quota for the call not going at once.
@@ -358,7 +367,14 @@ class _Planner:
             else:
                 why = Reason(Code.QUOTA_BUSY, model)
             patient = ready - now <= limits.max_wait_s or self._deadline_allows(ready)
-        return ready, why, patient
+            if why.code == Code.QUOTA_BUSY:
+                latest = now + limits.max_wait_s
+                if is_last:
+                    latest = self.give_up_at
+                elif self._deadline_allows(now):
+                    latest = max(latest, self.s.deadline - self.config.expected_call_s)
+                return ready, why, patient, latest
+        return ready, why, patient, None
 
     def _struggling(self, health: ModelHealth) -> bool:
         floor = self.limits.min_success_rate
@@ -386,12 +402,21 @@ class _Planner:
 
     # --- decisions -----------------------------------------------------------------------
 
-    def _step(self, action: Action, model: str, at: float, why: Reason) -> Decision:
+    def _step(
+        self, action: Action, model: str, at: float, why: Reason, book_until: float | None = None
+    ) -> Decision:
         previous = self.last.model if self.last else self.s.chain[0]
         downgraded_from = previous if model != previous else ""
         if downgraded_from:
             why = Reason(Code.DOWNGRADE, model, cause=self._left_because(previous))
-        return Decision(action, model=model, at=at, reason=why, downgraded_from=downgraded_from)
+        return Decision(
+            action,
+            model=model,
+            at=at,
+            reason=why,
+            downgraded_from=downgraded_from,
+            book_until=book_until,
+        )
 
     def _left_because(self, model: str) -> Reason:
         out = self._out(model)
@@ -402,8 +427,7 @@ class _Planner:
             last = self.last
             outcome = last.outcome if last and last.model == model else None
             return Reason(Code.FAILED_TIMES, model, outcome, count=used)
-        _, why, _ = self._ready_at(model, is_last=False)
-        return why
+        return self._ready_at(model, is_last=False)[1]
 
     def _give_up(self, outcome: Outcome, reason: Reason) -> Decision:
         return Decision(Action.GIVE_UP, reason=reason, outcome=outcome)

@@ -1,5 +1,9 @@
 """Shared health through real Redis: what one worker records, every other one sees."""
 
+import time
+
+import pytest
+
 from generator.resilience.health import Health
 from generator.resilience.taxonomy import Outcome
 from tests.unit.resilience.test_health import FLASH, PRO
@@ -23,3 +27,21 @@ def test_it_is_shared_through_redis_and_reports_every_catalogue_model(redis_conn
     assert rows[FLASH]["p50_ms"] is None
     (transition,) = two.transitions()
     assert (transition["model"], transition["from"], transition["to"]) == (PRO, "closed", "open")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_canceled_request_gives_its_booked_slot_back(redis_conn, settings, alice, team):
+    from generator.admission import Submission, submit
+
+    settings.TIME_SCALE = 1.0
+    (request,) = submit(alice, team, Submission(prompt="a patient lighthouse"))
+    health = Health.from_settings()
+    quota = health.quotas[PRO]
+    while health.acquire(PRO)[0]:  # Pro's burst is used up: the next slot is ahead
+        pass
+    booked, slot = health.book(PRO, str(request.pk), not_after=time.time() + 3600)
+    assert booked
+    request.cancel()
+    assert health.limiter.peek(PRO, quota, str(request.pk))[1] is None
+    # The next request to wait for Pro gets the freed slot.
+    assert health.book(PRO, "next", not_after=time.time() + 3600) == (True, slot)

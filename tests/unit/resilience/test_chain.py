@@ -43,12 +43,12 @@ def test_it_asks_the_policy_again_when_the_limiter_refuses_its_call():
     health = health_with_one_pro_call_a_minute(clock)
     acquire = health.acquire
 
-    def another_worker_first(model):
+    def another_worker_first(model, holder=""):
         # Between the policy's look at the limiter and this call, another worker took
         # Pro's only slot of the minute.
         if model == PRO:
-            health.limiter.reserve(PRO, health.quotas[PRO])
-        return acquire(model)
+            health.limiter.take(PRO, health.quotas[PRO])
+        return acquire(model, holder)
 
     health.acquire = another_worker_first
     decision = chain.next_step(ticket(clock), health, CONFIG)
@@ -62,7 +62,7 @@ def test_it_asks_the_policy_again_when_the_limiter_refuses_its_call():
 def test_it_waits_a_moment_when_every_try_is_refused():
     clock = VirtualClock()
     health = health_with_one_pro_call_a_minute(clock)
-    health.acquire = lambda model: (False, None)
+    health.acquire = lambda model, holder="": (False, None)
     decision = chain.next_step(ticket(clock), health, CONFIG)
     assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, clock.now() + 1)
     assert decision.reason == Reason(Code.ALL_BUSY)
@@ -75,3 +75,41 @@ def test_asked_twice_with_the_same_history_it_answers_the_same():
     first = chain.ask(ticket(clock, [failed]), health, CONFIG)
     assert first.action == Action.WAIT
     assert chain.ask(ticket(clock, [failed]), health, CONFIG) == first
+
+
+def deadline_ticket(clock, deadline_in):
+    return chain.Ticket(
+        key="req-1",
+        strategy="quality-first",
+        chain=(PRO, FLASH),
+        created=clock.now(),
+        deadline=clock.now() + deadline_in,
+        attempts=(),
+    )
+
+
+def test_a_request_that_waits_for_quota_books_its_slot():
+    clock = VirtualClock()
+    health = health_with_one_pro_call_a_minute(clock)
+    assert health.acquire(PRO)[0]  # this minute's slot is gone
+    decision = chain.next_step(deadline_ticket(clock, 600), health, CONFIG)
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, clock.now() + 60)
+    assert health.snapshot([PRO], holder="req-1")[PRO].booked_at == clock.now() + 60
+    # The next request queues behind it.
+    assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 120
+    clock.advance(60)
+    decision = chain.next_step(deadline_ticket(clock, 540), health, CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, PRO)
+
+
+def test_a_request_that_no_longer_waits_for_its_slot_gives_it_back():
+    clock = VirtualClock()
+    health = health_with_one_pro_call_a_minute(clock)
+    assert health.acquire(PRO)[0]
+    chain.next_step(deadline_ticket(clock, 600), health, CONFIG)
+    health.breaker.config = BreakerConfig(window=1, min_calls=1)
+    health.record(PRO, Outcome.OVERLOADED, 1000)  # Pro's breaker opens meanwhile
+    decision = chain.next_step(deadline_ticket(clock, 600), health, CONFIG)
+    assert decision.book_until is None  # it waits for the breaker now, not for the quota
+    assert health.snapshot([PRO], holder="req-1")[PRO].booked_at is None
+    assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60  # free for others

@@ -60,7 +60,7 @@ def test_a_probe_refused_by_the_limiter_gives_its_lease_back(clock):
         health.record(PRO, Outcome.OVERLOADED, 1)
     assert health.acquire(PRO) == (False, clock.now() + 60)
     clock.advance(60)
-    assert health.limiter.reserve(PRO, Quotas(rpm=1))[0]  # another worker takes the slot
+    assert health.limiter.take(PRO, Quotas(rpm=1))[0]  # another worker takes the slot
     assert not health.acquire(PRO)[0]
     assert health.snapshot([PRO])[PRO].probe_available
 
