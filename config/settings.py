@@ -292,15 +292,14 @@ POLICY_STABILITY_MIN_SUCCESS_RATE = env_float("POLICY_STABILITY_MIN_SUCCESS_RATE
 # Without a deadline a request gives up this long after it was submitted.
 POLICY_REQUEST_BUDGET_S = env_float("POLICY_REQUEST_BUDGET_S", 1200.0)
 POLICY_EXPECTED_CALL_S = env_float("POLICY_EXPECTED_CALL_S", 40.0)
-# Circuit breaker per model, shared in Redis: opens when at least BREAKER_FAILURE_RATE of
-# the last BREAKER_WINDOW calls failed (and at least BREAKER_MIN_CALLS were made), for
-# BREAKER_OPEN_S doubling up to BREAKER_OPEN_MAX_S while it keeps reopening.
+# Circuit breaker per model, shared in Redis. It means "dead": it opens when
+# BREAKER_DEAD_AFTER calls in a row failed, then lets one probe through BREAKER_PROBE_S
+# later and, while probes fail, at intervals doubling up to BREAKER_PROBE_MAX_S; a
+# probe's success closes it. BREAKER_WINDOW calls give a model's recent success rate.
 BREAKER_WINDOW = env_int("BREAKER_WINDOW", 20)
-BREAKER_MIN_CALLS = env_int("BREAKER_MIN_CALLS", 8)
-BREAKER_FAILURE_RATE = env_float("BREAKER_FAILURE_RATE", 0.6)
-BREAKER_OPEN_S = env_float("BREAKER_OPEN_S", 60.0)
-BREAKER_OPEN_MAX_S = env_float("BREAKER_OPEN_MAX_S", 1800.0)
-BREAKER_COOLDOWN_S = env_float("BREAKER_COOLDOWN_S", 600.0)
+BREAKER_DEAD_AFTER = env_int("BREAKER_DEAD_AFTER", 30)
+BREAKER_PROBE_S = env_float("BREAKER_PROBE_S", 10.0)
+BREAKER_PROBE_MAX_S = env_float("BREAKER_PROBE_MAX_S", 30.0)
 BREAKER_PROBE_LEASE_S = env_float("BREAKER_PROBE_LEASE_S", 200.0)
 # The workers together use at most this share of each catalogue quota (RPM, IPM, RPD).
 LIMITER_SAFETY = env_float("LIMITER_SAFETY", 0.85)

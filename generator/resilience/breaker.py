@@ -1,20 +1,25 @@
-"""A circuit breaker per model, shared by every worker through a Store.
+"""A circuit breaker per model, shared by every worker through a Store. It means "dead":
+open when calls to the model are almost surely wasted (an outage), not when it is
+merely struggling.
 
-It opens on the failure *rate* over the last `window` calls once at least `min_calls`
-were made, not on consecutive failures: at peak Pro fails ~45 % of calls, and a
-consecutive-failure breaker would flap open and shut all day although retrying works.
-An open breaker lets exactly one probe call through after its open time (a lease with
-an expiry, so a probe whose worker died does not block the model forever); the probe's
-success closes it, its failure opens it again for longer. Open durations double while
-the model keeps failing soon after closing: a provider-wide outage lasts 30-120 min,
-and probing it every minute for two hours wastes calls and time.
+A model that fails half its calls, or nine in ten, is alive: retrying it delivers, and
+how well it does (its success rate and latencies, Health.snapshot()) goes into the
+policy's decisions instead of a wall. So the breaker opens only after `dead_after`
+counted calls *in a row* failed. At a 10 % success rate, 30 failures in a row happen in
+about 4 % of runs of calls; a dead model gets there within a minute or two of traffic.
+
+Open, it lets one probe call through at a time (a lease with an expiry, so a probe whose
+worker died does not block the model), the first `probe_s` after opening and then at an
+interval that grows while probes keep failing, up to `probe_max_s`: a model that comes
+back is found within that much plus one call, not after a doubling of 30 minutes. A
+probe's success closes the breaker; results of calls let through before it opened are
+ignored.
 
 Pure apart from the store: the benchmark runs it on a virtual clock.
 """
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 
 from generator.resilience.clock import Clock
@@ -45,38 +50,30 @@ def kind_of(outcome: Outcome) -> str:
 
 @dataclass(frozen=True)
 class BreakerConfig:
-    window: int = 20  # the last N calls of a model that count
-    min_calls: int = 8  # no verdict on fewer calls than this
-    failure_rate: float = 0.6  # opens at or above this share of failures in the window
-    open_s: float = 60.0  # first open duration
-    open_max_s: float = 1800.0  # open durations grow up to this
-    multiplier: float = 2.0
-    # A breaker that opens again within this long after closing opens for longer.
-    cooldown_s: float = 600.0
-    probe_lease_s: float = 200.0  # the single half-open probe (longer than any call)
+    window: int = 20  # the last N counted calls of a model, for its success rate
+    dead_after: int = 30  # this many counted calls in a row failed: the model is dead
+    probe_s: float = 10.0  # the first probe this long after opening
+    probe_max_s: float = 30.0  # probes while it stays dead, at most this far apart
+    probe_lease_s: float = 200.0  # the probe in flight (longer than any call)
     transitions_kept: int = 200
 
     def __post_init__(self):
-        if not 0 < self.failure_rate <= 1:
-            raise ValueError("the failure rate must be in (0, 1]")
-        if not 1 <= self.min_calls <= self.window:
-            raise ValueError("the minimum number of calls must be between 1 and the window")
-        if self.open_s <= 0 or self.open_max_s < self.open_s or self.multiplier < 1:
-            raise ValueError("open durations must be positive and grow up to the maximum")
+        if self.window < 1 or self.dead_after < 1:
+            raise ValueError("the window and the failures in a row must be at least 1")
+        if self.probe_s <= 0 or self.probe_max_s < self.probe_s:
+            raise ValueError("probe intervals must be positive and grow up to the maximum")
         if self.probe_lease_s <= 0:
             raise ValueError("the probe lease must be positive")
-
-    def open_duration(self, level: int) -> float:
-        return min(self.open_max_s, self.open_s * self.multiplier**level)
 
 
 @dataclass(frozen=True)
 class BreakerState:
-    state: str  # "closed" | "open" | "half_open"
-    open_until: float | None
-    failures: int
-    calls: int
+    state: str  # "closed" | "open" | "half_open" (a probe in flight)
+    open_until: float | None  # when the next probe may go (None: closed)
+    failures: int  # in the window
+    calls: int  # in the window
     probe_available: bool
+    streak: int = 0  # counted calls in a row that failed
 
     @property
     def failure_rate(self) -> float:
@@ -85,110 +82,86 @@ class BreakerState:
 
 # --- the shared state: each Lua script with its in-memory twin --------------------------
 #
-# Keys: the state hash (state, level, open_until, closed_at), the window of the last
-# calls (1 failure, 0 success, newest first) and the probe lease (the token of the one
-# caller let through an open breaker, expiring on its own if that caller dies).
+# Keys: the state hash (state, streak, next_probe, interval), the window of the last
+# counted calls (1 failure, 0 success, newest first) and the probe lease (the token of
+# the one caller let through an open breaker, expiring on its own if that caller dies).
 
-_DURATION = """
-local function duration(level)
-  local d = tonumber(ARGV[4]) * tonumber(ARGV[6]) ^ level
-  local cap = tonumber(ARGV[5])
-  if d > cap then d = cap end
-  return d
-end
-"""
-
-# KEYS: state, window, probe. ARGV: now, kind, token, open_s, open_max_s, multiplier,
-# window, min_calls, failure_rate, cooldown_s. Returns the transition
-# {from, to, reason, open_until or -1} or nil.
-_RECORD_LUA = (
-    _DURATION
-    + """
-local now = tonumber(ARGV[1])
-local kind = ARGV[2]
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-local level = tonumber(redis.call('HGET', KEYS[1], 'level') or 0)
-if state == 'closed' then
-  if kind == 'neutral' then return nil end
-  redis.call('LPUSH', KEYS[2], kind == 'failure' and 1 or 0)
-  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[7]) - 1)
-  local window = redis.call('LRANGE', KEYS[2], 0, -1)
-  local failures = 0
-  for _, v in ipairs(window) do failures = failures + tonumber(v) end
-  local calls = #window
-  if calls >= tonumber(ARGV[8]) and failures / calls >= tonumber(ARGV[9]) then
-    local closed_at = tonumber(redis.call('HGET', KEYS[1], 'closed_at') or -1)
-    if closed_at < 0 or now - closed_at >= tonumber(ARGV[10]) then level = 0 else level = level + 1 end
-    local untl = now + duration(level)
-    redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', tostring(untl), 'level', level)
-    redis.call('DEL', KEYS[2])
-    return {'closed', 'open', failures .. ' of the last ' .. calls .. ' calls failed', tostring(untl)}
-  end
+# KEYS: state, window, probe. ARGV: now, kind, token, window, dead_after, probe_s,
+# probe_max_s. Returns the transition {from, to, reason, next probe or -1} or nil.
+_RECORD_LUA = """
+local now, kind, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+if kind == 'neutral' then
+  if token ~= '' and redis.call('GET', KEYS[3]) == token then redis.call('DEL', KEYS[3]) end
   return nil
 end
-if ARGV[3] == '' or redis.call('GET', KEYS[3]) ~= ARGV[3] then return nil end
-redis.call('DEL', KEYS[3])
-if kind == 'success' then
-  redis.call('HSET', KEYS[1], 'state', 'closed', 'closed_at', tostring(now))
-  redis.call('HDEL', KEYS[1], 'open_until')
-  redis.call('DEL', KEYS[2])
-  return {state, 'closed', 'the probe call succeeded', '-1'}
-elseif kind == 'failure' then
-  level = level + 1
-  local untl = now + duration(level)
-  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', tostring(untl), 'level', level)
-  return {state, 'open', 'the probe call failed', tostring(untl)}
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+if state ~= 'closed' then
+  -- Open: only the probe's result counts; calls let through before are ignored.
+  if token == '' or redis.call('GET', KEYS[3]) ~= token then return nil end
+  redis.call('DEL', KEYS[3])
 end
-return nil
+redis.call('LPUSH', KEYS[2], kind == 'failure' and 1 or 0)
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+if state == 'closed' then
+  if kind == 'success' then
+    redis.call('HSET', KEYS[1], 'streak', 0)
+    return nil
+  end
+  local streak = redis.call('HINCRBY', KEYS[1], 'streak', 1)
+  if streak < tonumber(ARGV[5]) then return nil end
+  local probe_at = now + tonumber(ARGV[6])
+  redis.call('HSET', KEYS[1], 'state', 'open', 'next_probe', tostring(probe_at),
+             'interval', ARGV[6])
+  return {'closed', 'open', streak .. ' calls in a row failed', tostring(probe_at)}
+end
+if kind == 'success' then
+  redis.call('HSET', KEYS[1], 'state', 'closed', 'streak', 0)
+  redis.call('HDEL', KEYS[1], 'next_probe', 'interval')
+  return {state, 'closed', 'a probe call succeeded', '-1'}
+end
+local interval = math.min(tonumber(redis.call('HGET', KEYS[1], 'interval')) * 2,
+                          tonumber(ARGV[7]))
+local probe_at = now + interval
+redis.call('HSET', KEYS[1], 'state', 'open', 'next_probe', tostring(probe_at),
+           'interval', tostring(interval))
+redis.call('HINCRBY', KEYS[1], 'streak', 1)
+return {state, 'open', 'the probe call failed', tostring(probe_at)}
 """
-)
 
 
 def _record_twin(db: MemoryStore, keys, args):
     state_key, window_key, probe_key = keys
     now, kind, token = float(args[0]), args[1], args[2]
-    open_s, open_max_s, multiplier = float(args[3]), float(args[4]), float(args[5])
-    size, min_calls, failure_rate, cooldown_s = (
-        int(args[6]),
-        int(args[7]),
-        float(args[8]),
-        float(args[9]),
-    )
-    fields = db.get(state_key, now, {})
+    size, dead_after = int(args[3]), int(args[4])
+    probe_s, probe_max_s = float(args[5]), float(args[6])
+    if kind == "neutral":
+        if token and db.get(probe_key, now) == token:
+            db.delete(probe_key)
+        return None
+    fields = dict(db.get(state_key, now, {}))
     state = fields.get("state", "closed")
-    level = fields.get("level", 0)
-
-    def duration(level):
-        return min(open_max_s, open_s * multiplier**level)
-
-    if state == "closed":
-        if kind == "neutral":
+    if state != "closed":
+        if not token or db.get(probe_key, now) != token:
             return None
-        window = [1 if kind == "failure" else 0, *db.get(window_key, now, [])][:size]
-        db.set(window_key, window)
-        failures, calls = sum(window), len(window)
-        if calls >= min_calls and failures / calls >= failure_rate:
-            closed_at = fields.get("closed_at")
-            level = 0 if closed_at is None or now - closed_at >= cooldown_s else level + 1
-            until = now + duration(level)
-            db.set(state_key, {**fields, "state": "open", "open_until": until, "level": level})
-            db.delete(window_key)
-            reason = f"{failures} of the last {calls} calls failed"
-            return ["closed", "open", reason, repr(until)]
-        return None
-    if token == "" or db.get(probe_key, now) != token:
-        return None
-    db.delete(probe_key)
+        db.delete(probe_key)
+    db.set(window_key, [1 if kind == "failure" else 0, *db.get(window_key, now, [])][:size])
+    if state == "closed":
+        fields["streak"] = 0 if kind == "success" else fields.get("streak", 0) + 1
+        db.set(state_key, fields)
+        if fields["streak"] < dead_after:
+            return None
+        probe_at = now + probe_s
+        db.set(state_key, {**fields, "state": "open", "next_probe": probe_at, "interval": probe_s})
+        return ["closed", "open", f"{fields['streak']} calls in a row failed", repr(probe_at)]
     if kind == "success":
-        fields = {k: v for k, v in fields.items() if k != "open_until"}
-        db.set(state_key, {**fields, "state": "closed", "closed_at": now})
-        db.delete(window_key)
-        return [state, "closed", "the probe call succeeded", "-1"]
-    if kind == "failure":
-        until = now + duration(level + 1)
-        db.set(state_key, {**fields, "state": "open", "open_until": until, "level": level + 1})
-        return [state, "open", "the probe call failed", repr(until)]
-    return None
+        db.set(state_key, {"state": "closed", "streak": 0})
+        return [state, "closed", "a probe call succeeded", "-1"]
+    interval = min(fields["interval"] * 2, probe_max_s)
+    probe_at = now + interval
+    fields.update(state="open", next_probe=probe_at, interval=interval)
+    fields["streak"] = fields.get("streak", 0) + 1
+    db.set(state_key, fields)
+    return [state, "open", "the probe call failed", repr(probe_at)]
 
 
 # KEYS: state, probe. ARGV: now, token, lease_ms. Returns {admitted, retry_at or -1} and,
@@ -197,8 +170,8 @@ _ADMIT_LUA = """
 local now = tonumber(ARGV[1])
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 if state == 'closed' then return {1, '-1'} end
-local untl = tonumber(redis.call('HGET', KEYS[1], 'open_until') or 0)
-if now < untl then return {0, tostring(untl)} end
+local probe_at = tonumber(redis.call('HGET', KEYS[1], 'next_probe') or 0)
+if now < probe_at then return {0, tostring(probe_at)} end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   redis.call('HSET', KEYS[1], 'state', 'half_open')
   if state == 'open' then return {1, '-1', 'open', 'half_open', 'a probe call is let through'} end
@@ -216,9 +189,9 @@ def _admit_twin(db: MemoryStore, keys, args):
     state = fields.get("state", "closed")
     if state == "closed":
         return [1, "-1"]
-    until = fields.get("open_until", 0)
-    if now < until:
-        return [0, repr(until)]
+    probe_at = fields.get("next_probe", 0)
+    if now < probe_at:
+        return [0, repr(probe_at)]
     if db.get(probe_key, now) is None:
         db.set(probe_key, token, now + lease_ms / 1000)
         db.set(state_key, {**fields, "state": "half_open"})
@@ -236,15 +209,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 
 def _release_twin(db: MemoryStore, keys, args):
     # No clock here: a lease that has expired but not been swept is deleted all the same.
-    if db.get(keys[0], -math.inf) == args[0]:
+    if db.get(keys[0], float("-inf")) == args[0]:
         db.delete(keys[0])
 
 
-# KEYS: state, window, probe. Returns {state, open_until or '', probe ttl ms, window}.
+# KEYS: state, window, probe. Returns {state, next probe or '', probe ttl ms, window,
+# streak}.
 _READ_LUA = """
-local fields = redis.call('HMGET', KEYS[1], 'state', 'open_until')
+local fields = redis.call('HMGET', KEYS[1], 'state', 'next_probe', 'streak')
 return {fields[1] or 'closed', fields[2] or '', redis.call('PTTL', KEYS[3]),
-        redis.call('LRANGE', KEYS[2], 0, -1)}
+        redis.call('LRANGE', KEYS[2], 0, -1), tonumber(fields[3] or 0)}
 """
 
 
@@ -254,12 +228,13 @@ def _read_twin(db: MemoryStore, keys, args):
     fields = db.get(state_key, now, {})
     held = db.get(probe_key, now) is not None
     ttl = round((db.expires_at(probe_key) - now) * 1000) if held else -2
-    until = fields.get("open_until")
+    probe_at = fields.get("next_probe")
     return [
         fields.get("state", "closed"),
-        "" if until is None else repr(until),
+        "" if probe_at is None else repr(probe_at),
         ttl,
         [str(v) for v in db.get(window_key, now, [])],
+        fields.get("streak", 0),
     ]
 
 
@@ -293,8 +268,8 @@ class Breaker:
         return f"breaker:{model}", f"breaker:{model}:window", f"breaker:{model}:probe"
 
     def admit(self, model: str, token: str) -> tuple[bool, float | None]:
-        """May a call go to `model` now? Past its open time, one caller (holding the
-        probe lease `token`) is let through."""
+        """May a call go to `model` now? Closed: yes. Open: one caller at a time,
+        holding the probe lease `token`, once the next probe is due."""
         now = self.clock.now()
         state, _, probe = self._keys(model)
         lease_ms = max(1, int(self.config.probe_lease_s * 1000))
@@ -310,8 +285,8 @@ class Breaker:
     def record(self, model: str, outcome: Outcome, token: str = "") -> dict | None:
         now = self.clock.now()
         c = self.config
-        args = [repr(now), kind_of(outcome), token, c.open_s, c.open_max_s, c.multiplier]
-        args += [c.window, c.min_calls, c.failure_rate, c.cooldown_s]
+        args = [repr(now), kind_of(outcome), token, c.window, c.dead_after]
+        args += [repr(c.probe_s), repr(c.probe_max_s)]
         transition = _transition(self.store.run(RECORD, list(self._keys(model)), args))
         if transition:
             self._log(model, transition, now)
@@ -319,8 +294,9 @@ class Breaker:
 
     def state(self, model: str) -> BreakerState:
         now = self.clock.now()
-        state, until, ttl, window = self.store.run(READ, list(self._keys(model)), [repr(now)])
-        open_until = float(until) if until else None
+        raw = self.store.run(READ, list(self._keys(model)), [repr(now)])
+        state, probe_at, ttl, window, streak = raw
+        open_until = float(probe_at) if probe_at else None
         probe_until = now + ttl / 1000 if ttl and ttl > 0 else None
         probe_available = (
             state != "closed"
@@ -329,7 +305,7 @@ class Breaker:
             and probe_until is None
         )
         if state != "closed" and probe_until is not None:
-            # Half-open with its probe in flight: nobody else gets in before the lease ends.
+            # A probe in flight: nobody else gets in before its lease ends.
             open_until = max(open_until or now, probe_until)
         window = [int(v) for v in window]
         return BreakerState(
@@ -338,6 +314,7 @@ class Breaker:
             failures=sum(window),
             calls=len(window),
             probe_available=probe_available,
+            streak=int(streak),
         )
 
     def transitions(self, limit: int = 50) -> list[dict]:
@@ -354,5 +331,5 @@ class Breaker:
             transition["from"],
             transition["to"],
             transition["reason"],
-            f" (open for {until - now:.0f} s)" if until else "",
+            f" (next probe in {until - now:.0f} s)" if until else "",
         )

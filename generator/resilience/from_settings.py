@@ -50,11 +50,9 @@ def breaker_config_from_settings() -> BreakerConfig:
     try:
         return BreakerConfig(
             window=settings.BREAKER_WINDOW,
-            min_calls=settings.BREAKER_MIN_CALLS,
-            failure_rate=settings.BREAKER_FAILURE_RATE,
-            open_s=settings.BREAKER_OPEN_S * k,
-            open_max_s=settings.BREAKER_OPEN_MAX_S * k,
-            cooldown_s=settings.BREAKER_COOLDOWN_S * k,
+            dead_after=settings.BREAKER_DEAD_AFTER,
+            probe_s=settings.BREAKER_PROBE_S * k,
+            probe_max_s=settings.BREAKER_PROBE_MAX_S * k,
             probe_lease_s=settings.BREAKER_PROBE_LEASE_S * k,
         )
     except ValueError as exc:

@@ -11,10 +11,11 @@ from tests.unit.resilience.test_health import FLASH, PRO
 
 def test_it_is_shared_through_redis_and_reports_every_catalogue_model(redis_conn, settings):
     settings.TIME_SCALE = 1.0
+    settings.BREAKER_DEAD_AFTER = 8
     one, two = Health.from_settings(), Health.from_settings()
     for _ in range(8):
         assert one.acquire(PRO)[0]
-        one.record(PRO, Outcome.OVERLOADED, 40_000)
+        one.record(PRO, Outcome.UNAVAILABLE, 40_000)
     granted, retry_at = two.acquire(PRO)
     assert not granted and retry_at is not None
     rows = {row["model"]: row for row in two.overview()}

@@ -107,7 +107,7 @@ def test_a_request_that_no_longer_waits_for_its_slot_gives_it_back():
     health = health_with_one_pro_call_a_minute(clock)
     assert health.acquire(PRO)[0]
     chain.next_step(deadline_ticket(clock, 600), health, CONFIG)
-    health.breaker.config = BreakerConfig(window=1, min_calls=1)
+    health.breaker.config = BreakerConfig(dead_after=1)
     health.record(PRO, Outcome.OVERLOADED, 1000)  # Pro's breaker opens meanwhile
     decision = chain.next_step(deadline_ticket(clock, 600), health, CONFIG)
     assert decision.book_until is None  # it waits for the breaker now, not for the quota

@@ -11,7 +11,7 @@ from generator.resilience.taxonomy import Outcome
 
 PRO = "gemini-3-pro-image-preview"
 FLASH = "gemini-2.5-flash-image"
-BREAKER = BreakerConfig(window=10, min_calls=4, open_s=60, open_max_s=600, probe_lease_s=100)
+BREAKER = BreakerConfig(window=10, dead_after=4, probe_s=60, probe_max_s=600, probe_lease_s=100)
 
 
 @pytest.fixture
