@@ -6,9 +6,10 @@ there yet, and a rolled-back submission queues nothing.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import uuid4
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -81,6 +82,23 @@ def validate(submission: Submission) -> None:
         raise AdmissionError("deadline", "“Deliver by” must be in the future.")
 
 
+def default_patience() -> timedelta:
+    """How long quality-first waits for its first model when a request has no "deliver
+    by" (as configured: the product's real time, whatever TIME_SCALE drills run at)."""
+    return timedelta(seconds=settings.POLICY_QUALITY_PATIENCE_S)
+
+
+def wait_up_to(submission: Submission, now: datetime) -> datetime | None:
+    """Until when a quality-first request waits for and retries its first model: its
+    deliver-by time, or the default patience from now (scaled like every policy
+    duration). Stability-first never waits long for any model: None."""
+    if submission.strategy != "quality-first":
+        return None
+    if submission.deadline is not None:
+        return submission.deadline
+    return now + default_patience() * settings.TIME_SCALE
+
+
 def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     """Accept the submission as `count` requests of one batch, or raise AdmissionError /
     quotas.QuotaExceeded having created and queued nothing."""
@@ -90,6 +108,7 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     # The worst case is the most expensive model the chain could end on.
     worst = max(catalogue[m].price(submission.image_size) for m in chain)
     batch = uuid4()
+    now = timezone.now()
     with transaction.atomic():
         quotas.reserve(team, user, images=submission.count, cost_usd_each=worst)
         requests = []
@@ -104,11 +123,13 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 aspect_ratio=submission.aspect_ratio,
                 image_size=submission.image_size,
                 deadline=submission.deadline,
+                wait_up_to=wait_up_to(submission, now),
                 chain=chain,
                 status=Status.QUEUED,
                 current_model=chain[0],
                 step=1,
-                handed_over=timezone.now(),
+                created=now,
+                handed_over=now,
                 quota_state=QuotaState.RESERVED,
                 reserved_usd=worst,
             )

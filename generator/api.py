@@ -175,6 +175,8 @@ def serialize(request: GenerationRequest, *, attempts: bool = False) -> dict:
             "image_size": request.image_size,
             "chain": list(request.chain),
             "deadline": _iso(request.deadline),
+            # Quality-first: until when Nano Banana Pro is waited for and retried.
+            "wait_up_to": _iso(request.wait_up_to),
         },
         "current_model": request.current_model or None,
         "waiting_until": _iso(request.waiting_until),

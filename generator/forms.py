@@ -10,9 +10,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS
+from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS, default_patience
 from generator.images import validate_reference
 from generator.models import STRATEGY_HELP, Status, Strategy
+from generator.reasons import duration_words
 from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES, get_catalogue
 from generator.upstream.availability import is_configured
 
@@ -92,9 +93,15 @@ class PromptForm(forms.Form):
             f"{settings.REFERENCE_MAX_PIXELS / 1_000_000:.0f} megapixels each; "
             f"the first model decides how many (Nano Banana Pro up to {most})."
         )
+        patience = duration_words(default_patience().total_seconds())
         self.strategy_help = [
-            (value, label, STRATEGY_HELP[value]) for value, label in Strategy.choices
+            (value, label, STRATEGY_HELP[value].format(patience=patience))
+            for value, label in Strategy.choices
         ]
+        self.fields["deadline"].help_text = (
+            f"Optional (UTC). Quality-first waits for Nano Banana Pro until then instead "
+            f"of up to {patience}, and falls back in time to deliver by it."
+        )
         # The sizes each strategy's first model delivers: the page's script disables the
         # others when the strategy changes (admission refuses them anyway, with a reason).
         self.fields["image_size"].widget.attrs.update(

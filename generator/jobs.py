@@ -76,7 +76,7 @@ class StepRunner:
     def _call(self, decision: Decision) -> str:
         request = self.request
         spec = self.catalogue[decision.model]
-        fallback = self._words(decision) if decision.downgraded_from else ""
+        fallback = self._fallback_words(decision)
         # The row already names the model the last hand-over planned; write only when the
         # policy chose another one now.
         if (spec.id != request.current_model or fallback) and not request.show_call(
@@ -141,7 +141,7 @@ class StepRunner:
             model=decision.model,
             reason=reason,
             at=at,
-            fallback_reason=reason if decision.downgraded_from else "",
+            fallback_reason=self._fallback_words(decision),
             attempt_count=len(self.attempts),
         )
         if not handed:
@@ -216,6 +216,7 @@ class StepRunner:
             chain=tuple(request.chain),
             created=request.created.timestamp(),
             deadline=request.deadline.timestamp() if request.deadline else None,
+            wait_until=request.wait_up_to.timestamp() if request.wait_up_to else None,
             attempts=tuple(
                 AttemptRecord(
                     model=a.model,
@@ -284,6 +285,14 @@ class StepRunner:
     @staticmethod
     def _words(decision: Decision) -> str:
         return words(decision.reason, GenerationRequest.model_name)
+
+    @staticmethod
+    def _fallback_words(decision: Decision) -> str:
+        """Why the request left the model it asked for ("" if it did not): the cause
+        alone, as the page already says which model it fell back to."""
+        if not decision.downgraded_from or decision.reason is None:
+            return ""
+        return words(decision.reason.cause or decision.reason, GenerationRequest.model_name)
 
 
 class Heartbeat:

@@ -27,8 +27,10 @@ class Strategy(models.TextChoices):
 
 
 STRATEGY_HELP = {
-    Strategy.QUALITY_FIRST: "Best model first (Nano Banana Pro); waits briefly for it to "
-    "recover, then falls back to Nano Banana.",
+    # {patience}: the default wait limit in words (generator.forms fills it in).
+    Strategy.QUALITY_FIRST: "Best model first (Nano Banana Pro): waits for it and retries it "
+    "for up to {patience} (or until “Deliver by”), then falls back to Nano Banana so an "
+    "image still arrives in time.",
     Strategy.STABILITY_FIRST: "Steadiest model first (Nano Banana); never waits long, "
     "so images arrive sooner at slightly lower quality.",
 }
@@ -244,6 +246,9 @@ class GenerationRequest(models.Model):
     )
     references = models.ManyToManyField(ReferenceImage, blank=True, related_name="requests")
     deadline = models.DateTimeField(null=True, blank=True, help_text="Deliver by")
+    # Quality-first: until when the first model (Nano Banana Pro) is waited for and
+    # retried: the deadline when given, else submission plus the default patience.
+    wait_up_to = models.DateTimeField(null=True, blank=True, help_text="Wait up to")
     chain = models.JSONField(default=list, help_text="The model ids planned, in order")
 
     # Where it stands.
@@ -321,6 +326,15 @@ class GenerationRequest(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def wait_limit_text(self) -> str:
+        """How long the first model is waited for, in words ("3.5 min"); "" if not."""
+        if self.wait_up_to is None:
+            return ""
+        from generator.reasons import duration_words
+
+        return duration_words((self.wait_up_to - self.created).total_seconds())
 
     @property
     def time_to_image(self) -> timedelta | None:

@@ -9,10 +9,25 @@ from generator.resilience.policy import Code, Reason
 from generator.resilience.taxonomy import Outcome
 
 
-def _seconds(s: float) -> str:
+def duration_words(s: float) -> str:
+    """A duration as a person reads it: "45 s", "2 min", "3.5 min"."""
     if s >= 90:
-        return f"{s / 60:.0f} min"
+        minutes = round(s / 30) / 2  # to the half minute
+        return f"{minutes:g} min"
     return f"{s:.0f} s"
+
+
+# How a model was failing, for "Nano Banana Pro was overloaded through your wait limit".
+_FAILING = {
+    Outcome.OVERLOADED: "overloaded",
+    Outcome.UNAVAILABLE: "unavailable",
+    Outcome.SERVER_ERROR: "failing with server errors",
+    Outcome.TIMEOUT: "timing out",
+    Outcome.NETWORK: "unreachable",
+    Outcome.NO_IMAGE: "answering without an image",
+    Outcome.MALFORMED: "answering with unreadable responses",
+    Outcome.RATE_LIMITED: "rate limited",
+}
 
 
 def words(reason: Reason | None, name: Callable[[str], str]) -> str:
@@ -29,9 +44,18 @@ def words(reason: Reason | None, name: Callable[[str], str]) -> str:
         case Code.BACKOFF:
             return f"{m} failed ({outcome}); retrying with backoff"
         case Code.RATE_LIMITED:
-            return f"{m} is rate limited; retrying after the server's delay of {_seconds(reason.seconds)}"
+            return f"{m} is rate limited; retrying after the server's delay of {duration_words(reason.seconds)}"
         case Code.BREAKER_OPEN:
-            return f"{m}'s circuit breaker is open"
+            return f"{m} is down (its circuit breaker is open)"
+        case Code.OUT_OF_PATIENCE:
+            limit = duration_words(reason.seconds)
+            if not reason.count:
+                return f"{m} could not deliver within your wait limit of {limit}"
+            how = _FAILING.get(outcome, "failing")
+            tries = f"{reason.count} attempt{'s' if reason.count > 1 else ''}"
+            return f"{m} was {how} through your wait limit of {limit} ({tries})"
+        case Code.QUOTA_PAST_PATIENCE:
+            return f"{m}'s quota had no free slot within your wait limit of {duration_words(reason.seconds)}"
         case Code.QUOTA_BUSY:
             return f"{m}'s upstream quota has no headroom"
         case Code.ALL_BUSY:

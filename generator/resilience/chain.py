@@ -32,6 +32,8 @@ class Ticket:
     created: float
     deadline: float | None
     attempts: tuple[AttemptRecord, ...]
+    # Quality-first: until when its first model may be waited for (None: the default).
+    wait_until: float | None = None
 
 
 def situation(ticket: Ticket, health: Health) -> Situation:
@@ -43,6 +45,7 @@ def situation(ticket: Ticket, health: Health) -> Situation:
         now=health.clock.now(),
         created=ticket.created,
         deadline=ticket.deadline,
+        wait_until=ticket.wait_until,
         # Asked twice with the same history (before and after a call), the policy must
         # answer the same: the seed changes only with the number of attempts.
         seed=f"{ticket.key}:{len(ticket.attempts)}",

@@ -28,6 +28,8 @@ def policy_config_from_settings() -> PolicyConfig:
             min_wait_s=settings.POLICY_MIN_WAIT_S * k,
             request_budget_s=settings.POLICY_REQUEST_BUDGET_S * k,
             expected_call_s=settings.POLICY_EXPECTED_CALL_S * k,
+            expected_failure_s=settings.POLICY_EXPECTED_FAILURE_S * k,
+            patience_s=settings.POLICY_QUALITY_PATIENCE_S * k,
             quality=StrategyLimits(
                 attempts_per_model=settings.POLICY_QUALITY_ATTEMPTS_PER_MODEL,
                 max_wait_s=settings.POLICY_QUALITY_MAX_WAIT_S * k,

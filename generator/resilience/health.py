@@ -10,7 +10,7 @@ import logging
 import secrets
 import statistics
 
-from generator.resilience.breaker import Breaker, BreakerConfig
+from generator.resilience.breaker import Breaker, BreakerConfig, kind_of
 from generator.resilience.clock import Clock, SystemClock
 from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
 from generator.resilience.policy import ModelHealth
@@ -113,13 +113,16 @@ class Health:
         retry_after_s: float | None = None,
         quota_scope: str = "",
     ) -> None:
-        """Feed a call's result to the model's breaker and latency statistics; a per-day
-        429 marks the model out of quota until the upstream's next daily reset."""
+        """Feed a call's result to the model's breaker and latency statistics (of its
+        successes, and of the failures that say it is in trouble); a per-day 429 marks
+        the model out of quota until the upstream's next daily reset."""
         now = self.clock.now()
         self.breaker.record(model, Outcome(outcome), self._probes.pop(model, ""))
-        if outcome == Outcome.SUCCESS:
-            self.store.push_capped(f"latency:{model}", str(int(latency_ms)), LATENCY_SAMPLES)
-        elif outcome == Outcome.RATE_LIMITED:
+        kind = kind_of(Outcome(outcome))
+        if kind != "neutral":
+            key = f"latency:{model}" if kind == "success" else f"latency-failed:{model}"
+            self.store.push_capped(key, str(int(latency_ms)), LATENCY_SAMPLES)
+        if outcome == Outcome.RATE_LIMITED:
             if quota_scope == "day":
                 _, reset = self.limiter.day_window(now)
                 self.store.set_until(f"quota-out:{model}", reset, reset, now)
@@ -149,11 +152,16 @@ class Health:
             next_free_at=next_free,
             booked_at=booked,
             out_of_quota_until=self.store.get_float(f"quota-out:{model}", self.clock.now()),
+            success_latencies=self._latencies(f"latency:{model}"),
+            failure_latencies=self._latencies(f"latency-failed:{model}"),
         )
 
+    def _latencies(self, key: str) -> tuple[float, ...]:
+        return tuple(int(ms) / 1000 for ms in self.store.newest(key, LATENCY_SAMPLES))
+
     def p50_ms(self, model: str) -> int | None:
-        samples = [int(x) for x in self.store.newest(f"latency:{model}", LATENCY_SAMPLES)]
-        return int(statistics.median(samples)) if samples else None
+        samples = self._latencies(f"latency:{model}")
+        return int(statistics.median(samples) * 1000) if samples else None
 
     # --- for monitoring ------------------------------------------------------------------
 

@@ -23,9 +23,17 @@ Why the rules are what they are (docs/resilience.md has the long version):
   attempt budget, then downgraded.
 - rate_limited honours the server's retry delay; a per-day quota will not come back
   today, so the next model at once.
-- An open breaker or a limiter with no headroom is a wait the request did not cause:
-  quality-first waits only if the wait is short or its deadline allows it,
-  stability-first never waits long.
+- Quality-first has a wait limit for its first model ("patience": the request's deliver-
+  by time, or a default): within it the policy keeps trying that model while it is
+  alive (its breaker is not open), a success would most likely land in time (the median
+  of its recent successes' latencies fits) and, should the attempt fail, the next model
+  could still deliver in time (the median failure latency plus the next model's median
+  success latency fit). How often the model fails does not stop it: a model that
+  succeeds one call in ten still delivers a share of the requests that try it a few
+  times, and the breaker says when it is dead. A wait for a quota slot is booked.
+- For the other models, an open breaker or a limiter with no headroom is a wait the
+  request did not cause: quality-first waits only if the wait is short or its deadline
+  allows it, stability-first never waits long.
 """
 
 import random
@@ -61,7 +69,11 @@ class Code(StrEnum):
     CALLING = "calling"  # model
     BACKOFF = "backoff"  # model failed with outcome; retried after a jittered wait
     RATE_LIMITED = "rate_limited"  # model; retried after the server's delay (seconds)
-    BREAKER_OPEN = "breaker_open"  # model's circuit breaker is open
+    BREAKER_OPEN = "breaker_open"  # model's circuit breaker is open: it is down
+    OUT_OF_PATIENCE = "out_of_patience"  # model failed (outcome, count attempts) through
+    # the request's wait limit (seconds) for it: another attempt cannot deliver in time
+    QUOTA_PAST_PATIENCE = "quota_past_patience"  # model's next free quota slot is later
+    # than the request's wait limit (seconds) allows
     QUOTA_BUSY = "quota_busy"  # model's upstream quota has no headroom
     ALL_BUSY = "all_busy"  # every model's quota refused the call just now
     DAILY_QUOTA = "daily_quota"  # model's daily quota is used up
@@ -125,6 +137,9 @@ class ModelHealth:
     booked_at: float | None = None
     # A per-day quota was exhausted; no calls before this time (the upstream's reset).
     out_of_quota_until: float | None = None
+    # Recent latencies in seconds of the model's successes and of its failures.
+    success_latencies: tuple[float, ...] = ()
+    failure_latencies: tuple[float, ...] = ()
 
     def available_at(self, now: float) -> float:
         """The earliest time a call to this model could be admitted."""
@@ -150,6 +165,10 @@ class Situation:
     created: float
     deadline: float | None
     seed: str = ""
+    # Quality-first: until when the first model may be waited for (the deadline when
+    # given, else created + the default patience); None: the deadline, or else
+    # created + config.patience_s.
+    wait_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -178,15 +197,19 @@ class PolicyConfig:
     """Every duration in seconds, already multiplied by TIME_SCALE
     (generator.resilience.from_settings builds it from settings)."""
 
-    attempt_budget: int = 8  # calls per request, all models together
+    attempt_budget: int = 14  # calls per request, all models together
     backoff_base_s: float = 2.0  # full jitter: uniform(0, min(cap, base * 2**n))
     backoff_cap_s: float = 30.0
     rate_limited_default_s: float = 30.0  # a 429 without a retry delay
     min_wait_s: float = 0.5  # every WAIT is at least this far ahead: the loop progresses
     request_budget_s: float = 1200.0  # without a deadline, give up this long after submit
     expected_call_s: float = 40.0  # a call's duration, to judge whether a deadline allows a wait
+    # A failed call's duration, until the model's own failures say otherwise.
+    expected_failure_s: float = 10.0
+    # Quality-first waits this long for its first model unless the request says otherwise.
+    patience_s: float = 210.0
     quality: StrategyLimits = StrategyLimits(
-        attempts_per_model=4, max_wait_s=15.0, max_rate_limit_wait_s=60.0, min_success_rate=0.0
+        attempts_per_model=10, max_wait_s=15.0, max_rate_limit_wait_s=60.0, min_success_rate=0.0
     )
     stability: StrategyLimits = StrategyLimits(
         attempts_per_model=2, max_wait_s=5.0, max_rate_limit_wait_s=5.0, min_success_rate=0.5
@@ -213,6 +236,15 @@ def backoff_s(config: PolicyConfig, failures: int, rng: random.Random) -> float:
     return rng.uniform(0, ceiling)
 
 
+def median(samples: tuple[float, ...], default: float) -> float:
+    """The median of a model's recent latencies; `default` until there are a few."""
+    if len(samples) < 3:
+        return default
+    ordered = sorted(samples)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def decide(situation: Situation, config: PolicyConfig) -> Decision:
     """The next step of a request."""
     return _Planner(situation, config).decide()
@@ -232,6 +264,9 @@ class _Planner:
         self.give_up_at = (
             s.deadline if s.deadline is not None else s.created + config.request_budget_s
         )
+        self.wait_until = s.wait_until
+        if self.wait_until is None:
+            self.wait_until = s.deadline or s.created + config.patience_s
 
     def decide(self) -> Decision:
         s, last = self.s, self.last
@@ -332,49 +367,103 @@ class _Planner:
     def _ready_at(self, model: str, is_last: bool) -> tuple[float, Reason, bool, float | None]:
         """(earliest call time, why, whether this strategy waits that long for it, and
         for a wait on the model's quota the latest slot worth booking)."""
-        now, limits = self.now, self.limits
-        ready, why, patient = now, Reason(Code.CALLING, model), True
-        last = self.last
-        if last is not None and last.model == model:
-            if last.outcome == Outcome.RATE_LIMITED:
-                delay = last.retry_after_s
-                if delay is None:
-                    delay = self.config.rate_limited_default_s
-                ready = last.at + delay
-                why = Reason(Code.RATE_LIMITED, model, seconds=delay)
-                patient = delay <= limits.max_rate_limit_wait_s or self._deadline_allows(ready)
-            elif last.outcome in RETRYABLE:
-                failures = self._trailing_failures(model)
-                seeded = random.Random(f"{self.s.seed}:{model}:{len(self.s.attempts)}")
-                ready = last.at + backoff_s(self.config, failures, seeded)
-                why = Reason(Code.BACKOFF, model, last.outcome)
-                patient = True
+        ready, why = self._retry_at(model)
         health = self.s.health.get(model)
-        if health is None:
-            return ready, why, patient, None
-        if not is_last and self._struggling(health):
-            rate = health.success_rate or 0.0
-            return float("inf"), Reason(Code.STRUGGLING, model, rate=rate), False, None
-        available = health.available_at(now)
-        # Compared with now too: a backoff that has already run out is no reason to
-        # blame the breaker or the quota for the call not going at once.
-        if available > max(ready, now):
-            ready = available
-            if health.breaker != "closed" and not health.probe_available:
-                why = Reason(Code.BREAKER_OPEN, model)
-            elif health.out_of_quota_until is not None and health.out_of_quota_until >= ready:
-                why = Reason(Code.DAILY_QUOTA, model)
-            else:
-                why = Reason(Code.QUOTA_BUSY, model)
-            patient = ready - now <= limits.max_wait_s or self._deadline_allows(ready)
-            if why.code == Code.QUOTA_BUSY:
-                latest = now + limits.max_wait_s
-                if is_last:
-                    latest = self.give_up_at
-                elif self._deadline_allows(now):
-                    latest = max(latest, self.s.deadline - self.config.expected_call_s)
-                return ready, why, patient, latest
-        return ready, why, patient, None
+        if health is not None:
+            if not is_last and self._struggling(health):
+                rate = health.success_rate or 0.0
+                return float("inf"), Reason(Code.STRUGGLING, model, rate=rate), False, None
+            available = health.available_at(self.now)
+            # Compared with now too: a backoff that has already run out is no reason to
+            # blame the breaker or the quota for the call not going at once.
+            if available > max(ready, self.now):
+                ready, why = available, self._blocked_by(health, available)
+        if self._patient_for(model, is_last):
+            return self._within_patience(model, ready, why)
+        return ready, why, self._waits_for(ready, why), self._book_until(why, is_last)
+
+    def _retry_at(self, model: str) -> tuple[float, Reason]:
+        """When the request's own history lets it call `model` again, and why."""
+        last = self.last
+        if last is None or last.model != model:
+            return self.now, Reason(Code.CALLING, model)
+        if last.outcome == Outcome.RATE_LIMITED:
+            delay = last.retry_after_s
+            if delay is None:
+                delay = self.config.rate_limited_default_s
+            return last.at + delay, Reason(Code.RATE_LIMITED, model, seconds=delay)
+        if last.outcome in RETRYABLE:
+            failures = self._trailing_failures(model)
+            seeded = random.Random(f"{self.s.seed}:{model}:{len(self.s.attempts)}")
+            ready = last.at + backoff_s(self.config, failures, seeded)
+            return ready, Reason(Code.BACKOFF, model, last.outcome)
+        return self.now, Reason(Code.CALLING, model)
+
+    @staticmethod
+    def _blocked_by(health: ModelHealth, ready: float) -> Reason:
+        model = health.model
+        if health.breaker != "closed" and not health.probe_available:
+            return Reason(Code.BREAKER_OPEN, model)
+        if health.out_of_quota_until is not None and health.out_of_quota_until >= ready:
+            return Reason(Code.DAILY_QUOTA, model)
+        return Reason(Code.QUOTA_BUSY, model)
+
+    def _waits_for(self, ready: float, why: Reason) -> bool:
+        """Whether the strategy waits until `ready` for a model it has no patience for."""
+        limits = self.limits
+        if why.code == Code.RATE_LIMITED:
+            return why.seconds <= limits.max_rate_limit_wait_s or self._deadline_allows(ready)
+        if why.code in (Code.CALLING, Code.BACKOFF):
+            return True
+        return ready - self.now <= limits.max_wait_s or self._deadline_allows(ready)
+
+    def _book_until(self, why: Reason, is_last: bool) -> float | None:
+        if why.code != Code.QUOTA_BUSY:
+            return None
+        if is_last:
+            return self.give_up_at
+        latest = self.now + self.limits.max_wait_s
+        if self._deadline_allows(self.now):
+            latest = max(latest, self.s.deadline - self.config.expected_call_s)
+        return latest
+
+    # --- the wait limit for the first model of quality-first ----------------------------
+
+    def _patient_for(self, model: str, is_last: bool) -> bool:
+        """Quality-first waits for its first model within the wait limit; the last
+        usable model is waited for in any case."""
+        return self.s.strategy != STABILITY_FIRST and model == self.s.chain[0] and not is_last
+
+    def _within_patience(
+        self, model: str, ready: float, why: Reason
+    ) -> tuple[float, Reason, bool, float | None]:
+        if why.code == Code.BREAKER_OPEN:
+            return ready, why, False, None  # dead: no use waiting for the next probe
+        latest = self._latest_start(model)
+        if ready <= latest:
+            return ready, why, True, latest if why.code == Code.QUOTA_BUSY else None
+        limit = self.wait_until - self.s.created
+        if why.code == Code.QUOTA_BUSY:
+            return ready, Reason(Code.QUOTA_PAST_PATIENCE, model, seconds=limit), False, None
+        tried = [a for a in self.s.attempts if a.model == model]
+        outcome = tried[-1].outcome if tried else None
+        why = Reason(Code.OUT_OF_PATIENCE, model, outcome, count=len(tried), seconds=limit)
+        return ready, why, False, None
+
+    def _latest_start(self, model: str) -> float:
+        """The latest time a call to `model` may start and still pay within the wait
+        limit: a success would most likely land in time (its median latency fits) and,
+        should it fail, the next model could still deliver in time."""
+        health = self.s.health.get(model) or ModelHealth(model)
+        success = median(health.success_latencies, self.config.expected_call_s)
+        failure = median(health.failure_latencies, self.config.expected_failure_s)
+        position = self.s.chain.index(model)
+        after = next((m for m in self.s.chain[position + 1 :] if not self._out(m)), None)
+        fallback = 0.0
+        if after is not None:
+            nxt = self.s.health.get(after) or ModelHealth(after)
+            fallback = median(nxt.success_latencies, self.config.expected_call_s)
+        return self.wait_until - max(success, failure + fallback)
 
     def _struggling(self, health: ModelHealth) -> bool:
         floor = self.limits.min_success_rate

@@ -15,7 +15,20 @@ def say(reason):
 
 def test_it_names_models_by_their_display_names():
     reason = Reason(Code.DOWNGRADE, FLASH, cause=Reason(Code.BREAKER_OPEN, PRO))
-    assert say(reason) == "Nano Banana Pro's circuit breaker is open; downgrading to Nano Banana"
+    assert say(reason) == (
+        "Nano Banana Pro is down (its circuit breaker is open); downgrading to Nano Banana"
+    )
+
+
+def test_it_says_how_the_first_model_failed_through_the_wait_limit():
+    reason = Reason(Code.OUT_OF_PATIENCE, PRO, Outcome.OVERLOADED, count=3, seconds=120)
+    assert say(reason) == (
+        "Nano Banana Pro was overloaded through your wait limit of 2 min (3 attempts)"
+    )
+    reason = Reason(Code.OUT_OF_PATIENCE, PRO, seconds=210)
+    assert say(reason) == "Nano Banana Pro could not deliver within your wait limit of 3.5 min"
+    reason = Reason(Code.QUOTA_PAST_PATIENCE, PRO, seconds=60)
+    assert say(reason) == "Nano Banana Pro's quota had no free slot within your wait limit of 60 s"
 
 
 def test_it_keeps_an_unknown_models_id():

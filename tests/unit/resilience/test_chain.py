@@ -52,11 +52,9 @@ def test_it_asks_the_policy_again_when_the_limiter_refuses_its_call():
 
     health.acquire = another_worker_first
     decision = chain.next_step(ticket(clock), health, CONFIG)
-    assert (decision.action, decision.model, decision.downgraded_from) == (
-        Action.CALL,
-        FLASH,
-        PRO,
-    )
+    # Asked again, the policy waits for Pro's next slot, which its wait limit allows.
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, clock.now() + 60)
+    assert health.snapshot([PRO], holder="req-1")[PRO].booked_at == clock.now() + 60
 
 
 def test_it_waits_a_moment_when_every_try_is_refused():
