@@ -304,7 +304,7 @@ POLICY_EXPECTED_FAILURE_S = env_float("POLICY_EXPECTED_FAILURE_S", 10.0)
 # later and, while probes fail, at intervals doubling up to BREAKER_PROBE_MAX_S; a
 # probe's success closes it. BREAKER_WINDOW calls give a model's recent success rate.
 BREAKER_WINDOW = env_int("BREAKER_WINDOW", 20)
-BREAKER_DEAD_AFTER = env_int("BREAKER_DEAD_AFTER", 30)
+BREAKER_DEAD_AFTER = env_int("BREAKER_DEAD_AFTER", 40)
 BREAKER_PROBE_S = env_float("BREAKER_PROBE_S", 10.0)
 BREAKER_PROBE_MAX_S = env_float("BREAKER_PROBE_MAX_S", 30.0)
 BREAKER_PROBE_LEASE_S = env_float("BREAKER_PROBE_LEASE_S", 200.0)

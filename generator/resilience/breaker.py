@@ -5,8 +5,10 @@ merely struggling.
 A model that fails half its calls, or nine in ten, is alive: retrying it delivers, and
 how well it does (its success rate and latencies, Health.snapshot()) goes into the
 policy's decisions instead of a wall. So the breaker opens only after `dead_after`
-counted calls *in a row* failed. At a 10 % success rate, 30 failures in a row happen in
-about 4 % of runs of calls; a dead model gets there within a minute or two of traffic.
+counted calls *in a row* failed. At a 10 % success rate, 40 failures in a row start at
+about one call in 700 (0.1 × 0.9⁴⁰); a dead model gets there within a minute or two of
+traffic. (At 30, the simulator's hard episode, 90 % of calls failing, saw Pro called
+dead once or twice an hour, each time for minutes: docs/benchmarks.md.)
 
 Open, it lets one probe call through at a time (a lease with an expiry, so a probe whose
 worker died does not block the model), the first `probe_s` after opening and then at an
@@ -51,7 +53,7 @@ def kind_of(outcome: Outcome) -> str:
 @dataclass(frozen=True)
 class BreakerConfig:
     window: int = 20  # the last N counted calls of a model, for its success rate
-    dead_after: int = 30  # this many counted calls in a row failed: the model is dead
+    dead_after: int = 40  # this many counted calls in a row failed: the model is dead
     probe_s: float = 10.0  # the first probe this long after opening
     probe_max_s: float = 30.0  # probes while it stays dead, at most this far apart
     probe_lease_s: float = 200.0  # the probe in flight (longer than any call)
