@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from accounts.models import ApiToken, Invite, Membership, Team, UsageEntry, User
+from accounts.models import ApiToken, Invite, Membership, Team, User
 
 
 class MembershipInline(admin.TabularInline):
@@ -27,6 +27,9 @@ class UserAdmin(DjangoUserAdmin):
     raw_id_fields = ["active_team"]
 
 
+QUOTA_FIELDS = ["images_per_day", "images_per_month", "monthly_budget_usd", "member_daily_cap"]
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     list_display = [
@@ -45,15 +48,15 @@ class TeamAdmin(admin.ModelAdmin):
         (
             "Quotas (empty: unlimited)",
             {
-                "fields": [
-                    "images_per_day",
-                    "images_per_month",
-                    "monthly_budget_usd",
-                    "member_daily_cap",
-                ]
+                "fields": QUOTA_FIELDS,
+                "description": "Change them on the team's quota page (/teams/<id>/quota/edit/): "
+                "it also restarts the counters that admission checks.",
             },
         ),
     ]
+    # Read-only here: a limit saved without the quota service would leave admission's
+    # running counters behind (docs/quotas.md).
+    readonly_fields = QUOTA_FIELDS
     inlines = [MembershipInline]
 
 
@@ -78,24 +81,3 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ["name", "user__email"]
     readonly_fields = ["digest", "hint"]
     raw_id_fields = ["user"]
-
-
-@admin.register(UsageEntry)
-class UsageEntryAdmin(admin.ModelAdmin):
-    """Read-only: the ledger is written by accounts.quotas only, so that it always matches
-    the requests' quota state."""
-
-    list_display = ["created", "team", "user", "kind", "images", "amount_usd", "model", "reason"]
-    list_filter = ["kind"]
-    search_fields = ["team__name", "user__email", "request__id"]
-    raw_id_fields = ["team", "user", "request"]
-    date_hierarchy = "created"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -132,7 +132,7 @@ class Team(models.Model):
     is_personal = models.BooleanField(default=False)
     created = models.DateTimeField(default=timezone.now)
 
-    # Quotas (accounts/quotas.py), set by the owners; empty means unlimited. Days and
+    # Quotas (the quotas app), set by the owners; empty means unlimited. Days and
     # months run in settings.QUOTA_TIME_ZONE.
     images_per_day = models.PositiveIntegerField(
         null=True, blank=True, default=default_images_per_day
@@ -318,60 +318,3 @@ class ApiToken(models.Model):
         if token.last_used is None or now - token.last_used > timedelta(minutes=1):
             cls.objects.filter(pk=token.pk).update(last_used=now)
         return token.user
-
-
-class UsageEntry(models.Model):
-    """The quota ledger: one row per reservation, charge and refund, written in the same
-    transaction as the change it records, so every number on the quota pages can be
-    traced to rows here (docs/quotas.md).
-
-    - reserve: at admission, `images` images at the worst-case price each (`amount_usd` is
-      the total reserved); written before the requests exist, so it names no request.
-    - charge: one delivered image; `amount_usd` is the price of the model that served it,
-      `reserved_usd` the reservation it settles (the difference is released).
-    - refund: one image that failed or was canceled; `amount_usd` is 0 and `reserved_usd`
-      the reservation released.
-    """
-
-    class Kind(models.TextChoices):
-        RESERVE = "reserve", "Reserved"
-        CHARGE = "charge", "Charged"
-        REFUND = "refund", "Refunded"
-
-    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="usage_entries")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
-    )
-    # Kept when a request is purged: the ledger outlives the gallery.
-    request = models.ForeignKey(
-        "generator.GenerationRequest",
-        on_delete=models.SET_NULL,
-        null=True,
-        blank=True,
-        related_name="usage_entries",
-    )
-    kind = models.CharField(max_length=10, choices=Kind.choices)
-    images = models.PositiveIntegerField()
-    amount_usd = models.DecimalField(max_digits=12, decimal_places=4)
-    reserved_usd = models.DecimalField(max_digits=12, decimal_places=4, default=0)
-    model = models.CharField(max_length=80, blank=True)
-    reason = models.CharField(max_length=200, blank=True)
-    created = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        verbose_name_plural = "usage entries"
-        indexes = [
-            # The team's ledger page and audits: a team's entries, newest first.
-            models.Index(fields=["team", "-created"], name="usage_team_created"),
-        ]
-        constraints = [
-            # A request is settled once: at most one charge or refund row per request.
-            models.UniqueConstraint(
-                fields=["request"],
-                condition=models.Q(kind__in=["charge", "refund"]),
-                name="usage_one_settlement_per_request",
-            ),
-        ]
-
-    def __str__(self):
-        return f"{self.get_kind_display()} {self.images} image(s), ${self.amount_usd}"

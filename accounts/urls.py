@@ -77,7 +77,4 @@ urlpatterns = [
         name="member_role",
     ),
     path("invite/<str:token>/", views.invite_accept, name="invite"),
-    path("quota/", views.quota, name="quota"),
-    path("teams/<uuid:team_id>/quota/", views.team_quota, name="team_quota"),
-    path("teams/<uuid:team_id>/quota/edit/", views.team_quota_edit, name="team_quota_edit"),
 ]

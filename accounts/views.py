@@ -10,8 +10,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import quotas
-from accounts.forms import ApiTokenForm, QuotaForm, SignupForm, TeamForm
+from accounts.forms import ApiTokenForm, SignupForm, TeamForm
 from accounts.models import ApiToken, Invite, Membership, Team
 
 
@@ -242,61 +241,3 @@ def token_revoke(request, token_id):
     ApiToken.objects.filter(pk=token.pk, revoked=None).update(revoked=timezone.now())
     messages.success(request, f"Token “{token.name}” revoked; programs using it are refused.")
     return redirect("accounts:tokens")
-
-
-# --- Quotas ---------------------------------------------------------------------------------
-
-
-def _get_quota_access(request, team_id, *, manage=False) -> tuple[Team, Membership | None]:
-    """The team and the user's membership for the quota pages. Staff see and set any
-    team's quotas (membership None when they are not in it); others must be members
-    (outsiders get 404) and, to manage, owners (members get 403)."""
-    if request.user.is_staff:
-        team = get_object_or_404(Team, pk=team_id)
-        return team, request.user.membership_in(team)
-    membership = (
-        _get_owner_membership(request, team_id) if manage else _get_membership(request, team_id)
-    )
-    return membership.team, membership
-
-
-@login_required
-@require_GET
-def quota(request):
-    return redirect("accounts:team_quota", team_id=request.user.current_team().pk)
-
-
-@login_required
-@require_GET
-def team_quota(request, team_id):
-    team, membership = _get_quota_access(request, team_id)
-    manages = request.user.is_staff or bool(membership and membership.is_owner)
-    return render(
-        request,
-        "accounts/team_quota.html",
-        {
-            "team": team,
-            "membership": membership,
-            "manages": manages,
-            "quota": quotas.quota_summary(team, request.user),
-            "members": quotas.member_usage(team) if manages else None,
-            "entries": quotas.ledger(team, user=None if manages else request.user)[:25],
-        },
-    )
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def team_quota_edit(request, team_id):
-    team, _ = _get_quota_access(request, team_id, manage=True)
-    form = QuotaForm(request.POST or None, instance=team)
-    if request.method == "POST" and form.is_valid():
-        form.save()
-        messages.success(request, "Quotas saved. They apply to the next submission.")
-        return redirect("accounts:team_quota", team_id=team.pk)
-    return render(
-        request,
-        "accounts/team_quota_edit.html",
-        {"team": team, "form": form},
-        status=400 if form.errors else 200,
-    )

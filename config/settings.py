@@ -30,6 +30,7 @@ SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 INSTALLED_APPS = [
     "accounts",
+    "quotas",
     "generator",
     "monitoring",
     "django.contrib.admin",
@@ -314,14 +315,14 @@ LIMITER_SAFETY = env_float("LIMITER_SAFETY", 0.85)
 # queue are not punctual); later, the booking is void and the step takes a new slot.
 LIMITER_LATE_S = env_float("LIMITER_LATE_S", 10.0)
 
-# --- Quotas (accounts/quotas.py) --------------------------------------------------------
+# --- Quotas (the quotas app) -------------------------------------------------------------
 # Days and months of the team quotas run in this time zone (the "resets at" shown).
 QUOTA_TIME_ZONE = env_str("QUOTA_TIME_ZONE", "UTC")
 # Limits a new team starts with; unset or empty means unlimited. Owners change them on the
 # team's quota page.
 QUOTA_DEFAULT_IMAGES_PER_DAY = env_int("QUOTA_DEFAULT_IMAGES_PER_DAY", None)
 QUOTA_DEFAULT_IMAGES_PER_MONTH = env_int("QUOTA_DEFAULT_IMAGES_PER_MONTH", None)
-# A decimal string such as "50.00" (kept a string here; accounts.quotas checks it).
+# A decimal string such as "50.00" (kept a string here; accounts.models checks it).
 QUOTA_DEFAULT_MONTHLY_BUDGET_USD = env_str("QUOTA_DEFAULT_MONTHLY_BUDGET_USD").strip() or None
 QUOTA_DEFAULT_MEMBER_DAILY_CAP = env_int("QUOTA_DEFAULT_MEMBER_DAILY_CAP", None)
 # The quota page and the prompt page warn once this share of a limit is used or reserved.

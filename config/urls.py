@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("", include("accounts.urls")),
+    path("", include("quotas.urls")),
     path("", include("generator.urls")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),

@@ -13,11 +13,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from accounts import quotas
 from generator import queue
 from generator.models import GenerationRequest, QuotaState, ReferenceImage, Status
 from generator.resilience.catalogue import ASPECT_RATIOS, STRATEGIES, get_catalogue
 from generator.upstream.availability import is_configured
+from quotas.services import reserve
 
 PROMPT_MAX_CHARS = 4000
 MAX_COUNT = 4
@@ -101,16 +101,16 @@ def wait_up_to(submission: Submission, now: datetime) -> datetime | None:
 
 def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     """Accept the submission as `count` requests of one batch, or raise AdmissionError /
-    quotas.QuotaExceeded having created and queued nothing."""
+    QuotaExceeded having created and queued nothing."""
     validate(submission)
     catalogue = get_catalogue()
     chain = plan_chain(submission.strategy)
     # The worst case is the most expensive model the chain could end on.
     worst = max(catalogue[m].price(submission.image_size) for m in chain)
     batch = uuid4()
-    now = timezone.now()
+    # One time for the requests and their reservation: quotas counts them for its day.
+    admitted = timezone.now()
     with transaction.atomic():
-        quotas.reserve(team, user, images=submission.count, cost_usd_each=worst)
         requests = []
         for _ in range(submission.count):
             request = GenerationRequest.objects.create(
@@ -123,19 +123,23 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 aspect_ratio=submission.aspect_ratio,
                 image_size=submission.image_size,
                 deadline=submission.deadline,
-                wait_up_to=wait_up_to(submission, now),
+                wait_up_to=wait_up_to(submission, admitted),
                 chain=chain,
                 status=Status.QUEUED,
                 current_model=chain[0],
                 step=1,
-                created=now,
-                handed_over=now,
+                handed_over=admitted,
                 quota_state=QuotaState.RESERVED,
                 reserved_usd=worst,
+                created=admitted,
             )
             if submission.references:
                 request.references.set(submission.references)
             requests.append(request)
+        # Last, just before the commit: for a team with limits the reservation holds its
+        # counters' rows until then, so the inserts above do not make the team's other
+        # admissions wait. A refusal rolls them back.
+        reserve(team, user, images=submission.count, cost_usd_each=worst, at=admitted)
         for request in requests:
             transaction.on_commit(lambda r=request: queue.enqueue(r))
     return requests

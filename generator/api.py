@@ -29,11 +29,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts import quotas
 from accounts.models import ApiToken, Team
 from generator.admission import MAX_COUNT, AdmissionError, Submission, submit
 from generator.models import FINAL_STATUSES, GenerationRequest, Status
 from generator.resilience.catalogue import get_catalogue
+from quotas.errors import QuotaExceeded
 
 MAX_BODY_BYTES = 64 * 1024
 PAGE_SIZE = 50
@@ -225,7 +225,7 @@ def serialize(request: GenerationRequest, *, attempts: bool = False) -> dict:
     return data
 
 
-def _quota_error(exc: quotas.QuotaExceeded) -> JsonResponse:
+def _quota_error(exc: QuotaExceeded) -> JsonResponse:
     retry = max(1, int(exc.retry_after_s()))
     body = {"code": "quota_exceeded", "message": str(exc), **exc.to_dict()}
     body["code"] = "quota_exceeded"
@@ -243,7 +243,7 @@ def _accept(request: HttpRequest, body: dict) -> list[GenerationRequest] | JsonR
         return submit(request.user, team, submission)
     except AdmissionError as exc:
         return error(400, "invalid", exc.message, field=exc.field)
-    except quotas.QuotaExceeded as exc:
+    except QuotaExceeded as exc:
         return _quota_error(exc)
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from generator import queue
 from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
 from generator.resilience.taxonomy import Outcome
+from quotas import services as quota_services
 
 
 class Strategy(models.TextChoices):
@@ -520,8 +521,6 @@ class GenerationRequest(models.Model):
         fell_back, cost_usd, sizes, attempt_count), failed or canceled. In the same
         transaction the quota is charged (the served model's price) or refunded, so a
         request never ends with its reservation left open."""
-        from accounts import quotas
-
         if status not in FINAL_STATUSES:
             raise ValueError(f"finish() ends a request; {status!r} is not an end state.")
         fields = {
@@ -539,11 +538,27 @@ class GenerationRequest(models.Model):
                 return False
             for name, value in fields.items():
                 setattr(self, name, value)
-            if status == Status.SUCCEEDED:
-                quotas.charge(self, delivered["cost_usd"])
-            else:
-                quotas.refund(self, reason=error_code)
+            self.settle_quota()
         return True
+
+    def settle_quota(self) -> bool:
+        """Charge the reservation of a request that succeeded (at its cost: the served
+        model's price) or refund one that failed or was canceled; True if this call did
+        it. quotas' ledger makes it exactly-once; quota_state mirrors it here for the
+        pages and the reconciler, in the same transaction."""
+        with transaction.atomic():
+            if self.status == Status.SUCCEEDED:
+                cost = self.reserved_usd if self.cost_usd is None else self.cost_usd
+                done = quota_services.charge(self, cost, model=self.served_model)
+                fields = {"quota_state": QuotaState.CHARGED, "cost_usd": cost}
+            else:
+                done = quota_services.refund(self, reason=self.error_code)
+                fields = {"quota_state": QuotaState.REFUNDED}
+            if done:
+                GenerationRequest.objects.filter(pk=self.pk).update(**fields)
+                for name, value in fields.items():
+                    setattr(self, name, value)
+        return done
 
     CANCELED_MESSAGE = "Canceled. No further attempts were made."
 

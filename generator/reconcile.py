@@ -21,7 +21,6 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from accounts import quotas
 from generator import queue
 from generator.models import Expect, GenerationRequest, QuotaState, Status
 
@@ -122,8 +121,4 @@ def _settle_quota(report):
         quota_state=QuotaState.RESERVED,
     )
     for request in pending:
-        if request.status == Status.SUCCEEDED:
-            settled = quotas.charge(request, request.cost_usd or request.reserved_usd)
-        else:
-            settled = quotas.refund(request)
-        report.settled += int(settled)
+        report.settled += int(request.settle_quota())

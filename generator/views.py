@@ -21,11 +21,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from accounts import quotas
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
 from generator.images import MIME_EXTENSION, reference_dimensions
 from generator.models import GenerationRequest, ReferenceImage, Status, Strategy
+from quotas.errors import QuotaExceeded
+from quotas.selectors import quota_summary
 
 MAX_BULK = 200
 
@@ -60,7 +61,7 @@ def _require_change(request, found: GenerationRequest) -> None:
 
 
 def _quota_context(team, user) -> dict:
-    return {"quota": quotas.quota_summary(team, user)}
+    return {"quota": quota_summary(team, user)}
 
 
 # --- prompt ------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ def _submit_form(request, team, form: PromptForm) -> list[GenerationRequest] | N
     except AdmissionError as exc:
         field = exc.field if exc.field in form.fields else None
         form.add_error(field, exc.message)
-    except quotas.QuotaExceeded as exc:
+    except QuotaExceeded as exc:
         form.add_error(None, str(exc))
     if data["references"]:
         form.add_error("references", "Choose the reference images again.")
@@ -406,7 +407,7 @@ def rerun(request, request_id):
                 remix_of=found,
             ),
         )
-    except (AdmissionError, quotas.QuotaExceeded) as exc:
+    except (AdmissionError, QuotaExceeded) as exc:
         messages.error(request, getattr(exc, "message", None) or str(exc))
         return redirect("generator:detail", found.pk)
     return redirect("generator:detail", accepted[0].pk)

@@ -1,5 +1,5 @@
 """Live state owned by other parts of the product: breakers and upstream quota headroom
-(generator.resilience.health), team and member quota use (accounts.quotas), the RQ queues and
+(generator.resilience.health), team and member quota use (quotas.selectors), the RQ queues and
 workers (Redis).
 
 Each reader returns None when its source is missing or unreachable, so the page says
@@ -57,9 +57,9 @@ def breakers() -> list[dict] | None:
 
 
 def quota_usage() -> dict | None:
-    """{"teams": [...], "users": [...]} from accounts.quotas, or None."""
+    """{"teams": [...], "users": [...]} from quotas.selectors, or None."""
     try:
-        from accounts.quotas import usage_overview
+        from quotas.selectors import usage_overview
     except ImportError:
         return None
     try:

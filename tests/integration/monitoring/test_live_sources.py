@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from accounts import quotas
 from generator.admission import Submission, submit
 from monitoring import sources
+from quotas import services
 from tests.factories import FLASH, PRO
 from tests.unit.monitoring.test_page import URL, _cell
 
@@ -24,7 +24,7 @@ def test_it_shows_the_shared_breakers_and_the_teams_quota_use(
         health.record(PRO, Outcome.OVERLOADED, 2000)
     health.record(FLASH, Outcome.SUCCESS, 12_000)
     (request,) = submit(alice, team, Submission(prompt="a lighthouse at dusk"))
-    quotas.charge(request, Decimal("0.134"), model=PRO)
+    services.charge(request, Decimal("0.134"), model=PRO)
     html = client_for(staff).get(URL).content.decode()
     breakers = _cell(html, "breakers")
     row = re.search(rf"<td>{PRO}</td>.*?</tr>", breakers, re.S).group(0)

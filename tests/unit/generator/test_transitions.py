@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from accounts.models import UsageEntry
 from generator import queue
 from generator.admission import Submission, submit
 from generator.models import Expect, GenerationRequest, QuotaState, Status
+from quotas.models import UsageEntry
 
 
 @pytest.fixture
@@ -104,9 +104,9 @@ def test_it_ends_a_request_once_and_settles_its_quota_with_it(queued):
     )
     assert row.finished is not None and row.lease_until is None
     assert row.quota_state == QuotaState.CHARGED
-    (charge,) = UsageEntry.objects.filter(request=queued, kind="charge")
+    (charge,) = UsageEntry.objects.filter(request_id=queued.pk, kind="charge")
     assert charge.amount_usd == Decimal("0.039")
-    assert not UsageEntry.objects.filter(request=queued, kind="refund").exists()
+    assert not UsageEntry.objects.filter(request_id=queued.pk, kind="refund").exists()
 
 
 def test_it_refuses_to_finish_into_a_state_that_is_not_an_end(queued):
@@ -118,7 +118,7 @@ def test_a_cancel_ends_a_queued_request_at_once_and_refunds_it(queued, alice):
     assert queued.cancel(alice)
     assert (queued.status, queued.error_code) == (Status.CANCELED, "canceled")
     assert queued.quota_state == QuotaState.REFUNDED
-    assert UsageEntry.objects.filter(request=queued, kind="refund").count() == 1
+    assert UsageEntry.objects.filter(request_id=queued.pk, kind="refund").count() == 1
     assert not queued.cancel(alice)  # already ended
 
 

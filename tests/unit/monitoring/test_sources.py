@@ -42,13 +42,13 @@ def test_it_reports_missing_modules_as_not_available(monkeypatch):
     monkeypatch.setitem(
         sys.modules, "generator.resilience.health", None
     )  # import raises ImportError
-    monkeypatch.setitem(sys.modules, "accounts.quotas", None)
+    monkeypatch.setitem(sys.modules, "quotas.selectors", None)
     assert sources.breakers() is None
     assert sources.quota_usage() is None
 
 
 def test_it_reads_quota_use(monkeypatch):
-    module = types.ModuleType("accounts.quotas")
+    module = types.ModuleType("quotas.selectors")
     module.usage_overview = lambda now=None: {"teams": [{"team": "Acme"}], "users": []}
-    monkeypatch.setitem(sys.modules, "accounts.quotas", module)
+    monkeypatch.setitem(sys.modules, "quotas.selectors", module)
     assert sources.quota_usage()["teams"][0]["team"] == "Acme"

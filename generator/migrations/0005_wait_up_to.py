@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("generator", "0003_request_finished_index"),
+        ("generator", "0004_quota_settlements_admitted"),
     ]
 
     operations = [

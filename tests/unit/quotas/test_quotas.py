@@ -9,11 +9,14 @@ import pytest
 from django.db.models import Sum
 from django.utils import timezone
 
-from accounts import quotas
-from accounts.models import Team, UsageEntry
+from accounts.models import Team
 from generator.admission import Submission, submit
 from generator.models import GenerationRequest, QuotaState, Status
 from generator.reconcile import Report, _settle_quota
+from quotas import selectors, services
+from quotas.errors import QuotaExceeded
+from quotas.models import UsageEntry
+from quotas.periods import periods
 
 PRO_1K = Decimal("0.134")
 FLASH_1K = Decimal("0.039")
@@ -54,7 +57,7 @@ def test_it_reserves_the_worst_case_price_and_records_it(alice, team):
 def test_it_refuses_the_image_over_the_daily_limit_and_creates_nothing(alice, team):
     _limit(team, images_per_day=3)
     _submit(alice, team, count=2)
-    with pytest.raises(quotas.QuotaExceeded) as refused:
+    with pytest.raises(QuotaExceeded) as refused:
         _submit(alice, team, count=2)
     error = refused.value
     assert "has 1 image left (2 of 3 images used), not enough for the 2" in str(error)
@@ -64,17 +67,17 @@ def test_it_refuses_the_image_over_the_daily_limit_and_creates_nothing(alice, te
     assert _ledger_total(team, "reserve") == 2
     # One image still fits.
     _submit(alice, team, count=1)
-    with pytest.raises(quotas.QuotaExceeded, match=r"images per day quota is used up"):
+    with pytest.raises(QuotaExceeded, match=r"images per day quota is used up"):
         _submit(alice, team)
 
 
 def test_the_error_says_which_limit_the_use_and_when_it_resets(alice, team):
     _limit(team, images_per_day=1)
     _submit(alice, team)
-    with pytest.raises(quotas.QuotaExceeded) as refused:
+    with pytest.raises(QuotaExceeded) as refused:
         _submit(alice, team)
     error = refused.value
-    tomorrow = quotas.periods().day_end
+    tomorrow = periods().day_end
     assert error.resets_at == tomorrow
     assert str(error) == (
         "Your team's images per day quota is used up (1 of 1 images). "
@@ -98,7 +101,7 @@ def test_the_error_says_which_limit_the_use_and_when_it_resets(alice, team):
 def test_it_enforces_the_monthly_budget_in_dollars(alice, team):
     _limit(team, monthly_budget_usd=Decimal("0.30"))
     _submit(alice, team, count=2)  # 2 × $0.134 reserved
-    with pytest.raises(quotas.QuotaExceeded) as refused:
+    with pytest.raises(QuotaExceeded) as refused:
         _submit(alice, team)
     error = refused.value
     assert (error.code, error.unit, error.used, error.allowed) == (
@@ -107,20 +110,20 @@ def test_it_enforces_the_monthly_budget_in_dollars(alice, team):
         "0.27",
         "0.30",
     )
-    assert error.resets_at == quotas.periods().month_end
+    assert error.resets_at == periods().month_end
     assert str(error).startswith(
         "Your team's monthly budget quota has $0.03 left ($0.27 of $0.30 used), "
         "not enough for the $0.13 this submission asks for. It resets at "
     )
     # A refund releases the reservation and makes room again.
-    assert quotas.refund(GenerationRequest.objects.first())
+    assert services.refund(GenerationRequest.objects.first())
     _submit(alice, team)
 
 
 def test_it_caps_each_member_separately(alice, bob, team):
     _limit(team, member_daily_cap=2)
     _submit(bob, team, count=2)
-    with pytest.raises(quotas.QuotaExceeded) as refused:
+    with pytest.raises(QuotaExceeded) as refused:
         _submit(bob, team)
     assert refused.value.code == "member_daily_cap"
     assert str(refused.value).startswith("Your own images per member per day quota")
@@ -130,7 +133,7 @@ def test_it_caps_each_member_separately(alice, bob, team):
 def test_the_longest_lasting_limit_is_the_one_reported(alice, team):
     _limit(team, images_per_day=1, images_per_month=1)
     _submit(alice, team)
-    with pytest.raises(quotas.QuotaExceeded) as refused:
+    with pytest.raises(QuotaExceeded) as refused:
         _submit(alice, team)
     # Coming back tomorrow would not help: the month is full too.
     assert refused.value.code == "images_per_month"
@@ -138,7 +141,7 @@ def test_the_longest_lasting_limit_is_the_one_reported(alice, team):
 
 def test_a_limit_of_zero_refuses_everything(alice, team):
     _limit(team, images_per_month=0)
-    with pytest.raises(quotas.QuotaExceeded):
+    with pytest.raises(QuotaExceeded):
         _submit(alice, team)
 
 
@@ -150,7 +153,7 @@ def test_other_teams_use_does_not_count(alice, team, charlie):
 
 def test_reserve_outside_a_transaction_is_a_programming_error(transactional_db, alice, team):
     with pytest.raises(RuntimeError, match="inside the admission transaction"):
-        quotas.reserve(team, alice, images=1, cost_usd_each=PRO_1K)
+        services.reserve(team, alice, images=1, cost_usd_each=PRO_1K)
 
 
 # --- Charge and refund, exactly once -------------------------------------------------------
@@ -158,12 +161,19 @@ def test_reserve_outside_a_transaction_is_a_programming_error(transactional_db, 
 
 def test_success_charges_the_fallback_at_the_fallbacks_price(alice, team):
     (request,) = _submit(alice, team)
-    _finish(request, Status.SUCCEEDED, served_model="gemini-2.5-flash-image", fell_back=True)
-    assert quotas.charge(request, FLASH_1K) is True
+    _finish(
+        request,
+        Status.SUCCEEDED,
+        served_model="gemini-2.5-flash-image",
+        fell_back=True,
+        cost_usd=FLASH_1K,
+    )
+    request.refresh_from_db()
+    assert request.settle_quota() is True
     request.refresh_from_db()
     assert request.quota_state == QuotaState.CHARGED
     assert request.cost_usd == FLASH_1K
-    entry = UsageEntry.objects.get(request=request)
+    entry = UsageEntry.objects.get(request_id=request.pk)
     assert (entry.kind, entry.images, entry.amount_usd, entry.reserved_usd, entry.model) == (
         "charge",
         1,
@@ -172,27 +182,38 @@ def test_success_charges_the_fallback_at_the_fallbacks_price(alice, team):
         "gemini-2.5-flash-image",
     )
     # The rest of the reservation is released: the budget counts the Flash price only.
-    budget = {line.code: line for line in quotas.quota_summary(team, alice).lines}
+    budget = {line.code: line for line in selectors.quota_summary(team, alice).lines}
     assert budget["monthly_budget"].used == FLASH_1K
     assert budget["monthly_budget"].in_flight == 0
 
 
 def test_a_second_charge_or_refund_does_nothing(alice, team):
     (request,) = _submit(alice, team)
-    assert quotas.charge(request, FLASH_1K, model="gemini-2.5-flash-image")
-    assert quotas.charge(request, PRO_1K) is False
-    assert quotas.refund(request) is False
+    assert services.charge(request, FLASH_1K, model="gemini-2.5-flash-image")
+    assert services.charge(request, PRO_1K) is False
+    assert services.refund(request) is False
+    (entry,) = UsageEntry.objects.filter(request_id=request.pk)
+    assert (entry.kind, entry.amount_usd) == ("charge", FLASH_1K)
+
+
+def test_the_request_shows_its_settlement_once(alice, team):
+    (request,) = _submit(alice, team)
+    _finish(request, Status.SUCCEEDED, served_model="gemini-2.5-flash-image", cost_usd=FLASH_1K)
+    request.refresh_from_db()
+    assert request.settle_quota() is True
+    assert request.settle_quota() is False
     request.refresh_from_db()
     assert (request.quota_state, request.cost_usd) == (QuotaState.CHARGED, FLASH_1K)
-    assert UsageEntry.objects.filter(request=request).count() == 1
+    assert UsageEntry.objects.filter(request_id=request.pk).count() == 1
 
 
 def test_failure_refunds_the_reservation(alice, team):
     _limit(team, images_per_day=1)
     (request,) = _submit(alice, team)
     _finish(request, Status.FAILED, error_code="overloaded")
-    assert quotas.refund(request) is True
-    entry = UsageEntry.objects.get(request=request)
+    request.refresh_from_db()
+    assert request.settle_quota() is True
+    entry = UsageEntry.objects.get(request_id=request.pk)
     assert (entry.kind, entry.amount_usd, entry.reserved_usd, entry.reason) == (
         "refund",
         0,
@@ -209,7 +230,7 @@ def test_cancel_refunds_once(alice, team):
     request.cancel()
     request.refresh_from_db()
     assert (request.status, request.quota_state) == (Status.CANCELED, QuotaState.REFUNDED)
-    entry = UsageEntry.objects.get(request=request)
+    entry = UsageEntry.objects.get(request_id=request.pk)
     assert (entry.kind, entry.reason) == ("refund", "canceled")
 
 
@@ -228,9 +249,9 @@ def test_the_reconciler_settles_requests_a_dead_worker_left_reserved(alice, team
         failed.pk: QuotaState.REFUNDED,
         running.pk: QuotaState.RESERVED,  # still in flight: not the reconciler's to settle
     }
-    charge = UsageEntry.objects.get(request=done)
+    charge = UsageEntry.objects.get(request_id=done.pk)
     assert (charge.amount_usd, charge.model) == (FLASH_1K, "gemini-2.5-flash-image")
-    assert UsageEntry.objects.get(request=failed).reason == "worker_lost"
+    assert UsageEntry.objects.get(request_id=failed.pk).reason == "worker_lost"
 
     again = Report()
     _settle_quota(again)
@@ -242,10 +263,16 @@ def test_the_ledger_refuses_a_second_settlement_row(alice, team):
     from django.db import IntegrityError, transaction
 
     (request,) = _submit(alice, team)
-    quotas.refund(request)
+    services.refund(request)
     with pytest.raises(IntegrityError), transaction.atomic():
         UsageEntry.objects.create(
-            team=team, user=alice, request=request, kind="charge", images=1, amount_usd=1
+            team=team,
+            user=alice,
+            request_id=request.pk,
+            kind="charge",
+            images=1,
+            amount_usd=1,
+            admitted=request.created,
         )
 
 
@@ -259,14 +286,14 @@ def _at(*args) -> datetime:
 def test_periods_follow_the_quota_time_zone(settings):
     now = _at(2026, 11, 30, 3, 0)  # still the 29th in New York
     settings.QUOTA_TIME_ZONE = "America/New_York"
-    p = quotas.periods(now)
+    p = periods(now)
     assert p.day_start == _at(2026, 11, 29, 5, 0)
     assert p.day_end == _at(2026, 11, 30, 5, 0)
     assert p.month_start == _at(2026, 11, 1, 4, 0)  # EDT until 1 November 06:00 UTC
     assert p.month_end == _at(2026, 12, 1, 5, 0)
     settings.QUOTA_TIME_ZONE = "UTC"
-    assert quotas.periods(now).day_start == _at(2026, 11, 30)
-    assert quotas.periods(_at(2026, 12, 31, 23, 59)).month_end == _at(2027, 1, 1)
+    assert periods(now).day_start == _at(2026, 11, 30)
+    assert periods(_at(2026, 12, 31, 23, 59)).month_end == _at(2027, 1, 1)
 
 
 def test_a_bad_time_zone_is_explained(settings):
@@ -274,23 +301,24 @@ def test_a_bad_time_zone_is_explained(settings):
 
     settings.QUOTA_TIME_ZONE = "Mars/Olympus"
     with pytest.raises(ImproperlyConfigured, match="IANA time zone"):
-        quotas.periods()
+        periods()
 
 
-def _age(requests, moment):
-    GenerationRequest.objects.filter(pk__in=[r.pk for r in requests]).update(created=moment)
+def _travel(monkeypatch, moment):
+    """Run what follows as if it were `moment` (the services read timezone.now())."""
+    monkeypatch.setattr(timezone, "now", lambda: moment)
 
 
-def test_the_day_rolls_over_but_the_month_keeps_counting(alice, team):
+def test_the_day_rolls_over_but_the_month_keeps_counting(monkeypatch, alice, team):
     _limit(team, images_per_day=2, images_per_month=10)
+    _travel(monkeypatch, _at(2026, 11, 10, 23, 59))
     requests = _submit(alice, team, count=2)
-    _age(requests, _at(2026, 11, 10, 23, 59))
     for r in requests:
-        quotas.charge(r, FLASH_1K)
+        services.charge(r, FLASH_1K)
 
-    same_day = quotas.quota_summary(team, alice, now=_at(2026, 11, 10, 23, 59, 30))
-    next_day = quotas.quota_summary(team, alice, now=_at(2026, 11, 11, 0, 0, 30))
-    next_month = quotas.quota_summary(team, alice, now=_at(2026, 12, 1, 0, 0, 30))
+    same_day = selectors.quota_summary(team, alice, now=_at(2026, 11, 10, 23, 59, 30))
+    next_day = selectors.quota_summary(team, alice, now=_at(2026, 11, 11, 0, 0, 30))
+    next_month = selectors.quota_summary(team, alice, now=_at(2026, 12, 1, 0, 0, 30))
 
     def totals(summary):
         return {line.code: line.total for line in summary.lines}
@@ -308,12 +336,14 @@ def test_the_day_rolls_over_but_the_month_keeps_counting(alice, team):
     }
 
 
-def test_admission_counts_only_todays_requests(alice, team):
+def test_admission_counts_only_todays_requests(monkeypatch, alice, team):
     _limit(team, images_per_day=1)
-    (yesterday,) = _submit(alice, team)
-    with pytest.raises(quotas.QuotaExceeded):
+    today = periods()
+    _travel(monkeypatch, today.day_start - timedelta(seconds=1))
+    _submit(alice, team)
+    with pytest.raises(QuotaExceeded):
         _submit(alice, team)
-    _age([yesterday], quotas.periods().day_start - timedelta(seconds=1))
+    _travel(monkeypatch, today.now)
     _submit(alice, team)
 
 
@@ -323,10 +353,10 @@ def test_admission_counts_only_todays_requests(alice, team):
 def test_the_summary_splits_charged_from_in_flight_and_warns_at_80_percent(alice, bob, team):
     _limit(team, images_per_day=5, monthly_budget_usd=Decimal("10"), member_daily_cap=3)
     first, _ = _submit(alice, team, count=2)
-    quotas.charge(first, FLASH_1K)
+    services.charge(first, FLASH_1K)
     _submit(bob, team, count=2)
 
-    summary = quotas.quota_summary(team, bob)
+    summary = selectors.quota_summary(team, bob)
     lines = {line.code: line for line in summary.lines}
     day = lines["images_per_day"]
     assert (day.used, day.in_flight, day.limit, day.left, day.percent) == (1, 3, 5, 1, 80.0)
@@ -345,9 +375,9 @@ def test_the_summary_splits_charged_from_in_flight_and_warns_at_80_percent(alice
 def test_member_usage_lists_every_member_and_former_ones(alice, bob, charlie, team):
     _submit(alice, team, count=1)
     (gone,) = _submit(bob, team, count=1)
-    quotas.charge(gone, FLASH_1K)
+    services.charge(gone, FLASH_1K)
     bob.memberships.filter(team=team).delete()
-    rows = quotas.member_usage(team)
+    rows = selectors.member_usage(team)
     assert [(r["user"].email, r["role"], r["images_today"], r["in_flight"]) for r in rows] == [
         ("alice@example.com", "Owner", 1, 1),
         ("bob@example.com", "Former member", 1, 0),
@@ -366,7 +396,7 @@ def test_usage_overview_aggregates_per_team_and_user_in_few_queries(
     Team.objects.create(name="Idle, unlimited")
 
     with django_assert_max_num_queries(3):
-        overview = quotas.usage_overview()
+        overview = selectors.usage_overview()
     teams = {row["team"]: row for row in overview["teams"]}
     assert set(teams) == {"Acme", "Outsiders", idle.name}
     acme = teams["Acme"]
@@ -386,11 +416,11 @@ def test_usage_overview_aggregates_per_team_and_user_in_few_queries(
 def test_the_ledger_helper_filters(alice, bob, team):
     (request,) = _submit(alice, team)
     _submit(bob, team)
-    quotas.refund(request, reason="canceled")
-    assert quotas.ledger(team).count() == 3
-    assert quotas.ledger(team, user=bob).count() == 1
-    assert [e.reason for e in quotas.ledger(team, kind="refund")] == ["canceled"]
-    assert not quotas.ledger(team, since=timezone.now() + timedelta(seconds=1)).exists()
+    services.refund(request, reason="canceled")
+    assert selectors.ledger(team).count() == 3
+    assert selectors.ledger(team, user=bob).count() == 1
+    assert [e.reason for e in selectors.ledger(team, kind="refund")] == ["canceled"]
+    assert not selectors.ledger(team, since=timezone.now() + timedelta(seconds=1)).exists()
 
 
 def test_new_teams_start_with_the_configured_defaults(settings, alice):

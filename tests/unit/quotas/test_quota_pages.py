@@ -8,10 +8,11 @@ import pytest
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from accounts import quotas
 from accounts.models import ApiToken, Team
 from generator.admission import Submission, submit
 from generator.models import GenerationRequest
+from quotas import selectors, services
+from quotas.periods import format_reset, periods
 
 pytestmark = pytest.mark.django_db
 
@@ -26,11 +27,11 @@ def _limit(team, **limits):
 
 
 def _page(team):
-    return reverse("accounts:team_quota", args=[team.id])
+    return reverse("quotas:team_quota", args=[team.id])
 
 
 def _edit(team):
-    return reverse("accounts:team_quota_edit", args=[team.id])
+    return reverse("quotas:team_quota_edit", args=[team.id])
 
 
 # --- The quota page ---------------------------------------------------------------------
@@ -40,7 +41,7 @@ def test_the_owner_sees_each_members_use(client_for, alice, bob, team):
     _limit(team, images_per_day=10)
     _submit(alice, team, count=1)
     (delivered, _, _) = _submit(bob, team, count=3)
-    quotas.charge(delivered, Decimal("0.039"), model="gemini-2.5-flash-image")
+    services.charge(delivered, Decimal("0.039"), model="gemini-2.5-flash-image")
 
     response = client_for(alice).get(_page(team))
     assert response.status_code == 200
@@ -78,12 +79,12 @@ def test_the_page_warns_at_80_percent_and_says_when_a_limit_is_reached(client_fo
     assert "Over 80 % of a limit is used." in body
     _submit(alice, team, count=1)
     body = client_for(alice).get(_page(team)).content.decode()
-    resets = quotas.format_reset(quotas.periods().day_end)
+    resets = format_reset(periods().day_end)
     assert f"new images are refused until {resets}" in body
 
 
 def test_quota_redirects_to_the_active_teams_page(client_for, bob, team):
-    response = client_for(bob).get(reverse("accounts:quota"))
+    response = client_for(bob).get(reverse("quotas:quota"))
     assert response.status_code == 302
     assert response["Location"] == _page(team)
 
@@ -98,7 +99,7 @@ def test_outsiders_get_404(client_for, charlie, team):
 
 
 def test_anonymous_visitors_are_sent_to_log_in(client, team):
-    for url in (_page(team), _edit(team), reverse("accounts:quota")):
+    for url in (_page(team), _edit(team), reverse("quotas:quota")):
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("accounts:login"))
@@ -107,7 +108,7 @@ def test_anonymous_visitors_are_sent_to_log_in(client, team):
 def test_wrong_methods_are_refused(client_for, alice, team):
     client = client_for(alice)
     assert client.post(_page(team)).status_code == 405
-    assert client.post(reverse("accounts:quota")).status_code == 405
+    assert client.post(reverse("quotas:quota")).status_code == 405
     assert client.put(_edit(team)).status_code == 405
 
 
@@ -120,7 +121,7 @@ def test_staff_see_any_teams_quota(client_for, staff, alice, team):
 def test_the_team_page_and_the_menu_link_to_the_quota(client_for, alice, team):
     body = client_for(alice).get(reverse("accounts:team", args=[team.id])).content.decode()
     assert _page(team) in body
-    assert reverse("accounts:quota") in body
+    assert reverse("quotas:quota") in body
 
 
 # --- The limits form ----------------------------------------------------------------------
@@ -200,10 +201,10 @@ def test_the_partial_says_what_is_left_and_when_it_resets(alice, team):
     _limit(team, images_per_day=5, member_daily_cap=4)
     _submit(alice, team, count=1)
     html = render_to_string(
-        "accounts/partials/quota_remaining.html",
-        {"quota": quotas.quota_summary(team, alice)},
+        "quotas/partials/quota_remaining.html",
+        {"quota": selectors.quota_summary(team, alice)},
     )
-    resets = quotas.format_reset(quotas.periods().day_end)
+    resets = format_reset(periods().day_end)
     assert f"Images today: 4 left of 5, resets {resets}" in html
     assert "Your images today: 3 left of 4" in html
     assert _page(team) in html
@@ -213,18 +214,18 @@ def test_the_partial_says_when_the_limit_is_reached(alice, team):
     _limit(team, images_per_month=2)
     _submit(alice, team, count=2)
     html = render_to_string(
-        "accounts/partials/quota_remaining.html",
-        {"quota": quotas.quota_summary(team, alice)},
+        "quotas/partials/quota_remaining.html",
+        {"quota": selectors.quota_summary(team, alice)},
     )
     assert 'role="alert"' in html
     assert "Images this month: limit reached" in html
-    assert quotas.format_reset(quotas.periods().month_end) in html
+    assert format_reset(periods().month_end) in html
 
 
 def test_the_partial_without_limits(alice, team):
     html = render_to_string(
-        "accounts/partials/quota_remaining.html",
-        {"quota": quotas.quota_summary(team, alice)},
+        "quotas/partials/quota_remaining.html",
+        {"quota": selectors.quota_summary(team, alice)},
     )
     assert "No quota limits for Acme." in html
 
@@ -243,7 +244,7 @@ def test_the_api_answers_429_with_the_limit_use_and_reset(client, alice, team):
     assert error["code"] == "quota_exceeded"
     assert error["quota"] == "images_per_day"
     assert (error["used"], error["allowed"]) == ("0", "0")
-    day_end = quotas.periods().day_end
+    day_end = periods().day_end
     assert error["resets_at"] == day_end.isoformat()
     assert "images per day quota is used up (0 of 0 images)" in error["message"]
     assert 1 <= int(response["Retry-After"]) <= 86400
