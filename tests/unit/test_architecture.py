@@ -1,6 +1,7 @@
 """The layout's promises, checked: the import contracts of pyproject.toml hold (the pure
 core imports no framework, the providers know nothing of the product)."""
 
+import logging
 from pathlib import Path
 
 from importlinter.cli import lint_imports
@@ -10,4 +11,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_it_keeps_every_import_contract(monkeypatch):
     monkeypatch.chdir(ROOT)
-    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    # lint_imports configures logging with dictConfig, which disables every logger that
+    # exists already: the product's loggers would stay silent for the tests after this.
+    existing = logging.root.manager.loggerDict.values()
+    enabled = [x for x in existing if isinstance(x, logging.Logger) and not x.disabled]
+    try:
+        assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    finally:
+        for logger in enabled:
+            logger.disabled = False
