@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format browser clean
+.PHONY: help install run test test-fast lint format openapi browser clean drill-hosts
 
 help:
 	@echo "make run        set up (venv, install, migrate, demo account) and start web, workers, Redis, sandbox"
 	@echo "make test       install and run the whole test suite (unit, then integration)"
 	@echo "make test-fast  the unit tier only: in-process, in-memory SQLite, under a minute"
 	@echo "make lint       ruff check and format check"
+	@echo "make drill-hosts three hosts on one Postgres, Redis and bucket: kill one, restart the others"
 	@echo "make format     apply ruff formatting and safe fixes"
+	@echo "make openapi    write the API's OpenAPI document to docs/openapi.json"
 	@echo "make browser    install Debian's chromium for the browser tests (needs root or sudo)"
 
 $(PY):
@@ -38,6 +40,10 @@ test: install
 test-fast: install
 	TEST_DB_IN_MEMORY=1 DATABASE_URL= $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+# docs/deploy.md: needs a Postgres where it may create steady_drill_hosts (DRILL_DATABASE_URL).
+drill-hosts: install
+	$(PY) -m drills.hosts
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -45,6 +51,12 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The API's contract, checked in: tests/unit/generator/test_openapi.py fails when the
+# document the server serves and this file differ.
+openapi: install
+	$(PY) manage.py export_openapi_schema --api generator.api.api --indent 2 --output docs/openapi.json
+	@echo >> docs/openapi.json
 
 browser:
 	@command -v chromium >/dev/null || { \

@@ -5,6 +5,7 @@ embedded Redis that `make run` starts, the sandbox upstream). Production sets th
 variables listed in .env.example; with DEBUG off, SECRET_KEY is required.
 """
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -12,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 from config.env import env_bool, env_float, env_int, env_list, env_str, local_secret_key
+from config.storage import media_storage_entry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
@@ -41,6 +43,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_rq",
+    # django-ninja's templates and static files: /api/docs is served from here, not a CDN.
+    "ninja",
 ]
 
 MIDDLEWARE = [
@@ -71,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.csp",
                 "accounts.context_processors.teams",
                 "monitoring.context_processors.alerts",
+                "generator.context_processors.sandbox",
             ],
         },
     },
@@ -84,6 +89,11 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Behind PgBouncer in transaction mode a cursor cannot outlive its transaction: set this
+# so that .iterator() reads in chunks without server-side cursors (docs/deploy.md).
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env_bool(
+    "DB_DISABLE_SERVER_SIDE_CURSORS", False
+)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and a busy timeout let the web process and the workers share the file without
     # "database is locked" errors; IMMEDIATE transactions take the write lock up front.
@@ -110,6 +120,11 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
 RQ_SHOW_ADMIN_LINK = True
+# Every worker (make run's, `manage.py rqworker`'s, the tests') stops in bounded time:
+# on SIGTERM its current step gets WORKER_STOP_GRACE_SECONDS to finish, then it is handed
+# back to the queue for another worker (generator/worker.py).
+RQ = {"WORKER_CLASS": "generator.worker.StepWorker"}
+WORKER_STOP_GRACE_SECONDS = env_float("WORKER_STOP_GRACE_SECONDS", 25.0)
 
 # --- Upstream ---------------------------------------------------------------------------
 # With no GEMINI_API_KEY every provider talks to the local sandbox server (never to a
@@ -195,8 +210,12 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 # Media is never served from a public URL: views check access and stream the file.
 MEDIA_URL = "/media-not-public/"
+# Images, thumbnails and references: the file system under MEDIA_ROOT unless STORAGE_URL
+# names a private S3-compatible bucket (s3://BUCKET[/PREFIX], with the AWS_* variables of
+# config/storage.py), which several web and worker machines can share.
+STORAGE_URL = env_str("STORAGE_URL")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": media_storage_entry(STORAGE_URL, os.environ),
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"

@@ -1,10 +1,15 @@
 """`make run`: set up and start the whole product in the foreground.
 
 Prepares the database and a demo account, then starts Redis (unless REDIS_URL is set),
-the sandbox upstream (unless GEMINI_API_KEY is set), the web server and WORKERS RQ
-workers. Each child's output is prefixed with its name. Ctrl-C (or SIGTERM) stops every
-child cleanly; if any child dies, the others are stopped too, so a half-running product
-is never left behind.
+the sandbox upstream (unless GEMINI_API_KEY is set), a local S3 server when
+STORAGE=s3-local, the web server and WORKERS RQ workers. Each child's output is prefixed
+with its name. Ctrl-C (or SIGTERM) stops every child cleanly; if any child dies, the
+others are stopped too, so a half-running product is never left behind.
+
+ROLES runs a subset, for several hosts sharing one database, Redis and bucket
+(docs/deploy.md): the product's roles `web`, `workers`, `cron`, and the shared services
+`redis`, `sandbox`, `s3`. A host that starts a shared service writes what the other
+hosts need to reach it to VAR_DIR/services.env.
 """
 
 import os
@@ -17,11 +22,51 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from config import seaweed
 from config.redis_server import redis_command, wait_for_socket
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var"))
+# Absolute: the socket and file paths written to services.env must work from anywhere.
+VAR_DIR = Path(os.environ.get("VAR_DIR", BASE_DIR / "var")).resolve()
 COLOURS = ["36", "33", "35", "32", "34", "31"]
+PRODUCT_ROLES = ("web", "workers", "cron")
+SERVICE_ROLES = ("redis", "sandbox", "s3")
+# The bucket STORAGE=s3-local (the `s3` role) creates in its SeaweedFS.
+LOCAL_BUCKET = "steadyshot"
+
+
+class RolesError(Exception):
+    """ROLES cannot work with this environment; the message says what to set."""
+
+
+def roles(env: dict) -> set[str]:
+    """What this host runs. Unset ROLES: the whole product, with the services it is not
+    given an address for (Redis without REDIS_URL, the sandbox without GEMINI_API_KEY,
+    SeaweedFS with STORAGE=s3-local). A list: exactly those roles, and each service
+    left out must be reachable through its variable."""
+    local_s3 = env.get("STORAGE", "") == "s3-local"
+    if not env.get("ROLES"):
+        chosen = set(PRODUCT_ROLES)
+        chosen |= {"redis"} if not env.get("REDIS_URL") else set()
+        chosen |= {"sandbox"} if not env.get("GEMINI_API_KEY") else set()
+        return chosen | ({"s3"} if local_s3 else set())
+    chosen = {r.strip() for r in env["ROLES"].split(",") if r.strip()}
+    unknown = chosen - set(PRODUCT_ROLES) - set(SERVICE_ROLES)
+    if unknown:
+        raise RolesError(
+            f"ROLES: unknown role(s) {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(PRODUCT_ROLES + SERVICE_ROLES)}."
+        )
+    if local_s3:
+        chosen.add("s3")
+    if "redis" not in chosen and not env.get("REDIS_URL"):
+        raise RolesError("ROLES leaves out redis: set REDIS_URL to the Redis every host shares.")
+    if "sandbox" not in chosen and not (env.get("GEMINI_API_KEY") or env.get("SANDBOX_URL")):
+        raise RolesError(
+            "ROLES leaves out sandbox: set SANDBOX_URL to the shared sandbox, or "
+            "GEMINI_API_KEY for the real models."
+        )
+    return chosen
 
 
 @dataclass
@@ -69,18 +114,18 @@ def run_step(args: list[str], env: dict) -> None:
         sys.exit(f"Set-up step failed: {' '.join(args[1:])}")
 
 
-def stop_all(children: list[Child], grace: float = 10.0) -> None:
+def stop_all(children: list[Child], grace: float = 10.0, product_grace: float = 10.0) -> None:
     """Stop the product first and its infrastructure last: workers finish or hand back
-    their job while Redis is still there to take it."""
-    infrastructure = {"redis", "sandbox"}
-    for group in (
-        [c for c in children if c.name not in infrastructure],
-        [c for c in children if c.name in infrastructure],
+    their step (within `product_grace`) while Redis is still there to take it."""
+    infrastructure = set(SERVICE_ROLES)
+    for group, wait in (
+        ([c for c in children if c.name not in infrastructure], product_grace),
+        ([c for c in children if c.name in infrastructure], grace),
     ):
         for child in group:
             if child.process and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + wait
         for child in group:
             if child.process is None:
                 continue
@@ -98,6 +143,11 @@ def main() -> int:
     port = env.get("PORT", "8000")
     host = env.get("HOST", "127.0.0.1")
     workers = int(env.get("WORKERS", "2"))
+    try:
+        chosen = roles(env)
+    except RolesError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     VAR_DIR.mkdir(parents=True, exist_ok=True)
 
     children: list[Child] = []
@@ -111,37 +161,38 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     try:
-        if not env.get("REDIS_URL"):
+        shared = {}
+        if "redis" in chosen:
             cmd, socket = redis_command(VAR_DIR / "redis", persist=True)
             redis_child = Child("redis", cmd)
             children.append(redis_child)
             start(redis_child, env)
             wait_for_socket(socket, redis_child.process)
-            env["REDIS_URL"] = f"unix://{socket}?db=0"
+            shared["REDIS_URL"] = f"unix://{socket}?db=0"
+        if "s3" in chosen:
+            s3_child, s3_env = start_local_s3(env)
+            children.append(s3_child)
+            shared.update(s3_env)
+        if "sandbox" in chosen:
+            shared.update(upstream_env(env))
+        env.update(shared)
+        if shared:
+            write_services_env(shared)
 
-        env.update(upstream_env(env))
-        run_step(manage("migrate", "--noinput"), env)
-        if env.get("DEBUG", "1").lower() in {"0", "false", "no", "off"}:
-            run_step(manage("collectstatic", "--noinput", "-v0"), env)
-        run_step(manage("ensure_demo"), env)
+        if chosen & set(PRODUCT_ROLES):
+            run_step(manage("migrate", "--noinput"), env)
+            if env.get("DEBUG", "1").lower() in {"0", "false", "no", "off"}:
+                run_step(manage("collectstatic", "--noinput", "-v0"), env)
+            run_step(manage("ensure_demo"), env)
 
-        children.extend(upstream_children(env))
-        children.append(
-            Child(
-                "web",
-                [
-                    sys.executable, "-m", "gunicorn", "config.wsgi",
-                    "--bind", f"{host}:{port}",
-                    "--workers", env.get("WEB_PROCESSES", "2"),
-                    "--threads", env.get("WEB_THREADS", "8"),
-                    "--access-logfile", "-",
-                    "--graceful-timeout", "5",
-                ],
-            )
-        )  # fmt: skip
-        # Periodic work: the reconciler (and monitoring's rollups and alerts).
-        children.append(Child("cron", manage("rqcron", "config.cron")))
-        for n in range(workers):
+        if "sandbox" in chosen:
+            children.extend(upstream_children(env))
+        if "web" in chosen:
+            children.append(Child("web", web_command(env, host, port)))
+        if "cron" in chosen:
+            # Periodic work: the reconciler (and monitoring's rollups and alerts).
+            children.append(Child("cron", manage("rqcron", "config.cron")))
+        for n in range(workers if "workers" in chosen else 0):
             children.append(
                 Child(
                     f"worker{n + 1}",
@@ -153,7 +204,10 @@ def main() -> int:
             if child.process is None:
                 start(child, env)
 
-        print(f"\nSteadyshot is running at http://{host}:{port}/  (Ctrl-C stops everything)\n")
+        if "web" in chosen:
+            print(f"\nSteadyshot is running at http://{host}:{port}/  (Ctrl-C stops everything)\n")
+        else:
+            print(f"\nRunning {', '.join(sorted(chosen))}  (Ctrl-C stops everything)\n")
         while not stopping.is_set():
             for child in children:
                 if child.process.poll() is not None:
@@ -166,11 +220,31 @@ def main() -> int:
             stopping.wait(0.5)
     finally:
         print("\nStopping…")
-        stop_all(children)
+        # A worker's current step gets WORKER_STOP_GRACE_SECONDS to finish before it is
+        # handed back (generator/worker.py); wait a little longer than that for it.
+        step_grace = float(env.get("WORKER_STOP_GRACE_SECONDS") or 25)
+        stop_all(children, product_grace=step_grace + 10)
+        for child in children:
+            if child.name == "s3":
+                seaweed.remove_grpc_sockets(child.cmd)
     if failed:
         print(f"Stopped because {failed} exited.", file=sys.stderr)
         return 1
     return 0
+
+
+def web_command(env: dict, host: str, port: str) -> list[str]:
+    """gunicorn with uvicorn workers serving config.asgi: WEB_PROCESSES processes, each
+    running the pages in WEB_THREADS threads (read by config/asgi.py) and the
+    OpenAI-compatible endpoint's waits on its event loop."""
+    return [
+        sys.executable, "-m", "gunicorn", "config.asgi:application",
+        "--worker-class", "uvicorn_worker.UvicornWorker",
+        "--bind", f"{host}:{port}",
+        "--workers", env.get("WEB_PROCESSES", "2"),
+        "--access-logfile", "-",
+        "--graceful-timeout", "5",
+    ]  # fmt: skip
 
 
 def upstream_env(env: dict) -> dict:
@@ -183,6 +257,27 @@ def upstream_env(env: dict) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return {"SANDBOX_URL": f"http://127.0.0.1:{s.getsockname()[1]}"}
+
+
+def start_local_s3(env: dict) -> tuple[Child, dict]:
+    """SeaweedFS under VAR_DIR/seaweedfs with the bucket created: the `s3` role
+    (STORAGE=s3-local). Its keys and port are kept there, so the images stay readable
+    across restarts; S3_LOCAL_PORT pins the port."""
+    port = int(env["S3_LOCAL_PORT"]) if env.get("S3_LOCAL_PORT") else None
+    config = seaweed.local_config(VAR_DIR / "seaweedfs", s3_port=port)
+    child = Child("s3", seaweed.weed_command(config))
+    start(child, env)
+    seaweed.wait_until_ready(config, LOCAL_BUCKET, child.process)
+    log("s3", "0", f"S3 (SeaweedFS) listening on {config.endpoint}, bucket {LOCAL_BUCKET}")
+    return child, config.env(LOCAL_BUCKET)
+
+
+def write_services_env(shared: dict) -> None:
+    """VAR_DIR/services.env: how other hosts on this machine reach the services this one
+    runs (`set -a; . var/services/services.env; set +a`). It holds the bucket's keys."""
+    path = VAR_DIR / "services.env"
+    path.write_text("".join(f"{name}={value}\n" for name, value in sorted(shared.items())))
+    path.chmod(0o600)
 
 
 def upstream_children(env: dict) -> list[Child]:

@@ -2,22 +2,20 @@ from django.contrib import admin
 from django.urls import include, path
 
 from config import views
-from generator import api
+from generator.api import api
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     path("", include("accounts.urls")),
     path("", include("quotas.urls")),
     path("", include("generator.urls")),
     path("admin/rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
-    # For programs: the JSON API and the OpenAI-compatible Images endpoint.
-    path("api/v1/generations", api.generations, name="api-generations"),
-    path("api/v1/generations/<str:request_id>", api.generation, name="api-generation"),
-    path("api/v1/generations/<str:request_id>/cancel", api.cancel, name="api-cancel"),
-    path("api/v1/generations/<str:request_id>/image", api.image, name="api-image"),
-    path("v1/images/generations", api.openai_images, name="openai-images"),
+    # For programs: the JSON API (/api/v1/, its docs at /api/docs) and the
+    # OpenAI-compatible Images endpoint (/v1/images/generations): generator/api/.
+    path("", api.urls),
     # Staff monitoring and the Prometheus scrape endpoint (/metrics).
     path("monitoring/", include("monitoring.urls")),
     path("", include("monitoring.root_urls")),

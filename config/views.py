@@ -1,12 +1,42 @@
+import logging
+
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from generator.forms import PromptForm
+from generator.models import GenerationRequest
+from quotas.selectors import quota_summary
+
+log = logging.getLogger("steadyshot.health")
+
+HOME_RECENT = 6  # the member's latest requests on the signed-in start page
+
 
 @require_GET
 def home(request):
-    return render(request, "home.html")
+    """Visitors read what Steadyshot does; a signed-in member starts working: a prompt
+    box, their latest requests with live status, and what the team may still generate."""
+    if not request.user.is_authenticated:
+        return render(request, "home.html")
+    team = request.user.current_team()
+    recent = list(
+        GenerationRequest.objects.visible_to(request.user)
+        .filter(team=team, user=request.user)
+        .select_related("user")
+        .prefetch_related("images")
+        .order_by("-created", "-id")[:HOME_RECENT]
+    )
+    context = {
+        "team": team,
+        "form": PromptForm(),
+        "recent": recent,
+        "active": any(r.is_active for r in recent),
+        "quota": quota_summary(team, request.user),
+    }
+    return render(request, "start.html", context)
 
 
 @require_GET
@@ -15,6 +45,51 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+# A name no file field writes (they write under references/, images/, thumbnails/).
+READINESS_PROBE = "readiness-probe"
+
+
+@require_GET
+def readyz(request):
+    """Readiness: this process can do its work, because the database, Redis and the image
+    storage all answer. 503 names what does not, so a load balancer stops sending
+    traffic here (and an operator sees why) until it does; it never restarts us."""
+    checks = {"database": _check_database, "redis": _check_redis, "storage": _check_storage}
+    failed = []
+    for name, check in checks.items():
+        try:
+            check()
+        except Exception:
+            log.warning("readiness: %s does not answer", name, exc_info=True)
+            failed.append(name)
+    if failed:
+        return JsonResponse({"status": "unavailable", "failed": failed}, status=503)
+    return JsonResponse({"status": "ready"})
+
+
+def _check_database():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _check_redis():
+    import redis
+    from django.conf import settings
+
+    # Its own short timeouts: a Redis that hangs must make us unready, not hang the probe.
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _check_storage():
+    # A HEAD on one name: proves the bucket answers and accepts our keys (an error other
+    # than "not found" raises), or that the file system is readable.
+    default_storage.exists(READINESS_PROBE)
 
 
 def _error(request, status, title, text):

@@ -48,10 +48,22 @@ def plan_chain(strategy: str) -> list[str]:
     return [m.id for m in get_catalogue().chain(strategy, available=is_configured)]
 
 
+def unstorable(text: str) -> bool:
+    """NUL (Postgres text cannot hold it) or a lone surrogate (not encodable as UTF-8): a
+    JSON body can carry either, a browser's form neither."""
+    return "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text)
+
+
 def validate(submission: Submission) -> None:
     prompt = submission.prompt.strip()
     if not prompt:
         raise AdmissionError("prompt", "Write a prompt: describe the image you want.")
+    if unstorable(prompt):
+        raise AdmissionError(
+            "prompt",
+            "The prompt contains a NUL character or a lone UTF-16 surrogate, which "
+            "cannot be stored; send plain UTF-8 text.",
+        )
     if len(prompt) > PROMPT_MAX_CHARS:
         raise AdmissionError(
             "prompt",

@@ -228,6 +228,12 @@ class StepRunner:
                     quota_scope=a.quota_scope,
                 )
                 for a in self.attempts
+                # A success the policy could see here was never delivered: its step
+                # stopped between the call and the delivery (handed back by a stopping
+                # worker, or its worker died) and the image went with it. Left in, the
+                # policy would answer "done" forever and the request would be handed
+                # over in a loop; left out, it calls again.
+                if a.outcome != Outcome.SUCCESS
             ),
         )
 

@@ -394,63 +394,28 @@ class GenerationRequest(models.Model):
     def chain_names(self) -> list[str]:
         return [self.model_name(m) for m in self.chain]
 
-    def queue_position(self) -> int | None:
-        """1 for the next queued request to run, counting every team's queued requests
-        created before this one; None when the request is not queued."""
-        if self.status != Status.QUEUED:
-            return None
-        earlier = GenerationRequest.objects.filter(status=Status.QUEUED).filter(
-            models.Q(created__lt=self.created) | models.Q(created=self.created, id__lt=self.id)
-        )
-        return earlier.count() + 1
+    def status_view(self, attempts: int | None = None):
+        """What a person is told about this request now (generator/status.py): the one
+        source of every badge, status line, cost and Cancel button shown for it."""
+        from generator.status import status_view
 
-    def status_text(self, position: int | None = None) -> str:
-        """One line saying where the request stands, what it waits for and why.
-        `position` is the queue_position() when the caller already has it."""
-        if self.status == Status.QUEUED:
-            if self.cancel_requested:
-                return "Canceling…"
-            if self.fallback_reason and self.current_model:
-                return f"Queued for {self.current_model_name}. {self.fallback_reason}"
-            return f"Queued (position {position or self.queue_position()})."
-        if self.status == Status.RUNNING:
-            if self.cancel_requested:
-                return f"Canceling: waiting for {self.current_model_name} to answer…"
-            return f"Running on {self.current_model_name}."
-        if self.status == Status.WAITING:
-            until = timezone.localtime(self.waiting_until) if self.waiting_until else None
-            when = f" until {until:%H:%M:%S}" if until else ""
-            because = f" {self.status_reason}" if self.status_reason else ""
-            return f"Waiting to retry {self.current_model_name}{when}.{because}"
-        if self.status == Status.SUCCEEDED:
-            text = f"Done by {self.served_model_name}"
-            if self.fell_back:
-                first = self.model_name(self.chain[0]) if self.chain else "the first model"
-                reason = f" because {self.fallback_reason}" if self.fallback_reason else ""
-                text += f", after falling back from {first}{reason.rstrip('.')}"
-            return text + "."
-        if self.status == Status.FAILED:
-            return f"Failed. {self.error_message}".strip()
-        return self.error_message or "Canceled."
+        return status_view(self, attempts)
+
+    def queue_position(self) -> int | None:
+        """1 for the next request a free worker takes, counting every team's requests
+        that became ready before this one; None when it is not waiting for a worker."""
+        from generator.status import requests_ahead
+
+        ahead = requests_ahead(self)
+        return None if ahead is None else ahead + 1
+
+    def status_text(self) -> str:
+        """One line saying where the request stands, what it waits for and why."""
+        return self.status_view().text
 
     def status_dict(self) -> dict:
         """What the page's live status shows; polled by static/js/generator.js."""
-        position = self.queue_position()
-        return {
-            "id": str(self.id),
-            "status": self.status,
-            "status_label": self.get_status_display(),
-            "text": self.status_text(position),
-            "final": self.is_final,
-            "queue_position": position,
-            "current_model": self.current_model_name or None,
-            "waiting_until": self.waiting_until.isoformat() if self.waiting_until else None,
-            "served_model": self.served_model_name or None,
-            "fell_back": self.fell_back,
-            "fallback_reason": self.fallback_reason or None,
-            "attempts": self.attempt_count,
-            "error": self.error_message if self.status == Status.FAILED else None,
-        }
+        return self.status_view().as_dict(self)
 
     # --- changes ------------------------------------------------------------------------
     # The request's state moves only through these transitions; each is one filtered
@@ -655,6 +620,17 @@ class Attempt(models.Model):
     @property
     def model_name(self) -> str:
         return GenerationRequest.model_name(self.model)
+
+    @property
+    def decision_text(self) -> str:
+        """The decision and its reason in one phrase, without saying a word twice
+        ("Delivered by Nano Banana", not "Delivered: Delivered by Nano Banana")."""
+        label, reason = self.get_decision_display(), self.decision_reason.strip()
+        if not reason:
+            return label
+        if reason.lower().startswith(label.split()[0].lower()):
+            return reason
+        return f"{label}: {reason}"
 
 
 class Image(models.Model):

@@ -12,15 +12,17 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from generator import files
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
 from generator.images import MIME_EXTENSION, reference_dimensions
@@ -67,9 +69,14 @@ def _quota_context(team, user) -> dict:
 # --- prompt ------------------------------------------------------------------------------
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def prompt(request):
+    if not request.user.is_authenticated:
+        # Signed out meanwhile (in another tab, or the session expired): keep what was
+        # written through the login instead of losing it.
+        if request.method == "POST":
+            _keep_draft(request)
+        return redirect_to_login(reverse("generator:prompt"))
     team = request.user.current_team()
     if request.method == "POST":
         form = PromptForm(request.POST, request.FILES)
@@ -78,9 +85,51 @@ def prompt(request):
             if accepted:
                 return _after_submit(accepted)
     else:
-        form = PromptForm(initial=_remix_initial(request))
+        form = PromptForm(initial=_remix_initial(request) or _draft_initial(request))
     context = {"form": form, "team": team, **_quota_context(team, request.user)}
     return render(request, "generator/prompt.html", context)
+
+
+DRAFT_KEY = "prompt_draft"
+# The fields a draft keeps (uploaded files cannot be kept: browsers do not resend them).
+DRAFT_FIELDS = (
+    "prompt",
+    "strategy",
+    "aspect_ratio",
+    "image_size",
+    "count",
+    "deadline",
+    "remix_of",
+)
+
+
+def _keep_draft(request) -> None:
+    """Put a signed-out submission's fields in the (anonymous) session; login() keeps
+    the session's data when it starts the member's session."""
+    draft = {
+        name: request.POST.get(name, "")[: PromptForm.base_fields["prompt"].max_length]
+        for name in DRAFT_FIELDS
+        if request.POST.get(name)
+    }
+    if draft.get("prompt"):
+        draft["had_references"] = bool(request.FILES)
+        request.session[DRAFT_KEY] = draft
+
+
+def _draft_initial(request) -> dict:
+    """A kept draft as the form's initial values (shown, not submitted: the member
+    checks it and generates), once."""
+    draft = request.session.pop(DRAFT_KEY, None)
+    if not draft:
+        return {}
+    text = (
+        "You were signed out when you submitted, so nothing was generated; your prompt "
+        "was kept. Check it and generate."
+    )
+    if draft.pop("had_references", False):
+        text += " Choose the reference images again."
+    messages.info(request, text)
+    return {name: value for name, value in draft.items() if name in DRAFT_FIELDS}
 
 
 def _remix_initial(request) -> dict:
@@ -244,12 +293,6 @@ def bulk(request):
     return redirect("generator:gallery")
 
 
-def _chunks(field):
-    # Opened only when the zip reaches this entry: one file handle at a time.
-    with field.open("rb") as handle:
-        yield from iter(lambda: handle.read(64 * 1024), b"")
-
-
 def _zip_response(rows):
     """Streams the zip: nothing is built in memory or on disk, whatever the selection."""
     import zipstream
@@ -260,7 +303,7 @@ def _zip_response(rows):
         image = row.image  # from bulk()'s prefetch: no query per row
         if image is None:
             continue
-        archive.add(_chunks(image.file), _download_name(row, image))
+        archive.add(files.chunks(image.file), _download_name(row, image))
         count += 1
     if not count:
         raise Http404("None of the selected requests has an image yet.")
@@ -280,6 +323,8 @@ def detail(request, request_id):
     attempts = list(found.attempts.order_by("number"))
     context = {
         "r": found,
+        # Counted from the timeline it is shown beside, so the two always agree.
+        "s": found.status_view(len(attempts)),
         "image": found.images.first(),
         "attempts": attempts,
         "may_change": found.may_be_changed_by(request.user),
@@ -317,7 +362,8 @@ def card(request, request_id):
     """One gallery card, for the live status to swap in when a request ends."""
     found = _get_request_for_user(request, request_id)
     found.is_favourite = found.is_favourite_of(request.user)
-    return render(request, "generator/gallery.html#card", {"r": found})
+    context = {"r": found, "selectable": request.GET.get("select") == "1"}
+    return render(request, "generator/gallery.html#card", context)
 
 
 @login_required
@@ -427,29 +473,13 @@ def _download_name(found: GenerationRequest, image) -> str:
     return f"steadyshot-{found.pk}.{image.file.name.rsplit('.', 1)[-1]}"
 
 
-def _file_response(field, content_type, *, download_name=None):
-    try:
-        handle = field.open("rb")
-    except (FileNotFoundError, ValueError):
-        raise Http404("The file is missing.") from None
-    response = FileResponse(
-        handle,
-        content_type=content_type,
-        as_attachment=bool(download_name),
-        filename=download_name or "",
-    )
-    # Private: a shared cache must never hand one team's image to another.
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
-
-
 @login_required
 @require_GET
 def original(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
-    name = _download_name(found, image) if request.GET.get("download") else None
-    return _file_response(image.file, image.mime, download_name=name)
+    name = _download_name(found, image) if request.GET.get("download") else ""
+    return files.stream(image.file, image.mime, download_name=name)
 
 
 @login_required
@@ -457,4 +487,4 @@ def original(request, request_id):
 def thumbnail(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
-    return _file_response(image.thumbnail, "image/webp")
+    return files.stream(image.thumbnail, "image/webp")

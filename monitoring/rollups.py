@@ -31,6 +31,7 @@ from monitoring.stats import floor_hour, floor_minute, split_ranges
 FINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
 ATTEMPT_KEYS = ("model", "outcome")
 REQUEST_KEYS = ("strategy", "status", "served_model", "fell_back")
+SERIES_KEYS = ("status", "fell_back")
 
 
 def lookback() -> timedelta:
@@ -119,6 +120,20 @@ def request_rows(qs, trunc=None):
     )
 
 
+def request_series_rows(qs, trunc=None):
+    """The lean shape of the request time series: per status and fallback (and bucket),
+    the count and the time-to-image histogram only. A fraction of request_rows()'s
+    columns and groups, which matters once a window holds hundreds of buckets."""
+    keys = list(SERIES_KEYS)
+    qs = qs.annotate(tti=millis_between("created", "finished", when=Q(status=Status.SUCCEEDED)))
+    if trunc is not None:
+        qs = qs.annotate(bucket=trunc("finished"))
+        keys.append("bucket")
+    return qs.values(*keys).annotate(
+        count=Count("pk"), tti_count=Count("tti"), **_hist_aggregates("tti", "tti_")
+    )
+
+
 def final_requests():
     return GenerationRequest.objects.filter(status__in=FINAL, finished__isnull=False)
 
@@ -197,6 +212,7 @@ SUM_REQUEST = (
     *(f"tti_{h}" for h in HIST_FIELDS),
     *(f"wait_{h}" for h in HIST_FIELDS),
 )
+SUM_SERIES = ("count", "tti_count", *(f"tti_{h}" for h in HIST_FIELDS))
 
 
 def _window_rows(name, model, rows_fn, source, time_field, keys, sums, start, end, by_bucket):
@@ -224,7 +240,9 @@ def _window_rows(name, model, rows_fn, source, time_field, keys, sums, start, en
 
 def hist(rows, prefix: str = "") -> list[int]:
     """The histogram columns (h00..., or tti_h00... with a prefix) summed over rows."""
-    return [sum(r[f"{prefix}{h}"] or 0 for r in rows) for h in HIST_FIELDS]
+    # The keys are built once, not once per row: the page sums thousands of rows.
+    keys = [f"{prefix}{h}" for h in HIST_FIELDS]
+    return [sum(r[k] or 0 for r in rows) for k in keys]
 
 
 def attempts_in(start, end, by_bucket=False) -> list[dict]:
@@ -256,6 +274,23 @@ def requests_in(start, end, by_bucket=False) -> list[dict]:
         start,
         end,
         by_bucket,
+    )
+
+
+def request_series_in(start, end) -> list[dict]:
+    """Final request rows per minute or hour bucket {status, fell_back, bucket, count,
+    tti_count, tti_h00...}: the page's time series."""
+    return _window_rows(
+        "requests",
+        RequestRollup,
+        request_series_rows,
+        final_requests(),
+        "finished",
+        SERIES_KEYS,
+        SUM_SERIES,
+        start,
+        end,
+        True,
     )
 
 

@@ -23,6 +23,16 @@ SLOTS = {
 }
 
 
+# The request time series (delivered rate, fallback share, p95 time to image): coarser
+# slots than the error mix, so each point holds enough requests to be a rate at all.
+SERIES_SLOTS = {
+    "15m": timedelta(minutes=3),
+    "1h": timedelta(minutes=5),
+    "24h": timedelta(hours=2),
+    "7d": timedelta(hours=12),
+}
+
+
 def floor_minute(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
@@ -58,15 +68,20 @@ class Window:
     def slot(self) -> timedelta:
         return SLOTS[self.key]
 
-    def slot_starts(self) -> list[datetime]:
+    @property
+    def series_slot(self) -> timedelta:
+        return SERIES_SLOTS[self.key]
+
+    def slot_starts(self, step: timedelta | None = None) -> list[datetime]:
+        step = step or self.slot
         starts, moment = [], self.start
         while moment < self.end:
             starts.append(moment)
-            moment += self.slot
+            moment += step
         return starts
 
-    def slot_index(self, moment: datetime) -> int:
-        return int((moment - self.start) / self.slot)
+    def slot_index(self, moment: datetime, step: timedelta | None = None) -> int:
+        return int((moment - self.start) / (step or self.slot))
 
 
 def split_ranges(start: datetime | None, tail_start: datetime | None):

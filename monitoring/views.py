@@ -43,4 +43,5 @@ def dashboard_view(request):
         key, sort=request.GET.get("sort", ""), user_sort=request.GET.get("usort", "")
     )
     context["windows"] = [(k, WINDOW_LABELS[k]) for k in WINDOWS]
+    context["min_requests"] = dashboard.MIN_REQUESTS
     return render(request, "monitoring/dashboard.html", context)

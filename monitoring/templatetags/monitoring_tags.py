@@ -17,3 +17,17 @@ def secs(ms):
     if ms is None:
         return "—"
     return f"{ms / 1000:.1f} s"
+
+
+@register.filter
+def index(sequence, i):
+    """sequence[i], for the header that belongs to a cell of a loop."""
+    return sequence[i]
+
+
+@register.filter
+def duration(step):
+    """A slot's length for people: timedelta(minutes=5) -> "5 min", 1 hour -> "hour"."""
+    from monitoring.dashboard import duration as describe
+
+    return describe(step)

@@ -7,14 +7,17 @@
   const POLL_MS = 1000;
   const RETRY_MS = 3000;
 
-  // --- Live status: poll each active request and update its text and badge. ----------
+  // --- Live status: poll each active request; when anything about it changed, swap in
+  // the server's fresh rendering of the whole card or page body. The server renders
+  // every part (badge, placeholder, status line, attempts, cost, Cancel) from one view
+  // of the request, so no part can lag behind another. -------------------------------
   function watch(element) {
     if (element.dataset.watching) return;
     element.dataset.watching = "1";
     const url = element.dataset.statusUrl;
-    let last = null;
 
     async function poll() {
+      if (!element.isConnected) return; // replaced by a fresher rendering: it polls now
       let data;
       try {
         const response = await fetch(url, {
@@ -29,30 +32,11 @@
         setTimeout(poll, RETRY_MS);
         return;
       }
-      if (data.text !== last) {
-        last = data.text;
-        // Only a changed text is written: the role=status region announces changes.
-        const text = element.querySelector("[data-live-text]");
-        if (text) text.textContent = data.text;
-        const badge = element.querySelector("[data-live-badge]");
-        if (badge) {
-          badge.textContent = data.status_label;
-          badge.className = "badge status-" + data.status;
-        }
+      if (data.version !== element.dataset.version) {
+        const swapped = await refresh(element, element.dataset.swapUrl);
+        if (swapped) return; // the fresh element is watched from here on
       }
-      // Each new attempt appears in the detail page's timeline as it is recorded.
-      const timeline = element.querySelector("[data-live-attempts]");
-      if (timeline && !data.final && String(data.attempts) !== timeline.dataset.count) {
-        timeline.dataset.count = String(data.attempts);
-        refresh(timeline, element.dataset.swapUrl);
-      }
-      if (data.final) {
-        // A finished request's card (or the detail page's body) is replaced by the
-        // server's rendering of it, with the image, badges and actions.
-        refresh(element, element.dataset.swapUrl);
-      } else {
-        setTimeout(poll, POLL_MS);
-      }
+      setTimeout(poll, data.final ? RETRY_MS : POLL_MS);
     }
     setTimeout(poll, POLL_MS);
   }
@@ -65,18 +49,28 @@
   }
 
   // Replace one element (found by its id) with the server's current rendering of it;
-  // the page itself is not reloaded.
+  // the page itself is not reloaded. The role=status region is kept (only its text
+  // changes), so screen readers announce the new status once. True if swapped.
   async function refresh(element, url) {
-    if (!url || !element.id) return;
+    if (!url || !element.id) return false;
     try {
       const doc = await fetchPage(url, { cache: "no-store" });
-      const fresh = doc.getElementById(element.id);
-      if (fresh && element.isConnected) {
-        element.replaceWith(document.importNode(fresh, true));
-        enhance(document);
+      const found = doc.getElementById(element.id);
+      if (!found || !element.isConnected) return false;
+      const fresh = document.importNode(found, true);
+      const oldLive = element.querySelector("[data-live-text]");
+      const newLive = fresh.querySelector("[data-live-text]");
+      if (oldLive && newLive) {
+        if (oldLive.textContent !== newLive.textContent) {
+          oldLive.textContent = newLive.textContent;
+        }
+        newLive.replaceWith(oldLive);
       }
+      element.replaceWith(fresh);
+      enhance(document);
+      return true;
     } catch (error) {
-      // The text already says the request ended; a reload shows the rest.
+      return false; // try again at the next poll
     }
   }
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.support.sandbox import sandbox, sandbox_settings  # noqa: F401
+from tests.integration.support.storage import media_storage, seaweedfs  # noqa: F401
+from tests.integration.support.web import start_web  # noqa: F401
 from tests.integration.support.workers import workers  # noqa: F401
 
 

@@ -22,6 +22,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _up(env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "config.up"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
     port = _free_port()
     env = {
@@ -30,14 +41,7 @@ def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
         if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
     }
     env.update(VAR_DIR=str(tmp_path), PORT=str(port), WORKERS="1", WEB_PROCESSES="1")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "config.up"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _up(env)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -66,3 +70,42 @@ def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
     assert not (tmp_path / "redis" / "redis.sock").exists()
+
+
+def test_it_starts_a_local_s3_server_and_keeps_images_in_its_bucket(tmp_path):
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "STORAGE_URL"}
+    }
+    env.update(
+        VAR_DIR=str(tmp_path),
+        PORT=str(port),
+        STORAGE="s3-local",
+        ROLES="web,redis,sandbox",
+        WEB_PROCESSES="1",
+    )
+    process = _up(env)
+    try:
+        deadline = time.monotonic() + 120
+        ready = None
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        shared = dict(
+            line.split("=", 1) for line in (tmp_path / "services.env").read_text().splitlines()
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=90)
+
+    assert ready is not None and ready.json() == {"status": "ready"}, output
+    assert shared["STORAGE_URL"] == "s3://steadyshot"
+    assert shared["AWS_S3_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert "s3 | S3 (SeaweedFS) listening on" in output
+    # Only the roles asked for: no workers, no cron.
+    assert "worker1 |" not in output and "cron |" not in output

@@ -12,6 +12,11 @@ NO_REDIS = "redis://127.0.0.1:9/0"  # the discard port: connections are refused
 
 @pytest.fixture(autouse=True)
 def _no_redis(settings):
+    from django.core.cache import cache
+
+    # The pages that name the sandbox's profile ask it over HTTP: here it never answers.
+    settings.SANDBOX_URL = "http://127.0.0.1:9"
+    cache.clear()
     settings.REDIS_URL = NO_REDIS
     settings.RQ_QUEUES = {
         name: {"URL": NO_REDIS, "DEFAULT_TIMEOUT": 600} for name in ("maintenance", "default")

@@ -6,9 +6,10 @@ pytestmark = pytest.mark.django_db
 
 def test_it_serves_the_home_page_to_everyone(client, client_for, alice):
     assert "Create an account" in client.get(reverse("home")).content.decode()
-    # Signed in, the start page's main button opens the prompt page.
+    # Signed in, the start page is for work, not the marketing text (tests/unit/test_start.py).
     body = client_for(alice).get(reverse("home")).content.decode()
-    assert f'class="button" href="{reverse("generator:prompt")}"' in body
+    assert "Create an account" not in body
+    assert f'action="{reverse("generator:prompt")}"' in body
 
 
 def test_it_sends_a_strict_content_security_policy(client):
@@ -20,6 +21,13 @@ def test_it_sends_a_strict_content_security_policy(client):
 
 def test_it_answers_health_checks(client):
     assert client.get(reverse("healthz")).json() == {"status": "ok"}
+
+
+def test_it_is_not_ready_while_redis_does_not_answer(client):
+    # The unit tier's queues point at a closed port (tests/unit/conftest.py).
+    response = client.get(reverse("readyz"))
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "failed": ["redis"]}
 
 
 def test_it_renders_a_friendly_404(client, settings):

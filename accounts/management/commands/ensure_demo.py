@@ -1,11 +1,27 @@
 import secrets
 
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 
 from accounts.models import Team, User
 
 DEMO_EMAIL = "demo@steadyshot.local"
+# The demo operator is staff (it sees monitoring) and may read the request log that the
+# monitoring page links to, in the admin; it may change nothing there.
+DEMO_PERMISSIONS = (
+    ("generator", "view_generationrequest"),
+    ("generator", "view_attempt"),
+    ("monitoring", "view_alert"),
+)
+
+
+def grant_demo_permissions(user: User) -> None:
+    """Idempotent, so demo accounts created before the grant get it on the next run."""
+    for app_label, codename in DEMO_PERMISSIONS:
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
 
 
 class Command(BaseCommand):
@@ -13,13 +29,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         credentials = settings.VAR_DIR / "demo-credentials.txt"
-        if User.objects.filter(email=DEMO_EMAIL).exists():
+        existing = User.objects.filter(email=DEMO_EMAIL).first()
+        if existing is not None:
+            grant_demo_permissions(existing)
             where = f" (password in {credentials})" if credentials.exists() else ""
             self.stdout.write(f"Demo account: {DEMO_EMAIL}{where}")
             return
         password = secrets.token_urlsafe(12)
         user = User.objects.create_user(DEMO_EMAIL, password, name="Demo", is_staff=True)
         user.switch_team(Team.create_with_owner("Demo team", user))
+        grant_demo_permissions(user)
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         credentials.write_text(f"{DEMO_EMAIL}\n{password}\n")
         credentials.chmod(0o600)

@@ -91,11 +91,13 @@ def builtin_profiles(catalogue_quotas: dict[str, Quota] | None = None) -> dict[s
         ),
         "peak": Profile(
             "peak",
-            "Peak hours: Pro fails ~45 % with 503 overloaded in episodes and slows to "
-            "60-100 s while overloaded; Flash stays under 10 %.",
+            "Peak hours: Pro fails ~45 % with 503 overloaded in episodes (the first one "
+            "from the switch) and slows to 60-100 s while overloaded; Flash stays under 10 %.",
             {
                 # Half the time in an episode (75 % failures), half outside (14 %), with
-                # 1 % server errors: 0.5 x 0.75 + 0.5 x 0.14 + 0.01 = 45.5 %.
+                # 1 % server errors: 0.5 x 0.75 + 0.5 x 0.14 + 0.01 = 45.5 %. The first
+                # episode starts at the switch, so whoever switches to `peak` and submits
+                # sees it at once rather than after minutes of calm.
                 **_for_pro(
                     ModelBehaviour(
                         latency_s=(20.0, 40.0),
@@ -103,7 +105,10 @@ def builtin_profiles(catalogue_quotas: dict[str, Quota] | None = None) -> dict[s
                         overloaded=0.14,
                         server_error=0.01,
                         episodes=Episodes(
-                            every_s=(60.0, 300.0), last_s=(60.0, 300.0), failure=0.75
+                            every_s=(60.0, 300.0),
+                            last_s=(60.0, 300.0),
+                            first_at_s=0.0,
+                            failure=0.75,
                         ),
                     )
                 ),

@@ -315,7 +315,10 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         sandbox = self.sandbox
         if path == "/_sandbox/health":
-            return self._send(200, {"ok": True, "profile": sandbox.profile.name})
+            profile = sandbox.profile
+            return self._send(
+                200, {"ok": True, "profile": profile.name, "description": profile.description}
+            )
         if path == "/_sandbox/state":
             return self._send(200, sandbox.state())
         if path == "/_sandbox/calls":

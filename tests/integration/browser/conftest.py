@@ -10,8 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
+from generator.images import store_generated_image
+from generator.models import Attempt, GenerationRequest, QuotaState, Status
 from tests.conftest import PASSWORD
+from tests.media import picture
 
 ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -26,7 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 PHONE = {"width": 390, "height": 844}
-DESKTOP = {"width": 1280, "height": 900}
+DESKTOP = {"width": 1366, "height": 900}
 
 
 def pytest_collection_modifyitems(items):
@@ -108,3 +112,98 @@ def tab(chromium, live_server):
     yield open_tab
     for context in contexts:
         context.close()
+
+
+@pytest.fixture
+def images(alice, bob, team, settings, tmp_path):
+    """A small team gallery: delivered images in several ratios, one fell back, one queued."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    rows = []
+    for n, (ratio, size, user, model, fell_back) in enumerate(
+        [
+            ("1:1", (512, 512), alice, "gemini-3-pro-image-preview", False),
+            ("16:9", (640, 360), bob, "gemini-2.5-flash-image", True),
+            ("3:4", (384, 512), alice, "gemini-3-pro-image-preview", False),
+            ("9:16", (288, 512), bob, "gemini-3-pro-image-preview", False),
+        ]
+    ):
+        row = GenerationRequest.objects.create(
+            user=user,
+            team=team,
+            prompt=f"Picture {n}: a lighthouse at dusk, watercolour, ratio {ratio}",
+            strategy="quality-first",
+            aspect_ratio=ratio,
+            chain=["gemini-3-pro-image-preview", "gemini-2.5-flash-image"],
+            status=Status.SUCCEEDED,
+            served_model=model,
+            fell_back=fell_back,
+            fallback_reason="Nano Banana Pro was unavailable (503)." if fell_back else "",
+            delivered_width=size[0],
+            delivered_height=size[1],
+            attempt_count=2 if fell_back else 1,
+            cost_usd="0.134",
+            finished=timezone.now(),
+            quota_state=QuotaState.CHARGED,
+        )
+        store_generated_image(row, picture("PNG", size))
+        if fell_back:
+            Attempt.objects.create(
+                request=row,
+                number=1,
+                model="gemini-3-pro-image-preview",
+                provider="gemini",
+                outcome="unavailable",
+                http_status=503,
+                latency_ms=840,
+                decision="downgrade",
+                decision_reason="Nano Banana Pro is unavailable; falling back to Nano Banana.",
+                next_model="gemini-2.5-flash-image",
+            )
+        Attempt.objects.create(
+            request=row,
+            number=2 if fell_back else 1,
+            model=model,
+            provider="gemini",
+            outcome="success",
+            http_status=200,
+            latency_ms=9300,
+            decision="done",
+            decision_reason="Delivered",
+        )
+        rows.append(row)
+    GenerationRequest.objects.create(
+        user=alice,
+        team=team,
+        prompt="A queued fox in the snow",
+        strategy="quality-first",
+        aspect_ratio="4:3",
+        chain=["gemini-3-pro-image-preview"],
+        status=Status.QUEUED,
+        current_model="gemini-3-pro-image-preview",
+    )
+    return rows
+
+
+# What a page must not do at any width: be wider than the screen, or hide table
+# columns behind a sideways scroll.
+OVERFLOW_JS = """() => {
+  const view = document.documentElement.clientWidth;
+  const wide = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const box = el.getBoundingClientRect();
+    if (box.width && box.right > view + 1) wide.push(el.tagName.toLowerCase() + "." + el.className);
+  }
+  const hidden = [];
+  for (const el of document.querySelectorAll(".table-wrap, table")) {
+    if (el.scrollWidth > el.clientWidth + 1) hidden.push(el.id || el.className || el.tagName);
+  }
+  return {scroll: document.documentElement.scrollWidth, view, wide: wide.slice(0, 8), hidden};
+}"""
+
+
+def assert_fits(tab: Tab, name: str) -> None:
+    """The page fits its viewport: no sideways scroll of the page, and no table whose
+    columns hide behind a scroll of its own."""
+    found = tab.page.evaluate(OVERFLOW_JS)
+    assert found["scroll"] <= found["view"], f"{name}: {found}"
+    assert found["hidden"] == [], f"{name}: {found}"

@@ -6,81 +6,12 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from generator.images import store_generated_image
-from generator.models import Attempt, GenerationRequest, QuotaState, Status
+from generator.models import Attempt, GenerationRequest, Status
+from tests.conftest import PASSWORD
 from tests.integration.browser.conftest import DESKTOP, PHONE
 from tests.media import picture
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def images(alice, bob, team, settings, tmp_path):
-    """A small team gallery: delivered images in several ratios, one fell back, one queued."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    rows = []
-    for n, (ratio, size, user, model, fell_back) in enumerate(
-        [
-            ("1:1", (512, 512), alice, "gemini-3-pro-image-preview", False),
-            ("16:9", (640, 360), bob, "gemini-2.5-flash-image", True),
-            ("3:4", (384, 512), alice, "gemini-3-pro-image-preview", False),
-            ("9:16", (288, 512), bob, "gemini-3-pro-image-preview", False),
-        ]
-    ):
-        row = GenerationRequest.objects.create(
-            user=user,
-            team=team,
-            prompt=f"Picture {n}: a lighthouse at dusk, watercolour, ratio {ratio}",
-            strategy="quality-first",
-            aspect_ratio=ratio,
-            chain=["gemini-3-pro-image-preview", "gemini-2.5-flash-image"],
-            status=Status.SUCCEEDED,
-            served_model=model,
-            fell_back=fell_back,
-            fallback_reason="Nano Banana Pro was unavailable (503)." if fell_back else "",
-            delivered_width=size[0],
-            delivered_height=size[1],
-            attempt_count=2 if fell_back else 1,
-            cost_usd="0.134",
-            finished=timezone.now(),
-            quota_state=QuotaState.CHARGED,
-        )
-        store_generated_image(row, picture("PNG", size))
-        if fell_back:
-            Attempt.objects.create(
-                request=row,
-                number=1,
-                model="gemini-3-pro-image-preview",
-                provider="gemini",
-                outcome="unavailable",
-                http_status=503,
-                latency_ms=840,
-                decision="downgrade",
-                decision_reason="Nano Banana Pro is unavailable; falling back to Nano Banana.",
-                next_model="gemini-2.5-flash-image",
-            )
-        Attempt.objects.create(
-            request=row,
-            number=2 if fell_back else 1,
-            model=model,
-            provider="gemini",
-            outcome="success",
-            http_status=200,
-            latency_ms=9300,
-            decision="done",
-            decision_reason="Delivered",
-        )
-        rows.append(row)
-    GenerationRequest.objects.create(
-        user=alice,
-        team=team,
-        prompt="A queued fox in the snow",
-        strategy="quality-first",
-        aspect_ratio="4:3",
-        chain=["gemini-3-pro-image-preview"],
-        status=Status.QUEUED,
-        current_model="gemini-3-pro-image-preview",
-    )
-    return rows
 
 
 @pytest.mark.parametrize(
@@ -151,8 +82,10 @@ def test_it_updates_the_status_live_without_reloading(tab, alice, images):
     page = t.page
     live = page.locator("[data-live-text]")
     expect(live).to_have_attribute("role", "status")
-    expect(live).to_contain_text("Queued (position 1).")
+    expect(live).to_contain_text("Queued for Nano Banana Pro: waiting for a free worker")
     page.evaluate("window.steadyshotMarker = 'still here'")
+    # The role=status node itself stays through every swap, so each change is announced.
+    page.evaluate("document.querySelector('[data-live-text]').steadyshotMark = 'same node'")
 
     GenerationRequest.objects.filter(pk=queued.pk).update(
         status=Status.RUNNING, current_model="gemini-3-pro-image-preview"
@@ -177,7 +110,11 @@ def test_it_updates_the_status_live_without_reloading(tab, alice, images):
     expect(timeline).to_contain_text("#1 Nano Banana Pro", timeout=5000)
     expect(timeline).to_contain_text("HTTP 503 · 812 ms")
     expect(timeline).to_contain_text("retrying with backoff")
+    expect(page.locator('[data-part="attempts"]')).to_have_text("1")
 
+    # As the worker does (in one transaction): the image is stored before the request
+    # is seen as done.
+    store_generated_image(queued, picture("PNG", (400, 300)))
     GenerationRequest.objects.filter(pk=queued.pk).update(
         status=Status.SUCCEEDED,
         served_model="gemini-3-pro-image-preview",
@@ -185,14 +122,14 @@ def test_it_updates_the_status_live_without_reloading(tab, alice, images):
         delivered_width=400,
         delivered_height=300,
     )
-    queued.refresh_from_db()
-    store_generated_image(queued, picture("PNG", (400, 300)))
     expect(page.locator("[data-live-text]")).to_contain_text(
         "Done by Nano Banana Pro.", timeout=5000
     )
     expect(page.locator(".detail-figure img")).to_be_visible()
     expect(page.locator(".detail-figure .badge.model")).to_contain_text("Nano Banana Pro")
     assert page.evaluate("window.steadyshotMarker") == "still here"
+    mark = "document.querySelector('[data-live-text]').steadyshotMark"
+    assert page.evaluate(mark) == "same node"
 
 
 def test_it_swaps_a_finished_card_into_the_gallery(tab, alice, images):
@@ -227,3 +164,44 @@ def test_it_offers_only_the_sizes_the_chosen_strategy_delivers(tab, alice):
     page.get_by_label("Quality first").check()
     expect(size.locator("option[value='4K']")).to_be_enabled()
     assert t.errors == []
+
+
+def test_it_keeps_the_prompt_when_signed_out_in_another_tab(tab, alice):
+    t = tab()
+    t.log_in(alice)
+    t.goto("/new/")
+    t.page.fill("textarea[name=prompt]", "A lighthouse at dusk, written before the logout")
+    t.page.get_by_label("Stability first").check()
+    # Another tab of the same browser logs out meanwhile.
+    other = t.context.new_page()
+    other.goto(t.base_url + "/")
+    other.locator(".menu summary").click()
+    other.get_by_role("button", name="Log out").click()
+    other.wait_for_load_state()
+
+    t.page.get_by_role("button", name="Generate").click()
+    t.page.wait_for_url("**/login/?next=/new/")
+    t.page.fill("input[name=username]", alice.email)
+    t.page.fill("input[name=password]", PASSWORD)
+    t.page.get_by_role("button", name="Log in").click()
+    t.page.wait_for_url("**/new/")
+    expect(t.page.locator("textarea[name=prompt]")).to_have_value(
+        "A lighthouse at dusk, written before the logout"
+    )
+    expect(t.page.get_by_label("Stability first")).to_be_checked()
+    expect(t.page.get_by_text("your prompt was kept")).to_be_visible()
+    assert not GenerationRequest.objects.exists()
+
+
+def test_it_names_the_profile_the_sandbox_plays(tab, alice, sandbox_settings):
+    from django.core.cache import cache
+
+    sandbox_settings.set_profile("peak")
+    cache.clear()  # the live server runs in this process: forget a profile read before
+    t = tab()
+    t.log_in(alice)
+    notice = t.page.locator("#sandbox-notice")
+    expect(notice).to_contain_text("Sandbox upstream, playing the peak profile")
+    expect(notice).to_contain_text("the first one from the switch")
+    t.goto("/new/")
+    expect(t.page.locator("#sandbox-notice .sandbox-profile")).to_have_text("peak")

@@ -35,6 +35,9 @@ def test_stability_first_starts_on_flash(alice, team, redis_conn):
     [
         ({"prompt": "   "}, "prompt", "Write a prompt"),
         ({"prompt": "x" * 4001}, "prompt", "4001 characters"),
+        # What a JSON body can carry and no database column can hold (issue 13, 4 and 7).
+        ({"prompt": "\x00"}, "prompt", "NUL character"),
+        ({"prompt": "a lighthouse \ud800"}, "prompt", "lone UTF-16 surrogate"),
         ({"strategy": "fastest"}, "strategy", "quality-first or stability-first"),
         ({"aspect_ratio": "7:3"}, "aspect_ratio", "16:9"),
         ({"strategy": "stability-first", "image_size": "4K"}, "image_size", "delivers 1K"),

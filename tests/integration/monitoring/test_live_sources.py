@@ -28,14 +28,16 @@ def test_it_shows_the_shared_breakers_and_the_teams_quota_use(
     services.charge(request, Decimal("0.134"), model=PRO)
     html = client_for(staff).get(URL).content.decode()
     breakers = _cell(html, "breakers")
-    row = re.search(rf"<td>{PRO}</td>.*?</tr>", breakers, re.S).group(0)
+    row = re.search(r">Nano Banana Pro</th>.*?</tr>", breakers, re.S).group(0)
     assert 'class="badge danger">open</span>' in row
     assert "until" in row  # when the next probe may go
     assert "8 calls in a row failed" in row  # why it opened
-    flash = re.search(rf"<td>{FLASH}</td>.*?</tr>", breakers, re.S).group(0)
+    # Closed, and with no attempt in the window: folded under the models not called.
+    idle = _cell(html, "breakers-idle")
+    flash = re.search(r">Nano Banana</th>.*?</tr>", idle, re.S).group(0)
     assert 'class="badge ok">closed</span>' in flash
     teams = _cell(html, "quota-teams")
-    assert re.search(rf"<td>{team.name}</td><td class=\"num\">1</td>", teams), teams
+    assert re.search(rf'>{team.name}</th><td class="num" data-label="Images today">1</td>', teams)
     assert "$0.134" in teams
 
 
@@ -45,7 +47,7 @@ def test_it_shows_queue_depth_and_workers(client_for, staff, redis_conn):
     Queue("default", connection=redis_conn).enqueue("builtins.print", "x")
     html = client_for(staff).get(URL).content.decode()
     queues = _cell(html, "queues")
-    assert '<td>default</td><td class="num">1</td>' in queues
+    assert '>default</th><td class="num" data-label="Waiting">1</td>' in queues
     assert 'id="workers">0<' in html
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.support.processes import stop
+
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_TEST_SCALE = 0.01
 
@@ -96,12 +98,7 @@ def sandbox(tmp_path_factory):
     try:
         yield SandboxHandle(url)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @pytest.fixture

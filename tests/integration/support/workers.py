@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from tests.integration.support.storage import storage_env
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -113,7 +115,8 @@ def workers(redis_conn, redis_url, sandbox_settings, settings, tmp_path):
         "REDIS_URL": redis_url,
         "SANDBOX_URL": settings.SANDBOX_URL,
         "VAR_DIR": str(tmp_path),
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        # The test's storage: its MEDIA_ROOT, or its prefix of the SeaweedFS bucket.
+        **storage_env(settings),
         "TIME_SCALE": str(settings.TIME_SCALE),
         "LEASE_SECONDS": str(settings.LEASE_SECONDS),
         "DJANGO_SETTINGS_MODULE": "config.settings",

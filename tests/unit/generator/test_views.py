@@ -335,8 +335,11 @@ def test_it_shows_requested_versus_delivered_and_the_attempts(client_for, bob, d
 def test_it_reports_live_status_as_json(client_for, bob, queued):
     data = client_for(bob).get(reverse("generator:status", args=[queued.pk])).json()
     assert data["status"] == "queued"
-    assert data["text"] == "Queued (position 1)."
+    assert data["text"] == "Queued for Nano Banana Pro: waiting for a free worker, next in line."
+    assert data["queue_position"] == 1
     assert data["final"] is False
+    queued.refresh_from_db()
+    assert data["version"] == queued.status_view().version
 
 
 def test_it_cancels_a_queued_request_and_refunds(client_for, alice, queued):
@@ -424,19 +427,6 @@ def test_it_links_new_image_and_gallery_in_the_nav(client_for, alice):
 # --- what the live status says ------------------------------------------------------------
 
 
-def test_it_says_what_a_waiting_request_waits_for(alice, team):
-    row = make_request(
-        alice,
-        team,
-        status=Status.WAITING,
-        waiting_until=timezone.now().replace(hour=12, minute=30, second=5),
-        status_reason="Nano Banana Pro is overloaded; retrying.",
-    )
-    assert row.status_text() == (
-        "Waiting to retry Nano Banana Pro until 12:30:05. Nano Banana Pro is overloaded; retrying."
-    )
-
-
 def test_it_says_which_model_a_request_fell_back_from_and_why(alice, team):
     row = make_request(
         alice,
@@ -455,4 +445,34 @@ def test_it_counts_the_queue_position_across_teams(alice, charlie, team):
     make_request(charlie, charlie.active_team, status=Status.QUEUED)
     mine = make_request(alice, team, status=Status.QUEUED)
     assert mine.queue_position() == 2
-    assert mine.status_dict()["text"] == "Queued (position 2)."
+    assert mine.status_dict()["text"] == (
+        "Queued for Nano Banana Pro: waiting for a free worker, 1 ahead of you."
+    )
+
+
+# --- a submission after being signed out ---------------------------------------------------
+
+
+def test_it_keeps_the_prompt_of_a_signed_out_submission_through_the_login(client, alice):
+    from tests.conftest import PASSWORD
+
+    response = client.post(
+        reverse("generator:prompt"),
+        form(prompt="A lighthouse at dusk, kept", strategy="stability-first", aspect_ratio="16:9"),
+    )
+    login = reverse("accounts:login")
+    assert response.status_code == 302
+    assert response["Location"] == f"{login}?next={reverse('generator:prompt')}"
+    assert not GenerationRequest.objects.exists()
+    response = client.post(
+        response["Location"], {"username": alice.email, "password": PASSWORD}, follow=True
+    )
+    body = response.content.decode()
+    assert response.redirect_chain[-1][0] == reverse("generator:prompt")
+    assert ">A lighthouse at dusk, kept</textarea>" in body
+    assert 'value="stability-first" checked' in body
+    assert '<option value="16:9" selected>' in body
+    assert "your prompt was kept" in body
+    # Once: the next visit starts empty.
+    again = client.get(reverse("generator:prompt")).content.decode()
+    assert "A lighthouse at dusk, kept" not in again

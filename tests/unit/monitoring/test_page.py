@@ -79,8 +79,17 @@ def test_it_explains_an_unknown_window(client_for, staff, no_redis):
     assert "must be one of 15m, 1h, 24h, 7d" in response.content.decode()
 
 
+@pytest.fixture
+def operator(staff):
+    """Staff who may read the request log in the admin, as the demo operator may."""
+    from accounts.management.commands.ensure_demo import grant_demo_permissions
+
+    grant_demo_permissions(staff)
+    return staff
+
+
 @pytest.mark.parametrize("rolled_up", [False, True])
-def test_it_shows_the_datas_own_numbers(client_for, staff, scenario, no_redis, rolled_up):
+def test_it_shows_the_datas_own_numbers(client_for, operator, scenario, no_redis, rolled_up):
     if rolled_up:
         rollups.roll_up()
     start = scenario - timedelta(hours=1)
@@ -90,7 +99,7 @@ def test_it_shows_the_datas_own_numbers(client_for, staff, scenario, no_redis, r
     delivered = final.filter(status="succeeded")
     attempts = Attempt.objects.filter(started__gte=start)
 
-    html = client_for(staff).get(URL, {"window": "1h"}).content.decode()
+    html = client_for(operator).get(URL, {"window": "1h"}).content.decode()
 
     assert final.count() == 10 and delivered.count() == 7
     assert 'href="/admin/generator/generationrequest/?' in html
@@ -102,15 +111,20 @@ def test_it_shows_the_datas_own_numbers(client_for, staff, scenario, no_redis, r
     failed = attempts.exclude(outcome="success").count()
     assert f"{failed} of {attempts.count()}" in html
     per_model = _cell(html, "per-model")
-    for model in (PRO, FLASH):
+    for model, name in ((PRO, "Nano Banana Pro"), (FLASH, "Nano Banana")):
         n = attempts.filter(model=model).count()
-        assert re.search(rf">{model}</a></td><td class=\"num\">{n}</td>", per_model)
+        assert re.search(
+            rf'>{name}</a></th>\s*<td class="num" data-label="Attempts">{n}</td>', per_model
+        )
     # The auth failures of three hours ago are outside the window.
     assert "Authentication (401/403)</th>" not in _cell(html, "mix-time")
     served = _cell(html, "served")
     assert re.search(
-        r">quality-first</a></td><td class=\"num\">2</td><td class=\"num\">5</td>", served
-    )
+        r">Quality first</th><td [^>]*>5</td><td [^>]*>2</td>", served
+    )  # Nano Banana Pro, then Nano Banana
+    pro_share = _cell(html, "pro-share")
+    assert re.search(r'data-label="By Nano Banana Pro">5</td>', pro_share)
+    assert "71.4 %" in pro_share  # 5 of 7 quality-first deliveries got Pro
 
 
 def test_it_says_when_live_sources_are_not_available(client_for, staff, no_redis):
@@ -134,10 +148,9 @@ def test_it_renders_every_window(client_for, staff, scenario, no_redis, window):
     assert 'style="' not in response.content.decode()
 
 
-def test_its_links_open_the_filtered_request_log(client, staff, scenario, no_redis):
-    staff.is_superuser = True
-    staff.save()
-    client.force_login(staff)
+def test_its_links_open_the_filtered_request_log(client, operator, scenario, no_redis):
+    # The read-only operator (the demo account's permissions) can open every link.
+    client.force_login(operator)
     html = client.get(URL, {"window": "1h"}).content.decode()
     links = set(re.findall(r'href="(/admin/generator/[^"]+)"', html))
     assert links
@@ -145,3 +158,87 @@ def test_its_links_open_the_filtered_request_log(client, staff, scenario, no_red
         response = client.get(link.replace("&amp;", "&"))
         assert response.status_code == 200, link
         assert "?e=1" not in response.get("Location", "")
+
+
+def _text(html: str) -> str:
+    """What a person reads: the page without its tags (and so without its links)."""
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def test_it_names_models_as_people_know_them(client_for, staff, scenario, no_redis):
+    html = client_for(staff).get(URL, {"window": "1h"}).content.decode()
+    for model_id in (PRO, FLASH):
+        assert model_id not in _text(html)
+    assert "Nano Banana Pro" in _cell(html, "per-model")
+
+
+def test_it_labels_every_chart_and_gives_it_a_legend(client_for, staff, scenario, no_redis):
+    html = client_for(staff).get(URL, {"window": "1h"}).content.decode()
+    charts = re.findall(r"<figure class=\"chart-box[^\"]*\">(.*?)</figure>", html, re.S)
+    assert len(charts) == len(re.findall(r'<svg class="chart', html)) >= 6
+    for chart in charts:
+        title = re.search(r"<title id=\"chart-t\d+\">([^<]+)</title>", chart)[1]
+        assert "<text" in chart, f"{title}: no axis or bar labels"
+        caption = re.search(r"<figcaption>([^<]+)</figcaption>", chart)
+        assert caption or "heatmap" in chart, f"{title}: no caption"
+    # Each chart's legend, or the one legend of the three lines, names its colours.
+    trends = re.search(r'id="trends-h".*?</section>', html, re.S)[0]
+    assert "This window" in trends and "Previous window" in trends
+    served = re.search(r'id="served-h".*?</section>', html, re.S)[0]
+    assert re.search(
+        r'<ul class="legend"><li><span class="key m-0"></span>Nano Banana Pro', served
+    )
+
+
+def test_it_draws_the_request_rates_over_time_beside_the_previous_window(
+    client_for, staff, alice, no_redis
+):
+    now = timezone.now()
+    # Now: 6 delivered 10-20 minutes ago, 2 of them after falling back. The hour before:
+    # 5 delivered and 5 failed at the same offset into the window.
+    for i in range(6):
+        make_request(
+            alice, created=now - timedelta(minutes=20, seconds=i), fell_back=i < 2, tti_s=40
+        )
+    for i in range(10):
+        make_request(
+            alice,
+            created=now - timedelta(hours=1, minutes=20, seconds=i),
+            status="succeeded" if i < 5 else "failed",
+            tti_s=40,
+        )
+    html = client_for(staff).get(URL, {"window": "1h"}).content.decode()
+    table = _cell(html, "series")
+    assert re.search(
+        r'data-label="Delivered">100.0 % <span class="muted">\(50.0 %\)</span>', table
+    )
+    assert re.search(r'data-label="Fell back">33.3 % <span class="muted">\(0.0 %\)</span>', table)
+    delivered = re.search(r"<figcaption>Delivered rate</figcaption>(.*?)</svg>", html, re.S)[1]
+    assert "this window: 100%" in delivered and "previous window: 50%" in delivered
+    assert re.search(r"<figcaption>Time to image, p95</figcaption>", html)
+
+
+def test_it_folds_the_models_that_were_not_called_in_the_window(
+    client_for, staff, scenario, no_redis, monkeypatch
+):
+    from monitoring import sources
+
+    rows = [
+        {
+            "model": m,
+            "breaker": "closed",
+            "open_until": None,
+            "failure_rate": 0.0,
+            "window_calls": 0,
+            "p50_ms": None,
+            "quota": {},
+        }
+        for m in ("gpt-image-1", FLASH, "gemini-3-pro-image", PRO)
+    ]
+    monkeypatch.setattr(sources, "breakers", lambda: rows)
+    html = client_for(staff).get(URL, {"window": "1h"}).content.decode()
+    shown = re.findall(r'<th scope="row">([^<]+)</th>', _cell(html, "breakers"))
+    assert shown == ["Nano Banana Pro", "Nano Banana"]
+    folded = re.search(r'<details id="breakers-idle-box">.*?</details>', html, re.S)[0]
+    assert "2 models not called in this window" in folded
+    assert "GPT Image (OpenAI-compatible)" in folded and "Nano Banana Pro (GA)" in folded

@@ -195,3 +195,11 @@ def test_an_edit_shows_the_reference_transformed():
     )
     r, g, b = edited.convert("RGB").getpixel((512, 400))
     assert b > r and b > g  # still mostly the blue reference, tinted
+
+
+def test_peak_starts_its_first_pro_episode_at_the_switch():
+    # Whoever switches to peak and submits must see it: no calm stretch first.
+    state = ModelState(builtin_profiles()["peak"].behaviour(PRO), 500.0, random.Random(4))
+    episode = state.describe(500.0)["episode"]
+    assert episode["active"] is True
+    assert "starts_in_s" not in episode

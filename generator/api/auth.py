@@ -1,0 +1,55 @@
+"""Bearer-token authentication: `Authorization: Bearer sst_…`, a personal token from the
+account's API tokens page. Sessions and cookies play no part, so there is no CSRF."""
+
+from django.http import HttpRequest
+from ninja.security import HttpBearer
+
+from accounts.models import ApiToken
+from generator.api.errors import ApiError
+
+
+class TokenAuth(HttpBearer):
+    """The JSON API's: a missing and an unknown token are told apart, with the
+    WWW-Authenticate header of RFC 6750."""
+
+    def __call__(self, request: HttpRequest):
+        # HttpBearer answers None for a missing header; we say what to send instead.
+        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != self.openapi_scheme or not raw.strip():
+            raise self.missing()
+        return self.authenticate(request, raw.strip())
+
+    def authenticate(self, request: HttpRequest, token: str):
+        user = ApiToken.authenticate(token)
+        if user is None:
+            raise self.unknown()
+        # Views and admission read the caller as request.user, as on the web.
+        request.user = user
+        return user
+
+    def missing(self) -> ApiError:
+        return ApiError(
+            401,
+            "unauthenticated",
+            "Send your API token as 'Authorization: Bearer <token>'. "
+            "Create one on your account's API tokens page.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def unknown(self) -> ApiError:
+        return ApiError(
+            401,
+            "invalid_token",
+            "This API token is unknown or was revoked. Create a new one on your "
+            "account's API tokens page.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+
+class OpenAITokenAuth(TokenAuth):
+    """The OpenAI-compatible endpoint's: one error, as the Images API answers it."""
+
+    def missing(self) -> ApiError:
+        return ApiError(401, "invalid_api_key", "Invalid or missing API token (Bearer sst_…).")
+
+    unknown = missing

@@ -1,0 +1,208 @@
+"""What a person is told about one request, computed once per render.
+
+The gallery card, the detail page, the home page and the live-status JSON all show a
+request through one StatusView built here, so no two parts of a page can disagree: the
+badge, the image placeholder, the status line, the attempt count, the cost and whether
+Cancel is offered come from the same row read at the same moment. The page's script
+compares the view's `version` with the one it rendered and, when it changed, swaps in
+the server's fresh rendering of the whole card or page body (static/js/generator.js).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Case, DateTimeField, F, Q, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from generator.models import GenerationRequest, QuotaState, Status
+
+
+@dataclass(frozen=True)
+class StatusView:
+    status: str  # a Status value: the CSS class of the badge
+    label: str  # the badge and the image placeholder
+    text: str  # the one line of the role=status region
+    final: bool
+    cancelable: bool  # still running and not already being canceled
+    falling_back: bool  # active on a model after the first of its chain
+    ahead: int | None  # requests ready to run before this one (None: not waiting on one)
+    waiting_until: datetime | None  # only while it lies ahead; never a time in the past
+    attempts: int
+    cost: str
+    served_model: str  # display name, "" until delivered
+    fell_back: bool
+    fallback_reason: str
+
+    @property
+    def version(self) -> str:
+        """Changes whenever anything the page shows about the request changes."""
+        parts = (self.status, self.label, self.text, self.cancelable, self.attempts, self.cost)
+        return hashlib.sha1(repr(parts).encode(), usedforsecurity=False).hexdigest()[:12]
+
+    def as_dict(self, request: GenerationRequest) -> dict:
+        """The live-status JSON (generator:status)."""
+        return {
+            "id": str(request.id),
+            "version": self.version,
+            "status": self.status,
+            "status_label": self.label,
+            "text": self.text,
+            "final": self.final,
+            "cancelable": self.cancelable,
+            "queue_position": None if self.ahead is None else self.ahead + 1,
+            "ahead": self.ahead,
+            "current_model": request.current_model_name or None,
+            "waiting_until": self.waiting_until.isoformat() if self.waiting_until else None,
+            "served_model": self.served_model or None,
+            "fell_back": self.fell_back,
+            "fallback_reason": self.fallback_reason or None,
+            "attempts": self.attempts,
+            "cost": self.cost,
+            "error": request.error_message if request.status == Status.FAILED else None,
+        }
+
+
+def ready_since(request: GenerationRequest, now: datetime) -> datetime | None:
+    """When the request became ready for a worker: handed to the queue (queued) or its
+    retry came due (waiting); None while it is not ready."""
+    if request.status == Status.QUEUED:
+        return request.handed_over or request.created
+    due = request.waiting_until
+    if request.status == Status.WAITING and due and due <= now:
+        return due
+    return None
+
+
+def requests_ahead(request: GenerationRequest, now: datetime | None = None) -> int | None:
+    """How many requests of any team became ready for a worker before this one and are
+    still waiting for one; None when this request is not waiting for a worker."""
+    now = now or timezone.now()
+    mine = ready_since(request, now)
+    if mine is None:
+        return None
+    ready_at = Case(
+        When(status=Status.WAITING, then=F("waiting_until")),
+        default=Coalesce(F("handed_over"), F("created")),
+        output_field=DateTimeField(),
+    )
+    ready = GenerationRequest.objects.filter(
+        Q(status=Status.QUEUED) | Q(status=Status.WAITING, waiting_until__lte=now)
+    ).annotate(ready_at=ready_at)
+    return (
+        ready.filter(Q(ready_at__lt=mine) | Q(ready_at=mine, id__lt=request.id))
+        .exclude(pk=request.pk)
+        .count()
+    )
+
+
+def _worker_wait(ahead: int) -> str:
+    if ahead == 0:
+        return "waiting for a free worker, next in line"
+    return f"waiting for a free worker, {ahead} ahead of you"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if not text or text.endswith((".", "…", "!", "?")) else text + "."
+
+
+def usd(amount) -> str:
+    """$0.134 rather than $0.1340, and at least cents: $1.00."""
+    value = Decimal(amount).normalize()
+    if -value.as_tuple().exponent < 2:
+        value = value.quantize(Decimal("0.01"))
+    return f"${value}"
+
+
+def _cost(request: GenerationRequest) -> str:
+    if request.status == Status.SUCCEEDED and request.cost_usd is not None:
+        return usd(request.cost_usd)
+    if request.quota_state == QuotaState.RESERVED:
+        return f"nothing yet ({usd(request.reserved_usd)} reserved until it is done)"
+    if request.quota_state == QuotaState.REFUNDED:
+        return "nothing (the reservation was refunded)"
+    return "nothing charged"
+
+
+def status_view(
+    request: GenerationRequest, attempts: int | None = None, now: datetime | None = None
+) -> StatusView:
+    """The view of `request` now. `attempts` is the number of attempt rows the caller
+    shows (the detail page's timeline); without it they are counted here, so the count
+    always matches the timeline rather than a counter written a moment apart."""
+    now = now or timezone.now()
+    if attempts is None:
+        # A finished request wrote its last attempt before it ended; an active one may be
+        # between writing its counter and its attempt row, so its rows are counted.
+        attempts = request.attempt_count if request.is_final else request.attempts.count()
+    status = request.status
+    model = request.current_model_name
+    first = request.chain[0] if request.chain else ""
+    falling_back = bool(
+        request.is_active and request.current_model and first and request.current_model != first
+    )
+    reason = _sentence(request.status_reason)
+    label = request.get_status_display()
+    ahead = None
+    waiting_until = None
+
+    if request.cancel_requested and request.is_active:
+        label = "Canceling"
+        if status == Status.RUNNING:
+            text = f"Canceling: waiting for {model} to answer…"
+        else:
+            text = "Canceling…"
+    elif status == Status.QUEUED:
+        ahead = requests_ahead(request, now)
+        if falling_back:
+            why = _sentence(request.fallback_reason) or f"Falling back to {model}."
+            text = f"Falling back: {why} Queued for {model}, {_worker_wait(ahead)}."
+        else:
+            # After a retry decision the reason says why it runs again.
+            text = f"Queued for {model}: {_worker_wait(ahead)}. {reason}".strip()
+    elif status == Status.RUNNING:
+        text = f"Running on {model}."
+        if falling_back:
+            first_name = GenerationRequest.model_name(first)
+            why = f": {_sentence(request.fallback_reason)}" if request.fallback_reason else "."
+            text = f"Running on {model}, after falling back from {first_name}{why}"
+    elif status == Status.WAITING:
+        if request.waiting_until and request.waiting_until > now:
+            waiting_until = request.waiting_until
+            at = timezone.localtime(waiting_until)
+            text = f"Waiting to retry {model} at {at:%H:%M:%S}. {reason}".strip()
+        else:
+            # The retry is due but every worker is busy: say so, never a time in the past.
+            ahead = requests_ahead(request, now)
+            text = f"The retry of {model} is due, {_worker_wait(ahead)}. {reason}".strip()
+    elif status == Status.SUCCEEDED:
+        text = f"Done by {request.served_model_name}"
+        if request.fell_back:
+            first_name = GenerationRequest.model_name(first) if first else "the first model"
+            because = request.fallback_reason.rstrip(".")
+            text += f", after falling back from {first_name}"
+            text += f" because {because}" if because else ""
+        text += "."
+    elif status == Status.FAILED:
+        text = f"Failed. {request.error_message}".strip()
+    else:
+        text = request.error_message or "Canceled."
+
+    return StatusView(
+        status=status,
+        label=label,
+        text=text,
+        final=request.is_final,
+        cancelable=request.is_active and not request.cancel_requested,
+        falling_back=falling_back,
+        ahead=ahead,
+        waiting_until=waiting_until,
+        attempts=attempts,
+        cost=_cost(request),
+        served_model=request.served_model_name,
+        fell_back=request.fell_back,
+        fallback_reason=request.fallback_reason,
+    )

@@ -1,0 +1,11 @@
+from django import template
+
+from generator.models import GenerationRequest
+
+register = template.Library()
+
+
+@register.filter
+def model_name(model_id: str) -> str:
+    """A model id as people know it ("Nano Banana Pro"); "" stays ""."""
+    return GenerationRequest.model_name(model_id) if model_id else ""

@@ -1,0 +1,95 @@
+"""A worker asked to stop (SIGTERM: a deploy, a rolling restart) loses nothing: its
+current step finishes within WORKER_STOP_GRACE_SECONDS, or is handed back to the queue
+for another worker at once, without waiting for the lease and the reconciler."""
+
+import signal
+import time
+
+import pytest
+
+from generator.admission import Submission, submit
+from generator.jobs import advance
+from generator.models import Attempt, GenerationRequest, Image, Status
+from generator.worker import HANDED_BACK
+from tests.integration.generator.test_chain import wait_for_all
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+PRO = "gemini-3-pro-image-preview"
+
+
+@pytest.fixture
+def stoppable(settings, tmp_path, sandbox_settings, workers):
+    # A long lease and no reconciler: only a hand-back can move a request on quickly.
+    settings.LEASE_SECONDS = 600
+    settings.MEDIA_ROOT = tmp_path / "media"
+    # Emulated time runs 10x: the request's 1200 s budget is 120 s here, room for a start.
+    settings.TIME_SCALE = 0.1
+    sandbox_settings.reset()
+    return workers
+
+
+def _running(request, timeout=60.0) -> GenerationRequest:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = GenerationRequest.objects.get(pk=request.pk)
+        if row.status == Status.RUNNING:
+            return row
+        time.sleep(0.05)
+    pytest.fail(f"the request did not start within {timeout:.0f} s")
+
+
+def _stop(workers, index=0, timeout=60.0) -> None:
+    process = workers.processes[index]
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=timeout)
+
+
+def test_it_hands_a_long_step_back_and_another_worker_delivers_it(stoppable, alice, team):
+    stoppable.env["WORKER_STOP_GRACE_SECONDS"] = "1"
+    stoppable.start(1)
+    # The first call takes 30 s (300 emulated seconds), far past the grace.
+    (request,) = submit(alice, team, Submission(prompt="a fox sandbox:slow=300*1"))
+    held = _running(request)
+
+    _stop(stoppable)
+
+    row = GenerationRequest.objects.get(pk=request.pk)
+    assert row.status == Status.QUEUED, stoppable.output()[-2000:]
+    assert (row.step, row.status_reason, row.recoveries) == (held.step + 1, HANDED_BACK, 0)
+    stoppable.start(1)
+    (done,) = wait_for_all([request], timeout=120)
+    assert done.status == Status.SUCCEEDED, done.error_message
+    assert Image.objects.filter(request=done).count() == 1
+
+
+def test_it_lets_a_step_finish_within_the_grace(stoppable, alice, team):
+    stoppable.env["WORKER_STOP_GRACE_SECONDS"] = "120"
+    stoppable.start(1)
+    # 3 s: well inside the grace.
+    (request,) = submit(alice, team, Submission(prompt="a fox sandbox:slow=30*1"))
+    _running(request)
+
+    _stop(stoppable, timeout=120)
+
+    row = GenerationRequest.objects.get(pk=request.pk)
+    assert row.status == Status.SUCCEEDED, stoppable.output()[-2000:]
+    assert row.attempts.count() == 1
+
+
+def test_it_calls_again_when_a_stopped_step_left_a_success_undelivered(
+    sandbox_settings, redis_conn, settings, tmp_path, alice, team
+):
+    """A step handed back (or whose worker died) after its call succeeded but before the
+    image was stored: the next step must call again, not hand over forever."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    (request,) = submit(alice, team, Submission(prompt="a fox"))
+    Attempt.objects.create(
+        request=request, number=1, model=PRO, provider="gemini", outcome="success", latency_ms=900
+    )
+
+    assert advance(str(request.pk), request.step) == "succeeded"
+    row = GenerationRequest.objects.get(pk=request.pk)
+    assert row.status == Status.SUCCEEDED
+    assert Image.objects.filter(request=row).count() == 1
+    assert row.attempts.count() == 2
