@@ -394,29 +394,6 @@ class GenerationRequest(models.Model):
     def chain_names(self) -> list[str]:
         return [self.model_name(m) for m in self.chain]
 
-    def status_view(self, attempts: int | None = None):
-        """What a person is told about this request now (generator/status.py): the one
-        source of every badge, status line, cost and Cancel button shown for it."""
-        from generator.status import status_view
-
-        return status_view(self, attempts)
-
-    def queue_position(self) -> int | None:
-        """1 for the next request a free worker takes, counting every team's requests
-        that became ready before this one; None when it is not waiting for a worker."""
-        from generator.status import requests_ahead
-
-        ahead = requests_ahead(self)
-        return None if ahead is None else ahead + 1
-
-    def status_text(self) -> str:
-        """One line saying where the request stands, what it waits for and why."""
-        return self.status_view().text
-
-    def status_dict(self) -> dict:
-        """What the page's live status shows; polled by static/js/generator.js."""
-        return self.status_view().as_dict(self)
-
     # --- changes ------------------------------------------------------------------------
     # The request's state moves only through these transitions; each is one filtered
     # UPDATE on what its writer expects (Expect), and the end state (succeeded, failed,
