@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from generator import queue
 from generator.models import GenerationRequest, QuotaState, ReferenceImage, Status
-from generator.resilience.catalogue import ASPECT_RATIOS, STRATEGIES, get_catalogue
+from generator.resilience.catalogue import ASPECT_RATIOS, get_catalogue
+from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES, StrategyName
 from generator.upstream.availability import is_configured
 from quotas.services import reserve
 
@@ -35,7 +36,7 @@ class AdmissionError(ValueError):
 @dataclass
 class Submission:
     prompt: str
-    strategy: str = "quality-first"
+    strategy: str = DEFAULT_STRATEGY
     aspect_ratio: str = "1:1"
     image_size: str = "1K"
     count: int = 1
@@ -104,7 +105,7 @@ def wait_up_to(submission: Submission, now: datetime) -> datetime | None:
     """Until when a quality-first request waits for and retries its first model: its
     deliver-by time, or the default patience from now (scaled like every policy
     duration). Stability-first never waits long for any model: None."""
-    if submission.strategy != "quality-first":
+    if submission.strategy != StrategyName.QUALITY_FIRST:
         return None
     if submission.deadline is not None:
         return submission.deadline

@@ -18,13 +18,14 @@ from django.utils import timezone
 
 from generator import queue
 from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
+from generator.resilience.strategies import StrategyName
 from generator.resilience.taxonomy import Outcome
 from quotas import services as quota_services
 
 
 class Strategy(models.TextChoices):
-    QUALITY_FIRST = "quality-first", "Quality first"
-    STABILITY_FIRST = "stability-first", "Stability first"
+    QUALITY_FIRST = StrategyName.QUALITY_FIRST.value, "Quality first"
+    STABILITY_FIRST = StrategyName.STABILITY_FIRST.value, "Stability first"
 
 
 STRATEGY_HELP = {

@@ -15,7 +15,8 @@ from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from generator.api import rules
-from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES, STRATEGIES
+from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
+from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 
 def _deadline(value):
@@ -56,7 +57,7 @@ class SubmitIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     prompt: str = Field(description=rules.describe("prompt"))
-    strategy: Strategy = Field("quality-first", description=rules.describe("strategy"))
+    strategy: Strategy = Field(DEFAULT_STRATEGY.value, description=rules.describe("strategy"))
     aspect_ratio: AspectRatio = Field("1:1", description=rules.describe("aspect_ratio"))
     image_size: ImageSize = Field("1K", description=rules.describe("image_size"))
     count: int = Field(1, description=rules.describe("count", "One request per image, one batch."))

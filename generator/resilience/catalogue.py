@@ -10,9 +10,10 @@ from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
+from generator.resilience.strategies import STRATEGIES, StrategyName
+
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 IMAGE_SIZES = ("1K", "2K", "4K")
-STRATEGIES = ("quality-first", "stability-first")
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,17 @@ DEFAULT_MODELS["gemini-3-pro-image"] = replace(
 
 DEFAULT_STRATEGIES = {
     # Quality first: the best model, retried within a wait budget, then downgrades.
-    "quality-first": ("gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-image-1"),
+    StrategyName.QUALITY_FIRST: (
+        "gemini-3-pro-image-preview",
+        "gemini-2.5-flash-image",
+        "gpt-image-1",
+    ),
     # Stability first: the steadiest model first; the best one only as a last resort.
-    "stability-first": ("gemini-2.5-flash-image", "gpt-image-1", "gemini-3-pro-image-preview"),
+    StrategyName.STABILITY_FIRST: (
+        "gemini-2.5-flash-image",
+        "gpt-image-1",
+        "gemini-3-pro-image-preview",
+    ),
 }
 
 _FIELDS = {f for f in ModelSpec.__dataclass_fields__ if f != "id"}

@@ -41,10 +41,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from generator.resilience.strategies import StrategyName
 from generator.resilience.taxonomy import Outcome
 
-QUALITY_FIRST = "quality-first"
-STABILITY_FIRST = "stability-first"
+QUALITY_FIRST = StrategyName.QUALITY_FIRST
+STABILITY_FIRST = StrategyName.STABILITY_FIRST
 
 # Another call cannot change these: give up at once.
 NON_RETRYABLE = frozenset({Outcome.BLOCKED, Outcome.BAD_REQUEST, Outcome.AUTH})
