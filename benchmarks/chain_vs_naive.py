@@ -1,263 +1,693 @@
 """Chain versus naive client: a discrete-event simulation on a virtual clock.
 
-The chain runs the production code itself (generator.resilience.policy.decide, Health with its
-breaker and limiter on the in-memory store) against a simulated upstream that follows
-docs/upstream.md ("How the models behave"): Pro fails ~45 % at peak in overload episodes
-(503s), Flash under 10 %, token-bucket quotas that answer 429 with a retry delay, and
-latencies of 20-40 s (Pro) and 10-20 s (Flash). The naive client is the "production"
-variant described there: 3 attempts on Pro then 3 on Flash, sleeping inside the worker
-(10 * 2**n + U(0, 5) s on 503, 60 s on 429), giving up on anything else.
+The chain is the production code itself: `generator.resilience.chain.next_step` (the
+policy, then the shared breaker and limiter of `Health` on the in-memory store), as the
+RQ workers run it. The upstream is the sandbox's own pure fault model
+(`generator.upstream.sandbox.profiles`: each model's `ModelState` with its overload
+episodes, latencies and token-bucket quotas), switched between profiles on a schedule
+as a drill switches the sandbox. The naive client is the "production" variant of
+docs/upstream.md ("How the models behave"): 3 tries on Pro, then 3 on Flash, sleeping
+inside the worker (10·2ⁿ + U(0, 5) s after a 503, 60 s after a 429) and moving on after
+anything else.
 
-    python -m benchmarks.chain_vs_naive --hours 2 --rate 6 --workers 6 --seed 1
+Both clients get the same arrivals (Poisson) and the same number of workers: a chain
+step holds a worker for its call only, a naive request holds one from start to end.
+
+    python -m benchmarks.chain_vs_naive                 # every regime, seeds 1-3
+    python -m benchmarks.chain_vs_naive --regime quota --seeds 1-10
 """
 
 import argparse
+import copy as copy_module
 import heapq
 import itertools
+import json
 import logging
+import math
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from generator.resilience import chain
 from generator.resilience.breaker import BreakerConfig
 from generator.resilience.clock import VirtualClock
 from generator.resilience.health import Health
 from generator.resilience.limiter import LimiterConfig, Quotas
-from generator.resilience.policy import Action, AttemptRecord, PolicyConfig, Situation, decide
+from generator.resilience.policy import Action, AttemptRecord, PolicyConfig
 from generator.resilience.stores import MemoryStore
 from generator.resilience.taxonomy import Outcome
+from generator.upstream.sandbox.profiles import (
+    FLASH_ID,
+    ModelBehaviour,
+    ModelState,
+    Profile,
+    Quota,
+    builtin_profiles,
+)
 
-PRO, FLASH = "gemini-3-pro-image-preview", "gemini-2.5-flash-image"
-QUOTAS = {PRO: Quotas(rpm=20, ipm=20, rpd=1000), FLASH: Quotas(rpm=150, ipm=100, rpd=10000)}
+PRO, FLASH = "gemini-3-pro-image-preview", FLASH_ID
 T0 = 1_767_279_600.0  # 2026-01-01 15:00 UTC: peak hours
+# The catalogue's quotas (generator/resilience/catalogue.py), which the limiter keeps to.
+CATALOGUE = {PRO: Quotas(rpm=20, ipm=20, rpd=1000), FLASH: Quotas(rpm=150, ipm=100, rpd=10000)}
+CHAINS = {"quality-first": (PRO, FLASH), "stability-first": (FLASH, PRO)}
+LIMITER = LimiterConfig()  # the share of each quota the chain and the bound use (--safety)
+
+
+# --- regimes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Regime:
+    name: str
+    description: str
+    phases: tuple[tuple[float, Profile], ...]  # (start, seconds after T0; the profile)
+    minutes: float  # how long requests arrive
+    rate: float  # arrivals per minute (Poisson)
+    workers: int
+    quotas: dict[str, Quotas] = field(default_factory=lambda: CATALOGUE)
+
+
+def regimes() -> dict[str, Regime]:
+    profiles = builtin_profiles()
+    calm, peak, outage = profiles["calm"], profiles["peak"], profiles["outage"]
+    flash = calm.behaviour(FLASH)
+    quota = Profile(
+        "quota-2rpm",
+        "Pro: a quota of 2 requests per minute and 30 % 503s; Flash calm",
+        {
+            PRO: ModelBehaviour(latency_s=(20.0, 40.0), overloaded=0.3, quota=Quota(rpm=2)),
+            FLASH: replace(flash, quota=Quota(rpm=150, ipm=100)),
+        },
+    )
+    hard = Profile(
+        "hard",
+        "Pro: 90 % 503s, each after 20-60 s; Flash calm",
+        {
+            PRO: ModelBehaviour(
+                latency_s=(20.0, 40.0), error_latency_s=(20.0, 60.0), overloaded=0.9
+            ),
+            FLASH: flash,
+        },
+    )
+    drill = ((0.0, calm), (600.0, peak), (2400.0, outage))
+    what = "calm 10 min, peak 30 min, Pro outage 20 min"
+    return {
+        r.name: r
+        for r in (
+            Regime("calm", "every call succeeds", ((0.0, calm),), 60, 4.0, 8),
+            Regime("drill-8", f"{what}; 8 workers", drill, 60, 4.0, 8),
+            Regime("drill-4", f"{what}; 4 workers", drill, 60, 4.0, 4),
+            Regime(
+                "quota",
+                "Pro quota 2 RPM, 30 % 503s; 3.6 arrivals a minute",
+                ((0.0, quota),),
+                60,
+                3.6,
+                8,
+                {**CATALOGUE, PRO: Quotas(rpm=2, ipm=2, rpd=1000)},
+            ),
+            Regime("hard", "Pro 90 % 503s, each after 20-60 s", ((0.0, hard),), 90, 2.0, 8),
+            Regime("outage-4h", "Pro down for 4 hours", ((0.0, outage),), 240, 4.0, 8),
+        )
+    }
+
+
+def variants() -> dict[str, Regime]:
+    """Other upstreams and loads than the issue's regimes, to check that the behaviour
+    holds in general rather than for the numbers it was measured on."""
+    profiles = builtin_profiles()
+    calm, peak = profiles["calm"], profiles["peak"]
+    flash = calm.behaviour(FLASH)
+    pro_peak = peak.behaviour(PRO)
+    harsh = replace(
+        pro_peak,
+        episodes=replace(pro_peak.episodes, failure=0.9, first_at_s=0.0),
+        overloaded=0.25,
+    )
+    harsh_peak = Profile("harsh-peak", "", {PRO: harsh, FLASH: peak.behaviour(FLASH)})
+    both = Profile(
+        "both-struggle",
+        "",
+        {PRO: pro_peak, FLASH: replace(flash, overloaded=0.3, error_latency_s=(1.0, 5.0))},
+    )
+    fast_hard = Profile(
+        "fast-hard",
+        "",
+        {PRO: ModelBehaviour(latency_s=(20.0, 40.0), overloaded=0.9), FLASH: flash},
+    )
+    slow_dead = Profile(
+        "slow-dead",
+        "",
+        {PRO: ModelBehaviour(error_latency_s=(60.0, 120.0), server_error=1.0), FLASH: flash},
+    )
+    quota5 = Profile(
+        "quota-5rpm",
+        "",
+        {
+            PRO: ModelBehaviour(latency_s=(20.0, 40.0), overloaded=0.2, quota=Quota(rpm=5)),
+            FLASH: replace(flash, quota=Quota(rpm=150, ipm=100)),
+        },
+    )
+    drill = ((0.0, calm), (600.0, peak), (2400.0, profiles["outage"]))
+    what = "calm 10 min, peak 30 min, Pro outage 20 min"
+    return {
+        r.name: r
+        for r in (
+            Regime(
+                "harsh-peak",
+                "Pro in 90 % episodes from the start, 25 % between",
+                ((0.0, harsh_peak),),
+                60,
+                4.0,
+                8,
+            ),
+            Regime("both-struggle", "peak for Pro, Flash 30 % 503s", ((0.0, both),), 60, 4.0, 8),
+            Regime("drill-busy", f"{what}; 6 a minute, 8 workers", drill, 60, 6.0, 8),
+            Regime("fast-hard", "Pro 90 % 503s, each in 0.5-2 s", ((0.0, fast_hard),), 60, 3.0, 8),
+            Regime(
+                "slow-dead",
+                "Pro answers 500 after 60-120 s, for an hour",
+                ((0.0, slow_dead),),
+                60,
+                3.0,
+                8,
+            ),
+            Regime(
+                "quota-5",
+                "Pro quota 5 RPM, 20 % 503s; 6 arrivals a minute",
+                ((0.0, quota5),),
+                60,
+                6.0,
+                8,
+                {**CATALOGUE, PRO: Quotas(rpm=5, ipm=5, rpd=1000)},
+            ),
+        )
+    }
 
 
 class Upstream:
-    """Peak profile: Pro alternates between overload episodes (85 % 503) and calmer
-    spells (20 %), ~45 % overall; Flash fails 7 %. Quotas are token buckets."""
+    """The sandbox's fault model on the simulator's clock: one `ModelState` per model
+    and phase. Calls to one model draw their outcomes from one generator in call order,
+    as in the sandbox server; the episodes draw from their own, so that every client
+    meets the same overload episodes whatever it calls when."""
 
-    def __init__(self, rng: random.Random):
-        self.rng = rng
-        self.episode_until = T0
-        self.in_episode = False
-        self.buckets = {m: [float(q.rpm), T0] for m, q in QUOTAS.items()}
-        self.calls = 0
+    def __init__(self, regime: Regime, seed: int):
+        self.phases = []
+        for start, profile in regime.phases:
+            states = {}
+            for model in (PRO, FLASH):
+                episodes = random.Random(f"{seed}:{profile.name}:{model}:episodes")
+                state = ModelState(profile.behaviour(model), T0 + start, episodes)
+                states[model] = (state, episodes)
+            self.phases.append((T0 + start, states))
+        self.rngs = {m: random.Random(f"{seed}:{m}:calls") for m in (PRO, FLASH)}
 
-    def _pro_fail_rate(self, now):
-        while now >= self.episode_until:
-            self.in_episode = not self.in_episode
-            mean = 15 * 60 if self.in_episode else 20 * 60
-            self.episode_until += self.rng.expovariate(1 / mean)
-        return 0.85 if self.in_episode else 0.15
+    def call(self, model: str, now: float):
+        """The sandbox's Verdict for one call at `now`."""
+        states = next(s for start, s in reversed(self.phases) if start <= now)
+        state, episodes = states[model]
+        if state.episodes:
+            state.episodes.advance(now, episodes)
+        return state.decide(now, self.rngs[model])
 
-    def call(self, model, now) -> tuple[Outcome, float, float | None]:
-        """(outcome, latency_s, retry_after_s)."""
-        self.calls += 1
-        tokens, last = self.buckets[model]
-        rpm = QUOTAS[model].rpm
-        tokens = min(rpm, tokens + (now - last) * rpm / 60)
-        if tokens < 1:
-            self.buckets[model] = [tokens, now]
-            return Outcome.RATE_LIMITED, 0.3, (1 - tokens) * 60 / rpm + 1
-        self.buckets[model] = [tokens - 1, now]
-        fail = self._pro_fail_rate(now) if model == PRO else 0.07
-        if self.rng.random() < fail:
-            return Outcome.OVERLOADED, self.rng.uniform(1, 8), None
-        low, high = (20, 40) if model == PRO else (10, 20)
-        return Outcome.SUCCESS, self.rng.uniform(low, high), None
+    def peek(self, model: str, now: float, until: float, most: int = 10**6):
+        """The clairvoyant's knowledge, without changing anything: the verdict of the
+        next call to `model` at `now`, and whether calls made one after the other from
+        then on (at most `most`, each as soon as the quota lets it) would get a success
+        started before `until`."""
+        copy = Upstream.__new__(Upstream)
+        copy.phases, copy.rngs = copy_module.deepcopy((self.phases, self.rngs))
+        first = verdict = copy.call(model, now)
+        t = now
+        for _ in range(most):
+            if verdict.outcome == "success":
+                return first, True
+            t += verdict.latency_s + (verdict.retry_s or 0.0)
+            if t >= until:
+                break
+            verdict = copy.call(model, t)
+        return first, False
+
+
+# --- the clients --------------------------------------------------------------------------
 
 
 @dataclass
-class Result:
+class Request:
     submitted: float
     done: float | None = None
     model: str = ""
     calls: int = 0
-    failed_calls: int = 0
+    rate_limited: int = 0
+    worker_s: float = 0.0
     attempts: list = field(default_factory=list)
+    phase: int = 0  # the clairvoyant's: which model of the chain it is on
+    started: bool = False  # a worker ran a step of it
 
 
-def arrivals(rng, hours, rate_per_min):
-    t, end = T0, T0 + hours * 3600
+def arrivals(seed: int, regime: Regime) -> list[Request]:
+    rng = random.Random(f"{seed}:arrivals")
+    t, end, requests = T0, T0 + regime.minutes * 60, []
     while True:
-        t += rng.expovariate(rate_per_min / 60)
+        t += rng.expovariate(regime.rate / 60)
         if t >= end:
-            return
-        yield t
+            return requests
+        requests.append(Request(submitted=t))
 
 
-def run_chain(seed, hours, rate, workers) -> list[Result]:
-    rng = random.Random(seed)
-    upstream = Upstream(random.Random(seed + 1))
-    clock = VirtualClock(T0)
-    health = Health(MemoryStore(), clock, QUOTAS, BreakerConfig(), LimiterConfig())
-    config = PolicyConfig()
-    results: list[Result] = []
+def _called(request: Request, verdict) -> Outcome:
+    request.calls += 1
+    request.worker_s += verdict.latency_s
+    outcome = Outcome(verdict.outcome)
+    request.rate_limited += outcome == Outcome.RATE_LIMITED
+    return outcome
+
+
+def simulate(regime: Regime, seed: int, client) -> list[Request]:
+    """Workers take ready requests from the RQ queue, new ones first in, first out and
+    the next step of a started one first (generator/queue.py); a step holds a worker for
+    its call only. `client.step()` says what a step does now: ("call",
+    model), ("wait", until) or None (the request gave up); `client.called()` takes a
+    call's verdict and says when the request is ready again (None: it has ended)."""
+    upstream = Upstream(regime, seed)
+    client.start(regime, upstream)
+    requests = arrivals(seed, regime)
     events: list = []  # (time, seq, kind, index)
     seq = itertools.count()
-    for t in arrivals(rng, hours, rate):
-        results.append(Result(submitted=t))
-        heapq.heappush(events, (t, next(seq), "ready", len(results) - 1))
+    for i, r in enumerate(requests):
+        heapq.heappush(events, (r.submitted, next(seq), "ready", i))
     ready: list[int] = []
-    free = workers
-
-    def step(i):
-        r = results[i]
-        chain = (PRO, FLASH)
-
-        def ask():
-            s = Situation(
-                "quality-first",
-                chain,
-                tuple(r.attempts),
-                health.snapshot(chain),
-                clock.now(),
-                r.submitted,
-                None,
-                f"{i}:{len(r.attempts)}",
-            )
-            return decide(s, config)
-
-        # The same admission as the workers': policy, then the shared breaker and limiter.
-        d = health.admit(ask, tries=len(chain) + 1)
-        if d.action == Action.GIVE_UP:
-            return None
-        if d.action == Action.WAIT:
-            return ("wait", d.at)
-        return ("call", d.model)
-
+    free = regime.workers
     while events:
         t, _, kind, i = heapq.heappop(events)
-        clock.t = t
-        r = results[i]
-        if kind == "ready":
-            ready.append(i)
-        elif kind == "done":
+        client.clock.t = t
+        if kind == "done":
             free += 1
-            model, outcome, latency, retry_after = r.pending
-            r.calls += 1
-            health.record(
-                model,
-                outcome,
-                int(latency * 1000),
-                retry_after_s=retry_after,
-                quota_scope="minute" if retry_after else "",
-            )
-            r.attempts.append(AttemptRecord(model, outcome, t, retry_after, ""))
-            if outcome == Outcome.SUCCESS:
-                r.done, r.model = t, model
-            else:
-                r.failed_calls += 1
-                ready.append(i)
+            model, verdict = requests[i].pending
+            _called(requests[i], verdict)
+            again = client.called(i, requests[i], model, verdict)
+            if again is not None:
+                heapq.heappush(events, (max(again, t), next(seq), "ready", i))
+        elif requests[i].started:
+            ready.insert(0, i)  # a started request's next step goes first (queue.py)
+        else:
+            ready.append(i)
         while ready and free:
             i = ready.pop(0)
-            what = step(i)
+            requests[i].started = True
+            what = client.step(i, requests[i])
             if what is None:
                 continue
             if what[0] == "wait":
-                heapq.heappush(events, (max(what[1], clock.now()), next(seq), "ready", i))
+                heapq.heappush(events, (max(what[1], t), next(seq), "ready", i))
                 continue
-            outcome, latency, retry_after = upstream.call(what[1], clock.now())
-            results[i].pending = (what[1], outcome, latency, retry_after)
+            verdict = upstream.call(what[1], t)
+            requests[i].pending = (what[1], verdict)
             free -= 1
-            heapq.heappush(events, (clock.now() + latency, next(seq), "done", i))
-    return results
+            heapq.heappush(events, (t + verdict.latency_s, next(seq), "done", i))
+    return requests
 
 
-def run_naive(seed, hours, rate, workers) -> list[Result]:
-    rng = random.Random(seed)
-    upstream = Upstream(random.Random(seed + 1))
-    results = [Result(submitted=t) for t in arrivals(rng, hours, rate)]
-    # Each worker runs one request to the end, sleeping through its backoffs. A request
-    # is a generator of calls; the simulation interleaves workers by virtual time.
-    queue = list(range(len(results)))
-    busy: list = []  # (time the worker's next call starts, seq, generator, index)
-    seq = itertools.count()
+class Chain:
+    """Steadyshot: the production code, `chain.next_step` and `chain.ask`."""
 
-    def client(r):
-        t = max(r.submitted, (yield))
-        for model in (PRO, FLASH):
-            for attempt in range(3):
-                outcome, latency, _ = upstream.call(model, t)
-                r.calls += 1
-                t += latency
+    def __init__(self, strategy: str = "quality-first", patience: float | None = None):
+        self.strategy = strategy
+        self.config = PolicyConfig() if patience is None else PolicyConfig(patience_s=patience)
+        self.clock = VirtualClock(T0)
+
+    def start(self, regime: Regime, upstream: Upstream) -> None:
+        self.health = Health(MemoryStore(), self.clock, regime.quotas, BreakerConfig(), LIMITER)
+
+    def _ticket(self, i: int, r: Request) -> chain.Ticket:
+        patience = self.config.patience_s if self.strategy == "quality-first" else None
+        return chain.Ticket(
+            key=str(i),
+            strategy=self.strategy,
+            chain=CHAINS[self.strategy],
+            created=r.submitted,
+            deadline=None,
+            attempts=tuple(r.attempts),
+            wait_until=None if patience is None else r.submitted + patience,
+        )
+
+    def step(self, i: int, r: Request):
+        decision = chain.next_step(self._ticket(i, r), self.health, self.config)
+        if decision.action == Action.WAIT:
+            return "wait", decision.at
+        if decision.action == Action.CALL:
+            return "call", decision.model
+        return None
+
+    def called(self, i: int, r: Request, model: str, verdict) -> float | None:
+        t = self.clock.now()
+        outcome = Outcome(verdict.outcome)
+        retry_after = verdict.retry_s if outcome == Outcome.RATE_LIMITED else None
+        scope = {"rpd": "day"}.get(verdict.quota_dim, "minute") if retry_after else ""
+        latency_ms = int(verdict.latency_s * 1000)
+        self.health.record(
+            model, outcome, latency_ms, retry_after_s=retry_after, quota_scope=scope
+        )
+        r.attempts.append(AttemptRecord(model, outcome, t, retry_after, scope))
+        if outcome == Outcome.SUCCESS:
+            r.done, r.model = t, model
+            return None
+        # After a call the worker asks the policy at once: now, or at a later time.
+        decision = chain.ask(self._ticket(i, r), self.health, self.config)
+        if decision.action == Action.GIVE_UP:
+            return None
+        return decision.at if decision.action == Action.WAIT else t
+
+
+BURN_LOOKAHEAD = 50  # calls: a model with no success among its next 50 is left alone
+
+
+class Clairvoyant:
+    """A reference for the best Pro share: it knows the upstream's verdicts before it
+    calls, and has the same workers, quota share (the same limiter, so no 429) and wait
+    limit as the chain: it starts Pro calls only before the limit. It calls Pro when the
+    next call succeeds, or when it fails but calls made one after the other would reach
+    a success before the limit; or, to move the upstream on to its next verdicts for
+    other requests, when it fails before the limit and a success lies ahead within the
+    next calls; otherwise it goes to Flash at once. It does
+    not hedge: one call per request at a time. It is greedy, not optimal: other
+    requests' calls interleave with the run it foresees."""
+
+    def __init__(self, patience: float):
+        self.patience = patience
+        self.clock = VirtualClock(T0)
+
+    def start(self, regime: Regime, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.quotas = regime.quotas
+        self.health = Health(
+            MemoryStore(),
+            self.clock,
+            regime.quotas,
+            BreakerConfig(dead_after=10**9),
+            LIMITER,
+        )
+
+    def step(self, i: int, r: Request):
+        t, key = self.clock.now(), str(i)
+        end = r.submitted + self.patience
+        if r.phase == 0 and t < end:
+            free_at, own = self.health.limiter.peek(PRO, self.quotas[PRO], key)
+            slot = own if own is not None else free_at
+            if slot is not None and slot > t:
+                booked, slot = self.health.book(PRO, key, end)
+                if booked:
+                    return "wait", slot
+            else:
+                first, reachable = self.upstream.peek(PRO, t, end)
+                spare = t + first.latency_s <= end
+                if reachable or (
+                    spare and self.upstream.peek(PRO, t, math.inf, most=BURN_LOOKAHEAD)[1]
+                ):
+                    self.health.acquire(PRO, key)
+                    return "call", PRO
+        r.phase = 1
+        self.health.release(key, [PRO])
+        granted, retry_at = self.health.acquire(FLASH)
+        return ("call", FLASH) if granted else ("wait", retry_at)
+
+    def called(self, i: int, r: Request, model: str, verdict) -> float | None:
+        t = self.clock.now()
+        if verdict.outcome == "success":
+            r.done, r.model = t, model
+            return None
+        return t
+
+
+def run_chain(regime: Regime, seed: int, strategy="quality-first", patience=None):
+    return simulate(regime, seed, Chain(strategy, patience))
+
+
+def run_bound(regime: Regime, seed: int, patience: float | None = None):
+    return simulate(regime, seed, Clairvoyant(patience or PolicyConfig().patience_s))
+
+
+def run_naive(regime: Regime, seed: int) -> list[Request]:
+    upstream = Upstream(regime, seed)
+    rng = random.Random(f"{seed}:naive")
+    requests = arrivals(seed, regime)
+
+    def client(r: Request, start: float):
+        """Yields (time of the next call, model) and receives its verdict."""
+        t = start
+        for model in CHAINS["quality-first"]:
+            for n in range(3):
+                verdict = yield t, model
+                outcome = _called(r, verdict)
+                t += verdict.latency_s
                 if outcome == Outcome.SUCCESS:
                     r.done, r.model = t, model
                     return
-                r.failed_calls += 1
-                if outcome == Outcome.OVERLOADED:
-                    t += 10 * 2**attempt + rng.uniform(0, 5)
+                if outcome in (Outcome.OVERLOADED, Outcome.UNAVAILABLE):
+                    pause = 10 * 2**n + rng.uniform(0, 5)
                 elif outcome == Outcome.RATE_LIMITED:
-                    t += 60
+                    pause = 60.0
                 else:
-                    return
-                t = max(t, (yield t))
+                    break  # anything else: give up on this model
+                r.worker_s += pause  # asleep in the worker
+                t += pause
 
-    def start(i, at):
-        g = client(results[i])
-        next(g)
-        try:
-            t = g.send(at)
-        except StopIteration:
-            return False
-        heapq.heappush(busy, (t, next(seq), g, i))
-        return True
+    # Calls are made in time order across workers (the upstream's state depends on it):
+    # a heap of each busy worker's next call.
+    queue = list(range(len(requests)))
+    busy: list = []  # (time of the next call, seq, model, generator, index)
+    seq = itertools.count()
+    free_at = [T0] * regime.workers
 
-    free_at = [T0] * workers
+    def start(i: int):
+        worker = min(range(regime.workers), key=free_at.__getitem__)
+        begin = max(requests[i].submitted, free_at[worker])
+        g = client(requests[i], begin)
+        t, model = next(g)
+        heapq.heappush(busy, (t, next(seq), model, g, i, worker))
+        free_at[worker] = math.inf
+
     while queue or busy:
-        # Give queued requests to idle workers in arrival order.
-        while queue and len(busy) < workers:
-            i = queue.pop(0)
-            at = max(results[i].submitted, min(free_at))
-            if not start(i, at):
-                free_at[free_at.index(min(free_at))] = results[i].done or at
-        if not busy:
-            continue
-        t, _, g, i = heapq.heappop(busy)
+        while queue and any(f < math.inf for f in free_at):
+            start(queue.pop(0))
+        t, _, model, g, i, worker = heapq.heappop(busy)
+        verdict = upstream.call(model, t)
         try:
-            heapq.heappush(busy, (g.send(t), next(seq), g, i))
+            t_next, model = g.send(verdict)
+            heapq.heappush(busy, (t_next, next(seq), model, g, i, worker))
         except StopIteration:
-            end = results[i].done or t
-            free_at[free_at.index(min(free_at))] = end
-    return results
+            r = requests[i]
+            free_at[worker] = r.done or t + verdict.latency_s
+    return requests
 
 
-def summary(name, results):
-    n = len(results)
-    done = [r for r in results if r.done is not None]
+# --- figures -----------------------------------------------------------------------------
+
+
+def figures(requests: list[Request]) -> dict:
+    done = [r for r in requests if r.done is not None]
     times = sorted(r.done - r.submitted for r in done)
-    pro = sum(r.model == PRO for r in done)
-    calls = sum(r.calls for r in results)
-    wasted = sum(r.failed_calls for r in results)
 
     def q(p):
-        return times[min(len(times) - 1, int(p * len(times)))] if times else float("nan")
+        return times[min(len(times) - 1, int(p * len(times)))] if times else math.nan
 
+    n, d = len(requests), max(len(done), 1)
+    return {
+        "requests": n,
+        "delivered": len(done) / n,
+        "pro": sum(r.model == PRO for r in done) / d,
+        "calls": sum(r.calls for r in requests) / d,
+        "self429": sum(r.rate_limited for r in requests),
+        "p50": q(0.50),
+        "p95": q(0.95),
+        "p99": q(0.99),
+        "worker_s": sum(r.worker_s for r in requests) / d,
+    }
+
+
+HEADER = (
+    "| regime | client | requests | delivered | Pro share | calls / image | self 429 "
+    "| p50 | p95 | p99 | worker-s / image |\n|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def row(regime: str, client: str, f: dict) -> str:
     return (
-        f"| {name} | {n} | {len(done) / n:.1%} | {pro / max(len(done), 1):.1%} | "
-        f"{q(0.5):.0f} s | {q(0.95):.0f} s | {wasted} ({wasted / max(calls, 1):.0%}) | "
-        f"{calls / max(len(done), 1):.2f} |"
+        f"| {regime} | {client} | {f['requests']} | {f['delivered']:.1%} | {f['pro']:.1%} "
+        f"| {f['calls']:.2f} | {f['self429']} | {f['p50']:.0f} s | {f['p95']:.0f} s "
+        f"| {f['p99']:.0f} s | {f['worker_s']:.0f} |"
     )
+
+
+# Stability-first's p95 time to image before issue 12 (commit 0e912fd, this simulator,
+# seeds 1-5): it must stay within 10 % of these.
+STABILITY_P95_BEFORE = {"calm": 20, "drill-8": 21, "drill-4": 22, "quota": 20, "hard": 20}
+STABILITY_P95_BEFORE["outage-4h"] = 19
+
+
+def targets(regime: Regime, chain: dict, stability: dict, naive: dict, bound: dict) -> str:
+    """Issue 12's "done when", one regime: each target with ✓ or ✗."""
+    few = regime.workers <= 4  # there the naive client's sleeps queue everyone
+    p95_limit = naive["p95"] / 2 if few else naive["p95"]
+    checks = [
+        ("Pro ≥ naive", chain["pro"] >= naive["pro"] - 1e-9),
+        ("Pro ≥ bound − 5", chain["pro"] >= bound["pro"] - 0.05),
+        ("p95 ≤ naive" + (" / 2" if few else ""), chain["p95"] <= p95_limit),
+        ("calls ≤ naive", chain["calls"] <= naive["calls"] + 1e-9),
+        ("no self 429", chain["self429"] == 0),
+        ("delivered ≥ 99.5 %", chain["delivered"] >= 0.995),
+    ]
+    before = STABILITY_P95_BEFORE.get(regime.name)
+    stable = "—" if before is None else "✓" if stability["p95"] <= 1.1 * before else "✗"
+    cells = ["✓" if ok else "✗" for _, ok in checks]
+    return f"| {regime.name} | " + " | ".join([*cells, stable]) + " |"
+
+
+TARGETS_HEADER = (
+    "| regime | Pro ≥ naive | Pro ≥ bound − 5 points | p95 ≤ naive (÷ 2 with 4 workers) "
+    "| calls ≤ naive | no self 429 | delivered ≥ 99.5 % "
+    "| stability-first p95 ≤ 1.1 × before |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def sweep(known: dict[str, Regime], names, seed_list, patiences, path: Path) -> None:
+    """Pro share against p95 time to image over `patiences`, for the chain and the
+    bound, with the naive client's point: one panel a regime, drawn to `path` (a PNG),
+    the figures kept beside it (the same name, .json) so that `--replot` redraws it."""
+    data = {}
+    for name in names:
+        regime = known[name]
+        points = {"chain": [], "bound": []}
+        for patience in patiences:
+            for client, run in (("chain", run_chain), ("bound", run_bound)):
+                pooled = [r for s in seed_list for r in run(regime, s, patience=patience)]
+                f = figures(pooled)
+                points[client].append((f["p95"], f["pro"] * 100, patience))
+                print(f"{name} patience {patience:.0f} s: {row(name, client, f)}", flush=True)
+        naive = figures([r for s in seed_list for r in run_naive(regime, s)])
+        points["naive"] = [(naive["p95"], naive["pro"] * 100, None)]
+        data[name] = {"description": regime.description, **points}
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    draw(data, path)
+
+
+def draw(data: dict, path: Path) -> None:
+    import matplotlib  # the optional `bench` extra (pyproject.toml)
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    default = PolicyConfig().patience_s
+    columns = 3
+    rows = math.ceil(len(data) / columns)
+    figure, axes = pyplot.subplots(rows, columns, figsize=(5 * columns, 4 * rows), squeeze=False)
+    for ax, (name, points) in zip(axes.flat, data.items(), strict=False):
+        for client, style in (("chain", "o-"), ("bound", "s--")):
+            xs, ys, ps = zip(*points[client], strict=True)
+            ax.plot(xs, ys, style, label=f"{client} (wait limit {ps[0]:.0f}-{ps[-1]:.0f} s)")
+            if client == "chain":
+                for x, y, p in points[client]:
+                    ax.annotate(f"{p:.0f}", (x, y), textcoords="offset points", xytext=(4, -10))
+                    if p == default:
+                        ax.plot([x], [y], "o", markersize=12, fillstyle="none", color="black")
+        ((x, y, _),) = points["naive"]
+        ax.plot([x], [y], "rX", markersize=10, label="naive client")
+        ax.margins(0.12)
+        ax.set_title(f"{name}: {points['description']}", fontsize=9)
+        ax.set_xlabel("p95 time to image (s)")
+        ax.set_ylabel("Pro share (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in list(axes.flat)[len(data) :]:
+        ax.set_visible(False)
+    figure.suptitle(
+        "Quality-first: Pro share against p95 time to image over the wait limit for Pro "
+        f"(circled: the default, {default:.0f} s)",
+        fontsize=11,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    print(f"wrote {path}")
+
+
+def seeds(text: str) -> list[int]:
+    low, _, high = text.partition("-")
+    return list(range(int(low), int(high or low) + 1))
 
 
 def main(argv=None):
+    known = {**regimes(), **variants()}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--rate", type=float, default=6.0, help="requests per minute")
-    parser.add_argument("--workers", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-    logging.disable(logging.WARNING)  # the breaker's transitions, hundreds of them
-    print(
-        "| client | requests | delivered | Pro share | p50 time to image | "
-        "p95 time to image | wasted calls | calls per image |"
+    parser.add_argument(
+        "--regime",
+        choices=sorted(known),
+        action="append",
+        help="the issue's regimes by default; variants() has more",
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for name, run in (("chain", run_chain), ("naive", run_naive)):
-        print(summary(name, run(args.seed, args.hours, args.rate, args.workers)))
+    parser.add_argument("--seeds", type=seeds, default=seeds("1-3"), help="e.g. 1-10")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help="sweep the wait limit for Pro and write the plot here (needs the bench extra)",
+    )
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        help="redraw the plot from the figures a --plot run kept beside it (its .json)",
+    )
+    parser.add_argument(
+        "--patiences",
+        default="60,90,120,150,180,210,240,300",
+        help="the wait limits (s) the plot sweeps",
+    )
+    parser.add_argument(
+        "--safety",
+        type=float,
+        default=LimiterConfig().safety,
+        help="the limiter's share of each upstream quota (LIMITER_SAFETY)",
+    )
+    args = parser.parse_args(argv)
+    global LIMITER
+    LIMITER = LimiterConfig(safety=args.safety)
+    logging.disable(logging.WARNING)  # the breaker's transitions, hundreds of them
+    names = args.regime or list(regimes())
+    if args.replot:
+        draw(json.loads(args.replot.with_suffix(".json").read_text()), args.replot)
+        return
+    if args.plot:
+        patiences = [float(p) for p in args.patiences.split(",")]
+        sweep(known, names, args.seeds, patiences, args.plot)
+        return
+    clients = {
+        "chain": run_chain,
+        "chain, stability-first": lambda r, s: run_chain(r, s, "stability-first"),
+        "naive": run_naive,
+        "bound": run_bound,
+    }
+    print(HEADER)
+    checks = []
+    for name in names:
+        results = {}
+        for client, run in clients.items():
+            # Every seed's requests pooled: the percentiles are over all of them.
+            pooled = [r for seed in args.seeds for r in run(known[name], seed)]
+            results[client] = figures(pooled)
+            print(row(name, client, results[client]), flush=True)
+        checks.append(
+            targets(
+                known[name],
+                results["chain"],
+                results["chain, stability-first"],
+                results["naive"],
+                results["bound"],
+            )
+        )
+    print("\nIssue 12's targets for the chain (quality-first, default wait limit):\n")
+    print(TARGETS_HEADER)
+    print("\n".join(checks))
 
 
 if __name__ == "__main__":

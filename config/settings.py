@@ -317,16 +317,21 @@ SANDBOX_PROFILES_FILE = env_str("SANDBOX_PROFILES_FILE")
 # Every duration here is in seconds and multiplied by TIME_SCALE; docs/resilience.md
 # explains each default. Calls per request, all models together, and per model (the
 # last usable model in the chain may use whatever is left).
-POLICY_ATTEMPT_BUDGET = env_int("POLICY_ATTEMPT_BUDGET", 8)
-POLICY_QUALITY_ATTEMPTS_PER_MODEL = env_int("POLICY_QUALITY_ATTEMPTS_PER_MODEL", 4)
+POLICY_ATTEMPT_BUDGET = env_int("POLICY_ATTEMPT_BUDGET", 14)
+POLICY_QUALITY_ATTEMPTS_PER_MODEL = env_int("POLICY_QUALITY_ATTEMPTS_PER_MODEL", 10)
 POLICY_STABILITY_ATTEMPTS_PER_MODEL = env_int("POLICY_STABILITY_ATTEMPTS_PER_MODEL", 2)
 # Full-jitter backoff between retries of one model: uniform(0, min(cap, base * 2**n)).
 POLICY_BACKOFF_BASE_S = env_float("POLICY_BACKOFF_BASE_S", 2.0)
 POLICY_BACKOFF_CAP_S = env_float("POLICY_BACKOFF_CAP_S", 30.0)
 POLICY_RATE_LIMITED_DEFAULT_S = env_float("POLICY_RATE_LIMITED_DEFAULT_S", 30.0)
 POLICY_MIN_WAIT_S = env_float("POLICY_MIN_WAIT_S", 0.5)
-# Longest wait for a model (open breaker, no quota headroom) before moving down the chain,
-# and the longest server retry delay honoured; a deadline lets quality-first wait longer.
+# Quality-first's wait limit for its first model when the request has no "deliver by":
+# within it Pro is retried while an attempt can still deliver in time (docs/resilience.md,
+# chosen by measurement: docs/benchmarks.md).
+POLICY_QUALITY_PATIENCE_S = env_float("POLICY_QUALITY_PATIENCE_S", 210.0)
+# Longest wait for a later model (open breaker, no quota headroom) before moving down the
+# chain, and the longest server retry delay honoured; a deadline lets quality-first wait
+# longer.
 POLICY_QUALITY_MAX_WAIT_S = env_float("POLICY_QUALITY_MAX_WAIT_S", 15.0)
 POLICY_QUALITY_MAX_RATE_LIMIT_WAIT_S = env_float("POLICY_QUALITY_MAX_RATE_LIMIT_WAIT_S", 60.0)
 POLICY_STABILITY_MAX_WAIT_S = env_float("POLICY_STABILITY_MAX_WAIT_S", 5.0)
@@ -334,19 +339,23 @@ POLICY_STABILITY_MAX_WAIT_S = env_float("POLICY_STABILITY_MAX_WAIT_S", 5.0)
 POLICY_STABILITY_MIN_SUCCESS_RATE = env_float("POLICY_STABILITY_MIN_SUCCESS_RATE", 0.5)
 # Without a deadline a request gives up this long after it was submitted.
 POLICY_REQUEST_BUDGET_S = env_float("POLICY_REQUEST_BUDGET_S", 1200.0)
+# A call's length, successful and failed, until a model's own latencies are known.
 POLICY_EXPECTED_CALL_S = env_float("POLICY_EXPECTED_CALL_S", 40.0)
-# Circuit breaker per model, shared in Redis: opens when at least BREAKER_FAILURE_RATE of
-# the last BREAKER_WINDOW calls failed (and at least BREAKER_MIN_CALLS were made), for
-# BREAKER_OPEN_S doubling up to BREAKER_OPEN_MAX_S while it keeps reopening.
+POLICY_EXPECTED_FAILURE_S = env_float("POLICY_EXPECTED_FAILURE_S", 10.0)
+# Circuit breaker per model, shared in Redis. It means "dead": it opens when
+# BREAKER_DEAD_AFTER calls in a row failed, then lets one probe through BREAKER_PROBE_S
+# later and, while probes fail, at intervals doubling up to BREAKER_PROBE_MAX_S; a
+# probe's success closes it. BREAKER_WINDOW calls give a model's recent success rate.
 BREAKER_WINDOW = env_int("BREAKER_WINDOW", 20)
-BREAKER_MIN_CALLS = env_int("BREAKER_MIN_CALLS", 8)
-BREAKER_FAILURE_RATE = env_float("BREAKER_FAILURE_RATE", 0.6)
-BREAKER_OPEN_S = env_float("BREAKER_OPEN_S", 60.0)
-BREAKER_OPEN_MAX_S = env_float("BREAKER_OPEN_MAX_S", 1800.0)
-BREAKER_COOLDOWN_S = env_float("BREAKER_COOLDOWN_S", 600.0)
+BREAKER_DEAD_AFTER = env_int("BREAKER_DEAD_AFTER", 40)
+BREAKER_PROBE_S = env_float("BREAKER_PROBE_S", 10.0)
+BREAKER_PROBE_MAX_S = env_float("BREAKER_PROBE_MAX_S", 30.0)
 BREAKER_PROBE_LEASE_S = env_float("BREAKER_PROBE_LEASE_S", 200.0)
 # The workers together use at most this share of each catalogue quota (RPM, IPM, RPD).
 LIMITER_SAFETY = env_float("LIMITER_SAFETY", 0.85)
+# A booked quota slot used this much late still counts as that slot (the scheduler and the
+# queue are not punctual); later, the booking is void and the step takes a new slot.
+LIMITER_LATE_S = env_float("LIMITER_LATE_S", 10.0)
 
 # --- Quotas (the quotas app) -------------------------------------------------------------
 # Days and months of the team quotas run in this time zone (the "resets at" shown).

@@ -6,9 +6,10 @@ there yet, and a rolled-back submission queues nothing.
 """
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import uuid4
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -19,9 +20,10 @@ from generator.models import (
     ReferenceImage,
     Route,
     Status,
-    duration_words,
 )
-from generator.resilience.catalogue import ASPECT_RATIOS, ECONOMY, STRATEGIES, get_catalogue
+from generator.reasons import duration_words
+from generator.resilience.catalogue import ASPECT_RATIOS, get_catalogue
+from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES, StrategyName
 from generator.upstream.availability import is_configured
 from quotas.services import reserve
 
@@ -41,7 +43,7 @@ class AdmissionError(ValueError):
 @dataclass
 class Submission:
     prompt: str
-    strategy: str = "quality-first"
+    strategy: str = DEFAULT_STRATEGY
     aspect_ratio: str = "1:1"
     image_size: str = "1K"
     count: int = 1
@@ -98,7 +100,7 @@ def validate(submission: Submission) -> None:
         )
     if submission.deadline is not None and submission.deadline <= timezone.now():
         raise AdmissionError("deadline", "“Deliver by” must be in the future.")
-    if submission.strategy == ECONOMY:
+    if submission.strategy == StrategyName.ECONOMY:
         lead = economy.min_lead()
         if submission.deadline is None or submission.deadline < timezone.now() + lead:
             raise AdmissionError(
@@ -108,6 +110,23 @@ def validate(submission: Submission) -> None:
                 "that is what Batch mode needs to deliver at half price. Set a later "
                 "time, or choose quality-first for an image now.",
             )
+
+
+def default_patience() -> timedelta:
+    """How long quality-first waits for its first model when a request has no "deliver
+    by" (as configured: the product's real time, whatever TIME_SCALE drills run at)."""
+    return timedelta(seconds=settings.POLICY_QUALITY_PATIENCE_S)
+
+
+def wait_up_to(submission: Submission, now: datetime) -> datetime | None:
+    """Until when a quality-first request waits for and retries its first model: its
+    deliver-by time, or the default patience from now (scaled like every policy
+    duration). Stability-first never waits long for any model: None."""
+    if submission.strategy != StrategyName.QUALITY_FIRST:
+        return None
+    if submission.deadline is not None:
+        return submission.deadline
+    return now + default_patience() * settings.TIME_SCALE
 
 
 def submit(user, team, submission: Submission) -> list[GenerationRequest]:
@@ -123,7 +142,7 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     admitted = timezone.now()
     # Economy: the Batch price, and a wait in the database instead of a job now.
     plan = economy.Plan(Route.DIRECT, Status.QUEUED, None, "")
-    if submission.strategy == ECONOMY:
+    if submission.strategy == StrategyName.ECONOMY:
         worst = economy.price(chain, submission.image_size)
         plan = economy.plan(chain, submission.deadline, admitted)
     with transaction.atomic():
@@ -139,6 +158,7 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 aspect_ratio=submission.aspect_ratio,
                 image_size=submission.image_size,
                 deadline=submission.deadline,
+                wait_up_to=wait_up_to(submission, admitted),
                 chain=chain,
                 route=plan.route,
                 status=plan.status,

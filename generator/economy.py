@@ -15,6 +15,7 @@ It is charged the Batch price of its first model (its normal price if it has no 
 mode), or less if a cheaper model served it: never more than it reserved.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -83,9 +84,21 @@ def plan(chain: list[str], deadline: datetime, now: datetime) -> Plan:
     )
 
 
-def failures_by_hour(model: str, now: datetime) -> list[tuple[int, int]]:
-    """(failed, total) calls of `model` per UTC hour over the monitoring heatmap's days:
-    the table the monitoring page shows, read from its hourly rollups."""
-    from monitoring.rollups import failures_by_hour as learned
+# Where the failure table comes from: the monitoring app hands in its reader at start
+# (monitoring imports the generator, never the reverse). Without it, the prior alone.
+_failure_source: Callable[[str, datetime], list[tuple[int, int]]] | None = None
 
-    return learned(model, now - timedelta(days=settings.MONITORING_HEATMAP_DAYS))
+
+def learn_failures_from(source: Callable[[str, datetime], list[tuple[int, int]]]) -> None:
+    """Set the reader of the failure table: source(model, since) -> (failed, total) per
+    UTC hour (monitoring.rollups.failures_by_hour, the heatmap's data)."""
+    global _failure_source
+    _failure_source = source
+
+
+def failures_by_hour(model: str, now: datetime) -> list[tuple[int, int]] | None:
+    """(failed, total) calls of `model` per UTC hour over the monitoring heatmap's days,
+    or None when nothing has learned them."""
+    if _failure_source is None:
+        return None
+    return _failure_source(model, now - timedelta(days=settings.MONITORING_HEATMAP_DAYS))

@@ -11,9 +11,10 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from generator import economy
-from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS
+from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS, default_patience
 from generator.images import validate_reference
-from generator.models import STRATEGY_HELP, Status, Strategy, duration_words
+from generator.models import STRATEGY_HELP, Status, Strategy
+from generator.reasons import duration_words
 from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES, get_catalogue
 from generator.upstream.availability import is_configured
 
@@ -93,13 +94,16 @@ class PromptForm(forms.Form):
             f"{settings.REFERENCE_MAX_PIXELS / 1_000_000:.0f} megapixels each; "
             f"the first model decides how many (Nano Banana Pro up to {most})."
         )
+        patience = duration_words(default_patience().total_seconds())
         self.strategy_help = [
-            (value, label, STRATEGY_HELP[value]) for value, label in Strategy.choices
+            (value, label, STRATEGY_HELP[value].format(patience=patience))
+            for value, label in Strategy.choices
         ]
         lead = duration_words(economy.min_lead().total_seconds())
         self.fields["deadline"].help_text = (
-            f"Optional (UTC). Quality-first falls back sooner to meet it; economy needs one "
-            f"at least {lead} away."
+            f"Optional (UTC). Quality-first waits for Nano Banana Pro until then instead "
+            f"of up to {patience}, and falls back in time to deliver by it. Economy needs "
+            f"one at least {lead} away."
         )
         # The sizes each strategy's first model delivers: the page's script disables the
         # others when the strategy changes (admission refuses them anyway, with a reason).

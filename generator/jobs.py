@@ -20,17 +20,19 @@ from django.utils import timezone
 
 from generator.images import prepare_generated_image, save_generated_image
 from generator.models import Attempt, Expect, GenerationRequest, Status
+from generator.reasons import words
+from generator.resilience import chain
 from generator.resilience.catalogue import get_catalogue
 from generator.resilience.from_settings import policy_config_from_settings
 from generator.resilience.health import Health
-from generator.resilience.policy import Action, AttemptRecord, Decision, Situation, decide
+from generator.resilience.policy import Action, AttemptRecord, Code, Decision, Reason
 from generator.resilience.taxonomy import USER_MESSAGES, Outcome
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
 from generator.upstream.registry import get_provider
 
 log = logging.getLogger("steadyshot.jobs")
 # One line per upstream call, in logfmt, for log pipelines: request, model, outcome,
-# latency and the decision taken after it.
+# latency and the decision taken after it, with its reason code and words.
 attempt_log = logging.getLogger("steadyshot.attempt")
 
 
@@ -66,9 +68,7 @@ class StepRunner:
     def run(self) -> str:
         if self._cancel_requested():
             return self._finish_canceled()
-        # A model refused once is never chosen for a call now again: one try per model
-        # in the chain and one more suffice.
-        decision = self.health.admit(self._decide, tries=len(self.request.chain) + 1)
+        decision = chain.next_step(self._ticket(), self.health, self.config)
         if decision.action == Action.CALL:
             return self._call(decision)
         return self._apply(decision, attempt=None)
@@ -76,7 +76,7 @@ class StepRunner:
     def _call(self, decision: Decision) -> str:
         request = self.request
         spec = self.catalogue[decision.model]
-        fallback = self._humanize(decision.reason) if decision.downgraded_from else ""
+        fallback = self._fallback_words(decision)
         # The row already names the model the last hand-over planned; write only when the
         # policy chose another one now.
         if (spec.id != request.current_model or fallback) and not request.show_call(
@@ -112,7 +112,7 @@ class StepRunner:
         attempt = self._record_attempt(spec, started, error.outcome, error.latency_ms, error)
         if self._cancel_requested():
             return self._finish_canceled(attempt)
-        return self._apply(self._decide(), attempt=attempt)
+        return self._apply(chain.ask(self._ticket(), self.health, self.config), attempt=attempt)
 
     # --- outcomes -------------------------------------------------------------------
 
@@ -123,15 +123,16 @@ class StepRunner:
         return Expect.held(self.me, self.request.step)
 
     def _apply(self, decision: Decision, attempt: Attempt | None) -> str:
-        reason = self._humanize(decision.reason)
+        reason = self._words(decision)
+        code = decision.reason.code if decision.reason else ""
         if decision.action == Action.GIVE_UP:
-            self._set_decision(attempt, Attempt.Decision.GIVE_UP, reason)
+            self._set_decision(attempt, Attempt.Decision.GIVE_UP, reason, code=code)
             outcome = decision.outcome or (Outcome(attempt.outcome) if attempt else None)
             return self._fail(outcome or Outcome.UNAVAILABLE, reason)
         kind = Attempt.Decision.RETRY
         if attempt is not None and decision.model != attempt.model:
             kind = Attempt.Decision.DOWNGRADE
-        self._set_decision(attempt, kind, reason, decision.model)
+        self._set_decision(attempt, kind, reason, decision.model, code=code)
         at = None
         if decision.action == Action.WAIT and decision.at > self._now_ts():
             at = datetime.fromtimestamp(decision.at, tz=UTC)
@@ -140,7 +141,7 @@ class StepRunner:
             model=decision.model,
             reason=reason,
             at=at,
-            fallback_reason=reason if decision.downgraded_from else "",
+            fallback_reason=self._fallback_words(decision),
             attempt_count=len(self.attempts),
         )
         if not handed:
@@ -164,12 +165,15 @@ class StepRunner:
                 attempt_count=len(self.attempts),
             )
             if not done:
-                self._set_decision(attempt, "", "Result discarded: the request was taken over.")
+                self._set_decision(
+                    attempt, "", "Result discarded: the request was taken over.", code="taken_over"
+                )
                 return "lost-claim"
             # Written inside the transaction: the request is seen as done only once its
             # image is in storage and in the database.
             save_generated_image(request, prepared)
-            self._set_decision(attempt, Attempt.Decision.DONE, f"Delivered by {spec.display_name}")
+            reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
+            self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
         return "succeeded"
 
     def _fail(self, outcome: Outcome, reason: str) -> str:
@@ -184,7 +188,9 @@ class StepRunner:
         return "failed" if done else "lost-claim"
 
     def _finish_canceled(self, attempt: Attempt | None = None) -> str:
-        self._set_decision(attempt, Attempt.Decision.CANCELED, "Canceled by the user")
+        self._set_decision(
+            attempt, Attempt.Decision.CANCELED, "Canceled by the user", code="canceled"
+        )
         done = self.request.finish(
             Status.CANCELED,
             self.hold,
@@ -202,36 +208,34 @@ class StepRunner:
     def _now_ts(self) -> float:
         return timezone.now().timestamp()
 
-    def _decide(self) -> Decision:
+    def _ticket(self) -> chain.Ticket:
         request = self.request
-        # A success the policy could see here was never delivered: its step stopped
-        # between the call and the delivery (handed back by a stopping worker, or its
-        # worker died) and the image went with it. Left in, the policy would answer
-        # "done" forever and the request would be handed over in a loop; left out, it
-        # calls again.
-        attempts = tuple(
-            AttemptRecord(
-                model=a.model,
-                outcome=Outcome(a.outcome),
-                at=(a.started + timedelta(milliseconds=a.latency_ms or 0)).timestamp(),
-                retry_after_s=a.retry_after_ms / 1000 if a.retry_after_ms is not None else None,
-                quota_scope=a.quota_scope,
-            )
-            for a in self.attempts
-            if a.outcome != Outcome.SUCCESS
-        )
-        situation = Situation(
+        return chain.Ticket(
+            key=str(request.pk),
             strategy=request.strategy,
             chain=tuple(request.chain),
-            attempts=attempts,
-            health=self.health.snapshot(request.chain),
-            now=self._now_ts(),
             created=request.created.timestamp(),
             deadline=request.deadline.timestamp() if request.deadline else None,
-            # Jitter differs between requests but is reproducible for one request.
-            seed=f"{request.pk}:{len(self.attempts)}",
+            wait_until=request.wait_up_to.timestamp() if request.wait_up_to else None,
+            attempts=tuple(
+                AttemptRecord(
+                    model=a.model,
+                    outcome=Outcome(a.outcome),
+                    at=(a.started + timedelta(milliseconds=a.latency_ms or 0)).timestamp(),
+                    retry_after_s=(
+                        a.retry_after_ms / 1000 if a.retry_after_ms is not None else None
+                    ),
+                    quota_scope=a.quota_scope,
+                )
+                for a in self.attempts
+                # A success the policy could see here was never delivered: its step
+                # stopped between the call and the delivery (handed back by a stopping
+                # worker, or its worker died) and the image went with it. Left in, the
+                # policy would answer "done" forever and the request would be handed
+                # over in a loop; left out, it calls again.
+                if a.outcome != Outcome.SUCCESS
+            ),
         )
-        return decide(situation, self.config)
 
     def _references(self):
         for ref in self.request.references.all():
@@ -263,7 +267,7 @@ class StepRunner:
         self.attempts.append(attempt)
         return attempt
 
-    def _set_decision(self, attempt, decision, reason, next_model=""):
+    def _set_decision(self, attempt, decision, reason, next_model="", *, code=""):
         if attempt is None:
             return
         attempt.decision = decision
@@ -271,7 +275,7 @@ class StepRunner:
         attempt.next_model = next_model or ""
         attempt.save(update_fields=["decision", "decision_reason", "next_model"])
         attempt_log.info(
-            'request=%s attempt=%s model=%s outcome=%s http=%s latency_ms=%s decision=%s next=%s reason="%s"',
+            'request=%s attempt=%s model=%s outcome=%s http=%s latency_ms=%s decision=%s next=%s code=%s reason="%s"',
             self.request.pk,
             attempt.number,
             attempt.model,
@@ -280,14 +284,21 @@ class StepRunner:
             attempt.latency_ms,
             decision or "-",
             next_model or "-",
+            code or "-",
             reason.replace('"', "'"),
         )
 
-    def _humanize(self, text: str) -> str:
-        """Policy reasons name model ids; people know the models by name."""
-        for model_id in sorted(self.catalogue.models, key=len, reverse=True):
-            text = text.replace(model_id, self.catalogue[model_id].display_name)
-        return text
+    @staticmethod
+    def _words(decision: Decision) -> str:
+        return words(decision.reason, GenerationRequest.model_name)
+
+    @staticmethod
+    def _fallback_words(decision: Decision) -> str:
+        """Why the request left the model it asked for ("" if it did not): the cause
+        alone, as the page already says which model it fell back to."""
+        if not decision.downgraded_from or decision.reason is None:
+            return ""
+        return words(decision.reason.cause or decision.reason, GenerationRequest.model_name)
 
 
 class Heartbeat:

@@ -18,20 +18,24 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from generator import queue
-from generator.resilience.catalogue import ASPECT_RATIOS, ECONOMY, IMAGE_SIZES, STRATEGY_LABELS
+from generator.reasons import duration_words
+from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
+from generator.resilience.strategies import StrategyName
 from generator.resilience.taxonomy import Outcome
 from quotas import services as quota_services
 
-# Built from the catalogue's one list of strategies: QUALITY_FIRST, STABILITY_FIRST, ECONOMY.
-Strategy = models.TextChoices(
-    "Strategy",
-    [(name.replace("-", "_").upper(), (name, label)) for name, label in STRATEGY_LABELS.items()],
-)
+
+class Strategy(models.TextChoices):
+    QUALITY_FIRST = StrategyName.QUALITY_FIRST.value, "Quality first"
+    STABILITY_FIRST = StrategyName.STABILITY_FIRST.value, "Stability first"
+    ECONOMY = StrategyName.ECONOMY.value, "Economy"
 
 
 STRATEGY_HELP = {
-    Strategy.QUALITY_FIRST: "Best model first (Nano Banana Pro); waits briefly for it to "
-    "recover, then falls back to Nano Banana.",
+    # {patience}: the default wait limit in words (generator.forms fills it in).
+    Strategy.QUALITY_FIRST: "Best model first (Nano Banana Pro): waits for it and retries it "
+    "for up to {patience} (or until “Deliver by”), then falls back to Nano Banana so an "
+    "image still arrives in time.",
     Strategy.STABILITY_FIRST: "Steadiest model first (Nano Banana); never waits long, "
     "so images arrive sooner at slightly lower quality.",
     Strategy.ECONOMY: "Half price, by a “Deliver by” at least a few hours away: Nano Banana "
@@ -251,15 +255,6 @@ class GenerationRequestQuerySet(models.QuerySet):
         )
 
 
-def duration_words(seconds: float) -> str:
-    """A duration as a person says it: "11 h", "25 min", "40 s"."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.0f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"
-
-
 def _day_start(day) -> datetime:
     return timezone.make_aware(datetime.combine(day, datetime.min.time()))
 
@@ -289,6 +284,9 @@ class GenerationRequest(models.Model):
     )
     references = models.ManyToManyField(ReferenceImage, blank=True, related_name="requests")
     deadline = models.DateTimeField(null=True, blank=True, help_text="Deliver by")
+    # Quality-first: until when the first model (Nano Banana Pro) is waited for and
+    # retried: the deadline when given, else submission plus the default patience.
+    wait_up_to = models.DateTimeField(null=True, blank=True, help_text="Wait up to")
     chain = models.JSONField(default=list, help_text="The model ids planned, in order")
     route = models.CharField(max_length=10, choices=Route.choices, default=Route.DIRECT)
     # The upstream batch that carries (or carried) an economy request; kept after it
@@ -378,6 +376,13 @@ class GenerationRequest(models.Model):
         return self.status in FINAL_STATUSES
 
     @property
+    def wait_limit_text(self) -> str:
+        """How long the first model is waited for, in words ("3.5 min"); "" if not."""
+        if self.wait_up_to is None:
+            return ""
+        return duration_words((self.wait_up_to - self.created).total_seconds())
+
+    @property
     def time_to_image(self) -> timedelta | None:
         if self.status == Status.SUCCEEDED and self.finished:
             return self.finished - self.created
@@ -444,7 +449,11 @@ class GenerationRequest(models.Model):
         """How an economy request was served, for the gallery and the detail page:
         "Batch, Nano Banana Pro, 11 h" (or "Off-peak, …", or "Directly, …" when it left
         Batch mode); "" for the other strategies and until it is delivered."""
-        if self.strategy != ECONOMY or self.status != Status.SUCCEEDED or not self.finished:
+        if (
+            self.strategy != Strategy.ECONOMY
+            or self.status != Status.SUCCEEDED
+            or not self.finished
+        ):
             return ""
         took = duration_words((self.finished - self.created).total_seconds())
         return f"{Route(self.route).label}, {self.served_model_name}, {took}"
@@ -452,29 +461,6 @@ class GenerationRequest(models.Model):
     @property
     def chain_names(self) -> list[str]:
         return [self.model_name(m) for m in self.chain]
-
-    def status_view(self, attempts: int | None = None):
-        """What a person is told about this request now (generator/status.py): the one
-        source of every badge, status line, cost and Cancel button shown for it."""
-        from generator.status import status_view
-
-        return status_view(self, attempts)
-
-    def queue_position(self) -> int | None:
-        """1 for the next request a free worker takes, counting every team's requests
-        that became ready before this one; None when it is not waiting for a worker."""
-        from generator.status import requests_ahead
-
-        ahead = requests_ahead(self)
-        return None if ahead is None else ahead + 1
-
-    def status_text(self) -> str:
-        """One line saying where the request stands, what it waits for and why."""
-        return self.status_view().text
-
-    def status_dict(self) -> dict:
-        """What the page's live status shows; polled by static/js/generator.js."""
-        return self.status_view().as_dict(self)
 
     # --- changes ------------------------------------------------------------------------
     # The request's state moves only through these transitions; each is one filtered
@@ -568,7 +554,7 @@ class GenerationRequest(models.Model):
     def price_to_charge(self, price: Decimal) -> Decimal:
         """What the team pays for an image at `price`: an economy request never more than
         it reserved (its first model's Batch price), whichever way it was served."""
-        if self.strategy == ECONOMY and self.reserved_usd:
+        if self.strategy == Strategy.ECONOMY and self.reserved_usd:
             return min(price, self.reserved_usd)
         return price
 
@@ -603,14 +589,23 @@ class GenerationRequest(models.Model):
             flagged = GenerationRequest.objects.filter(
                 pk=self.pk, status__in=ACTIVE_STATUSES
             ).update(cancel_requested=True)
-            self.finish(
+            ended = self.finish(
                 Status.CANCELED,
                 Expect.off_worker(),
                 error_code="canceled",
                 error_message=self.CANCELED_MESSAGE,
             )
+            if ended:
+                # A waiting request may hold a booked upstream quota slot: free it for
+                # the next request instead of letting it pass unused.
+                transaction.on_commit(self._release_slots)
         self.refresh_from_db()
         return bool(flagged)
+
+    def _release_slots(self) -> None:
+        from generator.resilience.health import release_slots
+
+        release_slots(str(self.pk), self.chain)
 
     def soft_delete(self) -> None:
         """Hide the request from every gallery; an active one is canceled first so it

@@ -61,6 +61,13 @@ def _enqueue(request, at: datetime | None):
     """Per-team fairness: at most TEAM_CONCURRENCY jobs of one team are queued or running at
     once (RQ's RateLimit holds the rest back in Redis), so one team's burst of 100
     requests cannot take every worker from the others.
+
+    A request that has started (every step after its first: a retry, a downgrade, a
+    booked slot coming due) goes to the front of the queue: when the workers are all
+    busy, finishing what was started keeps each request to one queue wait instead of
+    one per step, and a new request that waits instead spends its wait limit for Pro in
+    the queue and falls back to the faster model, which drains the queue
+    (docs/benchmarks.md measures both).
     """
     queue = get_queue()
     options = {
@@ -72,6 +79,7 @@ def _enqueue(request, at: datetime | None):
         "rate_limit": RateLimit(
             key=f"team-{request.team_id}", concurrency=settings.TEAM_CONCURRENCY
         ),
+        "at_front": request.step > 1,
     }
     args = (str(request.id), request.step)
     if at is not None:

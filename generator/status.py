@@ -219,3 +219,20 @@ def status_view(
         fallback_reason=request.fallback_reason,
         served_how=request.served_how if status == Status.SUCCEEDED else "",
     )
+
+
+def status_text(request: GenerationRequest) -> str:
+    """One line saying where the request stands, what it waits for and why."""
+    return status_view(request).text
+
+
+def status_dict(request: GenerationRequest) -> dict:
+    """What the page's live status shows; polled by static/js/generator.js."""
+    return status_view(request).as_dict(request)
+
+
+def queue_position(request: GenerationRequest) -> int | None:
+    """1 for the next request a free worker takes, counting every team's requests that
+    became ready before this one; None when it is not waiting for a worker."""
+    ahead = requests_ahead(request)
+    return None if ahead is None else ahead + 1

@@ -27,6 +27,7 @@ from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
 from generator.images import MIME_EXTENSION, reference_dimensions
 from generator.models import GenerationRequest, ReferenceImage, Status, Strategy
+from generator.status import status_dict, status_view
 from quotas.errors import QuotaExceeded
 from quotas.selectors import quota_summary
 
@@ -324,7 +325,7 @@ def detail(request, request_id):
     context = {
         "r": found,
         # Counted from the timeline it is shown beside, so the two always agree.
-        "s": found.status_view(len(attempts)),
+        "s": status_view(found, len(attempts)),
         "image": found.images.first(),
         "attempts": attempts,
         "may_change": found.may_be_changed_by(request.user),
@@ -355,7 +356,7 @@ def _ratio(width, height) -> str:
 def status(request, request_id):
     """The live status, polled by static/js/generator.js while a request is active."""
     found = _get_request_for_user(request, request_id)
-    data = found.status_dict()
+    data = status_dict(found)
     data["card_url"] = reverse("generator:card", args=[found.pk])
     response = JsonResponse(data)
     response["Cache-Control"] = "no-store"
@@ -389,7 +390,7 @@ def cancel(request, request_id):
     else:
         messages.info(request, f"This request had already ended ({found.get_status_display()}).")
     if request.headers.get("Accept") == "application/json":
-        return JsonResponse(found.status_dict())
+        return JsonResponse(status_dict(found))
     return redirect(_back(request, found))
 
 

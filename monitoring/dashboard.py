@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from generator.models import Strategy
 from generator.resilience.catalogue import get_catalogue
+from generator.resilience.strategies import StrategyName
 from generator.resilience.taxonomy import Outcome
 from monitoring import rollups, sources, svg
 from monitoring.models import LATENCY_BOUNDS_MS, AttemptRollup, Period
@@ -155,7 +156,7 @@ class ModelNames:
         best = max((m.quality_rank for m in self.catalogue.models.values()), default=0)
         # "Pro": the models of the best quality (the preview and the GA release).
         self.best = {m.id for m in self.catalogue.models.values() if m.quality_rank == best}
-        self.best_name = self.name(self.catalogue.primary("quality-first").id)
+        self.best_name = self.name(self.catalogue.primary(StrategyName.QUALITY_FIRST).id)
 
     def name(self, model_id: str) -> str:
         if model_id in self.catalogue.models:

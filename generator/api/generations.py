@@ -105,6 +105,7 @@ def serialize(row: GenerationRequest, *, attempts: bool = False) -> dict:
             "image_size": row.image_size,
             "chain": list(row.chain),
             "deadline": _iso(row.deadline),
+            "wait_up_to": _iso(row.wait_up_to),
         },
         "current_model": row.current_model or None,
         "waiting_until": _iso(row.waiting_until),

@@ -29,7 +29,8 @@ from generator.api.errors import ApiError
 from generator.api.generations import accept
 from generator.api.schemas import SubmitIn
 from generator.models import FINAL_STATUSES, GenerationRequest, Status
-from generator.resilience.catalogue import ASPECT_RATIOS, STRATEGIES, get_catalogue
+from generator.resilience.catalogue import ASPECT_RATIOS, get_catalogue
+from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 POLL_SECONDS = 0.5
 # `WxH` in ASCII digits: str.isdigit() also takes "²", which int() refuses, and the cap
@@ -114,7 +115,7 @@ def strategy_for(model: str | None) -> str:
     """`quality-first` / `stability-first`, or a catalogue model id whose strategy has it
     first (so `gemini-2.5-flash-image` means stability-first)."""
     if not model:
-        return "quality-first"
+        return DEFAULT_STRATEGY
     if model in STRATEGIES:
         return model
     catalogue = get_catalogue()

@@ -5,7 +5,8 @@ the web form."""
 
 from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS
 from generator.models import Status
-from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES, STRATEGIES
+from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
+from generator.resilience.strategies import STRATEGIES
 
 # A submission is a few hundred bytes; anything far larger is a mistake or an attack.
 MAX_BODY_BYTES = 64 * 1024

@@ -15,7 +15,8 @@ from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from generator.api import rules
-from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES, STRATEGIES
+from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
+from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 
 def _deadline(value):
@@ -56,15 +57,16 @@ class SubmitIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     prompt: str = Field(description=rules.describe("prompt"))
-    strategy: Strategy = Field("quality-first", description=rules.describe("strategy"))
+    strategy: Strategy = Field(DEFAULT_STRATEGY.value, description=rules.describe("strategy"))
     aspect_ratio: AspectRatio = Field("1:1", description=rules.describe("aspect_ratio"))
     image_size: ImageSize = Field("1K", description=rules.describe("image_size"))
     count: int = Field(1, description=rules.describe("count", "One request per image, one batch."))
     deadline: Deadline = Field(
         None,
         description=rules.describe(
-            "deadline", "Deliver by: a patient quality-first request waits for its model "
-            "until then; economy needs one at least ECONOMY_MIN_LEAD_S (3 hours) away. "
+            "deadline", "Deliver by: quality-first waits for its first model until then "
+            "(instead of the default wait limit) and falls back in time to deliver by it; "
+            "economy needs one at least ECONOMY_MIN_LEAD_S (3 hours) away. "
             "Without an offset, the server's time zone."
         ),
         json_schema_extra={"type": "string", "format": "date-time"},
@@ -81,6 +83,11 @@ class Requested(Schema):
     image_size: str
     chain: list[str] = Field(description="The model ids planned, in order.")
     deadline: str | None
+    wait_up_to: str | None = Field(
+        description="Quality-first: until when the first model (Nano Banana Pro) is waited "
+        "for and retried before falling back: the deadline when given, else the submission "
+        "plus the default wait limit. Null for stability-first."
+    )
 
 
 class Delivered(Schema):

@@ -10,22 +10,10 @@ from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
+from generator.resilience.strategies import STRATEGIES, StrategyName
+
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 IMAGE_SIZES = ("1K", "2K", "4K")
-
-# The strategies, defined here once: the form, the API, the policy and the request's
-# choices all read these names and labels.
-QUALITY_FIRST = "quality-first"
-STABILITY_FIRST = "stability-first"
-# Patient and cheaper: delivered by a deadline hours away through Gemini's Batch mode at
-# its price (or, without Batch mode, at the calmest hours before the deadline).
-ECONOMY = "economy"
-STRATEGY_LABELS = {
-    QUALITY_FIRST: "Quality first",
-    STABILITY_FIRST: "Stability first",
-    ECONOMY: "Economy",
-}
-STRATEGIES = tuple(STRATEGY_LABELS)
 
 
 @dataclass(frozen=True)
@@ -141,12 +129,24 @@ DEFAULT_MODELS["gemini-3-pro-image"] = replace(
 
 DEFAULT_STRATEGIES = {
     # Quality first: the best model, retried within a wait budget, then downgrades.
-    QUALITY_FIRST: ("gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-image-1"),
+    StrategyName.QUALITY_FIRST: (
+        "gemini-3-pro-image-preview",
+        "gemini-2.5-flash-image",
+        "gpt-image-1",
+    ),
     # Stability first: the steadiest model first; the best one only as a last resort.
-    STABILITY_FIRST: ("gemini-2.5-flash-image", "gpt-image-1", "gemini-3-pro-image-preview"),
-    # Economy: the best model through Batch mode; if the batch cannot deliver in time,
+    StrategyName.STABILITY_FIRST: (
+        "gemini-2.5-flash-image",
+        "gpt-image-1",
+        "gemini-3-pro-image-preview",
+    ),
+    # Economy: the best model through Batch mode; if its batch cannot deliver in time,
     # the same chain as quality-first, called directly.
-    ECONOMY: ("gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-image-1"),
+    StrategyName.ECONOMY: (
+        "gemini-3-pro-image-preview",
+        "gemini-2.5-flash-image",
+        "gpt-image-1",
+    ),
 }
 
 _FIELDS = {f for f in ModelSpec.__dataclass_fields__ if f != "id"}

@@ -28,6 +28,8 @@ def policy_config_from_settings() -> PolicyConfig:
             min_wait_s=settings.POLICY_MIN_WAIT_S * k,
             request_budget_s=settings.POLICY_REQUEST_BUDGET_S * k,
             expected_call_s=settings.POLICY_EXPECTED_CALL_S * k,
+            expected_failure_s=settings.POLICY_EXPECTED_FAILURE_S * k,
+            patience_s=settings.POLICY_QUALITY_PATIENCE_S * k,
             quality=StrategyLimits(
                 attempts_per_model=settings.POLICY_QUALITY_ATTEMPTS_PER_MODEL,
                 max_wait_s=settings.POLICY_QUALITY_MAX_WAIT_S * k,
@@ -50,11 +52,9 @@ def breaker_config_from_settings() -> BreakerConfig:
     try:
         return BreakerConfig(
             window=settings.BREAKER_WINDOW,
-            min_calls=settings.BREAKER_MIN_CALLS,
-            failure_rate=settings.BREAKER_FAILURE_RATE,
-            open_s=settings.BREAKER_OPEN_S * k,
-            open_max_s=settings.BREAKER_OPEN_MAX_S * k,
-            cooldown_s=settings.BREAKER_COOLDOWN_S * k,
+            dead_after=settings.BREAKER_DEAD_AFTER,
+            probe_s=settings.BREAKER_PROBE_S * k,
+            probe_max_s=settings.BREAKER_PROBE_MAX_S * k,
             probe_lease_s=settings.BREAKER_PROBE_LEASE_S * k,
         )
     except ValueError as exc:
@@ -64,6 +64,11 @@ def breaker_config_from_settings() -> BreakerConfig:
 def limiter_config_from_settings() -> LimiterConfig:
     k = _scale()
     try:
-        return LimiterConfig(safety=settings.LIMITER_SAFETY, minute_s=60.0 * k, day_s=86400.0 * k)
+        return LimiterConfig(
+            safety=settings.LIMITER_SAFETY,
+            minute_s=60.0 * k,
+            day_s=86400.0 * k,
+            late_s=settings.LIMITER_LATE_S * k,
+        )
     except ValueError as exc:
         raise ImproperlyConfigured(f"Limiter settings: {exc}") from exc

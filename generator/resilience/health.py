@@ -2,20 +2,22 @@
 model, in Redis, so that every worker on every machine sees the same state (an outage
 is discovered once, not once per worker, and the workers together keep to the quota).
 
-jobs.py asks `acquire()` before each call, `record()` after it, and gives the policy a
-`snapshot()`; the monitoring page reads `overview()` and `transitions()`.
+The chain (chain.py) asks `acquire()` before each call, `record()` after it, and gives
+the policy a `snapshot()`; the monitoring page reads `overview()` and `transitions()`.
 """
 
+import logging
 import secrets
 import statistics
-from collections.abc import Callable
 
-from generator.resilience.breaker import Breaker, BreakerConfig
+from generator.resilience.breaker import Breaker, BreakerConfig, kind_of
 from generator.resilience.clock import Clock, SystemClock
 from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
-from generator.resilience.policy import Action, Decision, ModelHealth
+from generator.resilience.policy import ModelHealth
 from generator.resilience.stores import Store
 from generator.resilience.taxonomy import Outcome
+
+log = logging.getLogger("steadyshot.health")
 
 LATENCY_SAMPLES = 50
 
@@ -65,15 +67,23 @@ class Health:
 
     # --- around a call ---------------------------------------------------------------
 
-    def acquire(self, model: str) -> tuple[bool, float | None]:
-        """Reserve one call to `model`: the breaker must admit it (closed, or the single
-        probe of an open breaker) and every quota must have room. On refusal, the time
-        at which it might be granted."""
+    def _cooldown(self, model: str) -> float | None:
+        """Until when a per-minute 429 (someone else used the project's quota) holds
+        every worker back from `model`."""
+        return self.store.get_float(f"cooldown:{model}", self.clock.now())
+
+    def acquire(self, model: str, holder: str = "") -> tuple[bool, float | None]:
+        """Reserve one call to `model` now: the breaker must admit it (closed, or the
+        single probe of an open breaker) and the limiter must give a slot (`holder`'s
+        booking if it is due, else one free now). On refusal, the time at which it
+        might be granted."""
         token = secrets.token_hex(8)
         admitted, retry_at = self.breaker.admit(model, token)
         if not admitted:
             return False, retry_at
-        granted, retry_at = self.limiter.reserve(model, self._quotas(model))
+        granted, retry_at = self.limiter.take(
+            model, self._quotas(model), holder, not_before=self._cooldown(model)
+        )
         if not granted:
             self.breaker.release(model, token)
             return False, retry_at
@@ -81,29 +91,18 @@ class Health:
             self._probes[model] = token
         return True, None
 
-    def admit(self, decide: Callable[[], Decision], tries: int) -> Decision:
-        """Ask the policy what to do and, for a call, take the chosen model's slot. The
-        limiter or breaker may refuse it; the policy then sees that model's state and
-        waits or downgrades instead. Bounded by `tries`: a CALL returned holds its slot,
-        and if every try was refused the request waits a moment instead.
+    def book(self, model: str, holder: str, not_after: float) -> tuple[bool, float]:
+        """Book the earliest free slot of `model` for `holder` unless it is after
+        `not_after` (Limiter.book)."""
+        return self.limiter.book(
+            model, self._quotas(model), holder, not_after, not_before=self._cooldown(model)
+        )
 
-        Shared by the workers (jobs.py) and the benchmark's simulator, so that both run
-        the same code."""
-        decision = decide()
-        for _ in range(tries):
-            if decision.action != Action.CALL:
-                return decision
-            if self.acquire(decision.model)[0]:
-                return decision
-            decision = decide()
-        if decision.action == Action.CALL:
-            return Decision(
-                Action.WAIT,
-                model=decision.model,
-                at=self.clock.now() + 1,
-                reason="Every model's upstream quota is busy; trying again shortly.",
-            )
-        return decision
+    def release(self, holder: str, models) -> None:
+        """Give back whatever slot `holder` booked on `models` (a downgrade, a cancel,
+        the end of a request)."""
+        for model in models:
+            self.limiter.release(model, holder)
 
     def record(
         self,
@@ -114,13 +113,16 @@ class Health:
         retry_after_s: float | None = None,
         quota_scope: str = "",
     ) -> None:
-        """Feed a call's result to the model's breaker and latency statistics; a per-day
-        429 marks the model out of quota until the upstream's next daily reset."""
+        """Feed a call's result to the model's breaker and latency statistics (of its
+        successes, and of the failures that say it is in trouble); a per-day 429 marks
+        the model out of quota until the upstream's next daily reset."""
         now = self.clock.now()
         self.breaker.record(model, Outcome(outcome), self._probes.pop(model, ""))
-        if outcome == Outcome.SUCCESS:
-            self.store.push_capped(f"latency:{model}", str(int(latency_ms)), LATENCY_SAMPLES)
-        elif outcome == Outcome.RATE_LIMITED:
+        kind = kind_of(Outcome(outcome))
+        if kind != "neutral":
+            key = f"latency:{model}" if kind == "success" else f"latency-failed:{model}"
+            self.store.push_capped(key, str(int(latency_ms)), LATENCY_SAMPLES)
+        if outcome == Outcome.RATE_LIMITED:
             if quota_scope == "day":
                 _, reset = self.limiter.day_window(now)
                 self.store.set_until(f"quota-out:{model}", reset, reset, now)
@@ -131,15 +133,15 @@ class Health:
 
     # --- for the policy ------------------------------------------------------------------
 
-    def snapshot(self, chain) -> dict[str, ModelHealth]:
-        return {model: self.model_health(model) for model in chain}
+    def snapshot(self, chain, holder: str = "") -> dict[str, ModelHealth]:
+        """Each model's shared health, with the slot `holder` booked on it, if any."""
+        return {model: self.model_health(model, holder) for model in chain}
 
-    def model_health(self, model: str) -> ModelHealth:
+    def model_health(self, model: str, holder: str = "") -> ModelHealth:
         state = self.breaker.state(model)
-        next_free = self.limiter.next_free_at(model, self._quotas(model))
-        cooldown = self.store.get_float(f"cooldown:{model}", self.clock.now())
-        if cooldown is not None:
-            next_free = max(next_free or cooldown, cooldown)
+        next_free, booked = self.limiter.peek(
+            model, self._quotas(model), holder, not_before=self._cooldown(model)
+        )
         return ModelHealth(
             model=model,
             breaker=state.state,
@@ -148,12 +150,18 @@ class Health:
             success_rate=1 - state.failure_rate if state.calls else None,
             window_calls=state.calls,
             next_free_at=next_free,
+            booked_at=booked,
             out_of_quota_until=self.store.get_float(f"quota-out:{model}", self.clock.now()),
+            success_latencies=self._latencies(f"latency:{model}"),
+            failure_latencies=self._latencies(f"latency-failed:{model}"),
         )
 
+    def _latencies(self, key: str) -> tuple[float, ...]:
+        return tuple(int(ms) / 1000 for ms in self.store.newest(key, LATENCY_SAMPLES))
+
     def p50_ms(self, model: str) -> int | None:
-        samples = [int(x) for x in self.store.newest(f"latency:{model}", LATENCY_SAMPLES)]
-        return int(statistics.median(samples)) if samples else None
+        samples = self._latencies(f"latency:{model}")
+        return int(statistics.median(samples) * 1000) if samples else None
 
     # --- for monitoring ------------------------------------------------------------------
 
@@ -176,6 +184,16 @@ class Health:
 
     def transitions(self, limit: int = 50) -> list[dict]:
         return self.breaker.transitions(limit)
+
+
+def release_slots(holder: str, models) -> None:
+    """Give back the quota slots `holder` (a request's id) booked, from outside a step (a
+    cancel). Best effort: a slot not given back passes unused, which costs quota, not
+    correctness."""
+    try:
+        Health.from_settings().release(holder, models)
+    except Exception as exc:
+        log.warning("request=%s could not give back its booked slots: %s", holder, exc)
 
 
 _connections: dict[str, object] = {}

@@ -6,8 +6,12 @@ RQ worker (generator/jobs.py) and in the benchmark's simulator on a virtual cloc
 
 `decide()` is asked twice per step: before a call (which model, now or later?) and after
 it (retry, downgrade, give up?). It must answer the same both times for the same
-history, so the jitter comes from a random generator seeded by the request and its
-attempt count, not from the generator it is handed.
+history, so its jitter comes from a random generator seeded by `Situation.seed` (the
+request and its attempt count).
+
+A decision carries a `Reason`: a code and the models and numbers it needs, no words.
+People read them in words made where they are shown (generator/reasons.py), with the
+models' display names.
 
 Why the rules are what they are (docs/resilience.md has the long version):
 - blocked, bad_request and auth are the user's or the operator's problem: another call
@@ -19,9 +23,17 @@ Why the rules are what they are (docs/resilience.md has the long version):
   attempt budget, then downgraded.
 - rate_limited honours the server's retry delay; a per-day quota will not come back
   today, so the next model at once.
-- An open breaker or a limiter with no headroom is a wait the request did not cause:
-  quality-first waits only if the wait is short or its deadline allows it,
-  stability-first never waits long.
+- Quality-first has a wait limit for its first model ("patience": the request's deliver-
+  by time, or a default): within it the policy keeps trying that model while it is
+  alive (its breaker is not open), a success would most likely land in time (the median
+  of its recent successes' latencies fits) and, should the attempt fail, the next model
+  could still deliver in time (the median failure latency plus the next model's median
+  success latency fit). How often the model fails does not stop it: a model that
+  succeeds one call in ten still delivers a share of the requests that try it a few
+  times, and the breaker says when it is dead. A wait for a quota slot is booked.
+- For the other models, an open breaker or a limiter with no headroom is a wait the
+  request did not cause: quality-first waits only if the wait is short or its deadline
+  allows it, stability-first never waits long.
 """
 
 import random
@@ -29,10 +41,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from generator.resilience.strategies import StrategyName
 from generator.resilience.taxonomy import Outcome
 
-QUALITY_FIRST = "quality-first"
-STABILITY_FIRST = "stability-first"
+QUALITY_FIRST = StrategyName.QUALITY_FIRST
+STABILITY_FIRST = StrategyName.STABILITY_FIRST
 
 # Another call cannot change these: give up at once.
 NON_RETRYABLE = frozenset({Outcome.BLOCKED, Outcome.BAD_REQUEST, Outcome.AUTH})
@@ -48,6 +61,46 @@ RETRYABLE = frozenset(
         Outcome.MALFORMED,
     }
 )
+
+
+class Code(StrEnum):
+    """Why the policy decided what it did; `Reason` carries the details."""
+
+    DELIVERED = "delivered"  # model
+    CALLING = "calling"  # model
+    BACKOFF = "backoff"  # model failed with outcome; retried after a jittered wait
+    RATE_LIMITED = "rate_limited"  # model; retried after the server's delay (seconds)
+    BREAKER_OPEN = "breaker_open"  # model's circuit breaker is open: it is down
+    OUT_OF_PATIENCE = "out_of_patience"  # model failed (outcome, count attempts) through
+    # the request's wait limit (seconds) for it: another attempt cannot deliver in time
+    QUOTA_PAST_PATIENCE = "quota_past_patience"  # model's next free quota slot is later
+    # than the request's wait limit (seconds) allows
+    QUOTA_BUSY = "quota_busy"  # model's upstream quota has no headroom
+    ALL_BUSY = "all_busy"  # every model's quota refused the call just now
+    DAILY_QUOTA = "daily_quota"  # model's daily quota is used up
+    NOT_FOUND = "not_found"  # model is not found upstream
+    STRUGGLING = "struggling"  # model's recent success rate is below the floor (rate)
+    FAILED_TIMES = "failed_times"  # model failed count times (the last with outcome)
+    NOT_RETRIED = "not_retried"  # model answered outcome, which another call cannot fix
+    ATTEMPTS_USED = "attempts_used"  # count attempts made, the last: model, outcome
+    DEADLINE_PASSED = "deadline_passed"
+    OUT_OF_TIME = "out_of_time"  # the request's time budget is spent
+    ALL_TRIED = "all_tried"  # every model in the chain was tried (count attempts)
+    NONE_LEFT = "none_left"  # cause, and no model is left in the chain
+    NO_MODEL = "no_model"  # the chain is empty
+    NONE_IN_TIME = "none_in_time"  # cause; no model can be called before the time is up
+    DOWNGRADE = "downgrade"  # cause; downgrading to model
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: Code
+    model: str = ""
+    outcome: Outcome | None = None
+    count: int = 0
+    seconds: float = 0.0
+    rate: float | None = None
+    cause: "Reason | None" = None  # for DOWNGRADE, NONE_LEFT, NONE_IN_TIME
 
 
 class Action(StrEnum):
@@ -80,15 +133,23 @@ class ModelHealth:
     window_calls: int = 0
     # The limiter has no headroom before this time (None: a call may go now).
     next_free_at: float | None = None
+    # The slot the asking request booked on this model (None: none): its own, whatever
+    # next_free_at says.
+    booked_at: float | None = None
     # A per-day quota was exhausted; no calls before this time (the upstream's reset).
     out_of_quota_until: float | None = None
+    # Recent latencies in seconds of the model's successes and of its failures.
+    success_latencies: tuple[float, ...] = ()
+    failure_latencies: tuple[float, ...] = ()
 
     def available_at(self, now: float) -> float:
         """The earliest time a call to this model could be admitted."""
         at = now
         if self.breaker != "closed" and not self.probe_available:
             at = max(at, self.open_until or now)
-        if self.next_free_at is not None:
+        if self.booked_at is not None:
+            at = max(at, self.booked_at)
+        elif self.next_free_at is not None:
             at = max(at, self.next_free_at)
         if self.out_of_quota_until is not None:
             at = max(at, self.out_of_quota_until)
@@ -105,6 +166,10 @@ class Situation:
     created: float
     deadline: float | None
     seed: str = ""
+    # Quality-first: until when the first model may be waited for (the deadline when
+    # given, else created + the default patience); None: the deadline, or else
+    # created + config.patience_s.
+    wait_until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,8 +177,11 @@ class Decision:
     action: Action
     model: str = ""
     at: float = 0.0
-    reason: str = ""
+    reason: Reason | None = None
     downgraded_from: str = ""
+    # A WAIT for the model's quota: book its earliest free slot, if it is no later than
+    # this (the latest start the strategy accepts); a later one means ask again.
+    book_until: float | None = None
     outcome: Outcome | None = None
 
 
@@ -130,15 +198,19 @@ class PolicyConfig:
     """Every duration in seconds, already multiplied by TIME_SCALE
     (generator.resilience.from_settings builds it from settings)."""
 
-    attempt_budget: int = 8  # calls per request, all models together
+    attempt_budget: int = 14  # calls per request, all models together
     backoff_base_s: float = 2.0  # full jitter: uniform(0, min(cap, base * 2**n))
     backoff_cap_s: float = 30.0
     rate_limited_default_s: float = 30.0  # a 429 without a retry delay
     min_wait_s: float = 0.5  # every WAIT is at least this far ahead: the loop progresses
     request_budget_s: float = 1200.0  # without a deadline, give up this long after submit
     expected_call_s: float = 40.0  # a call's duration, to judge whether a deadline allows a wait
+    # A failed call's duration, until the model's own failures say otherwise.
+    expected_failure_s: float = 10.0
+    # Quality-first waits this long for its first model unless the request says otherwise.
+    patience_s: float = 210.0
     quality: StrategyLimits = StrategyLimits(
-        attempts_per_model=4, max_wait_s=15.0, max_rate_limit_wait_s=60.0, min_success_rate=0.0
+        attempts_per_model=10, max_wait_s=15.0, max_rate_limit_wait_s=60.0, min_success_rate=0.0
     )
     stability: StrategyLimits = StrategyLimits(
         attempts_per_model=2, max_wait_s=5.0, max_rate_limit_wait_s=5.0, min_success_rate=0.5
@@ -165,12 +237,17 @@ def backoff_s(config: PolicyConfig, failures: int, rng: random.Random) -> float:
     return rng.uniform(0, ceiling)
 
 
-def decide(
-    situation: Situation, config: PolicyConfig, rng: random.Random | None = None
-) -> Decision:
-    """The next step of a request. `rng` is accepted for callers that want to pass one;
-    the jitter is drawn from a generator seeded by `situation.seed` so that asking
-    twice gives the same answer."""
+def median(samples: tuple[float, ...], default: float) -> float:
+    """The median of a model's recent latencies; `default` until there are a few."""
+    if len(samples) < 3:
+        return default
+    ordered = sorted(samples)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def decide(situation: Situation, config: PolicyConfig) -> Decision:
+    """The next step of a request."""
     return _Planner(situation, config).decide()
 
 
@@ -188,41 +265,50 @@ class _Planner:
         self.give_up_at = (
             s.deadline if s.deadline is not None else s.created + config.request_budget_s
         )
+        self.wait_until = s.wait_until
+        if self.wait_until is None:
+            self.wait_until = s.deadline or s.created + config.patience_s
 
     def decide(self) -> Decision:
         s, last = self.s, self.last
         if last is not None and last.outcome == Outcome.SUCCESS:
-            return Decision(Action.DONE, model=last.model, reason=f"Delivered by {last.model}")
-        if last is not None and last.outcome in NON_RETRYABLE:
-            return self._give_up(last.outcome, f"{last.model}: {last.outcome.label}; not retried")
-        if len(s.attempts) >= self.config.attempt_budget:
-            return self._give_up(
-                last.outcome if last else Outcome.UNAVAILABLE,
-                f"gave up after {len(s.attempts)} attempts (the last: {last.model} {last.outcome})",
+            return Decision(
+                Action.DONE, model=last.model, reason=Reason(Code.DELIVERED, last.model)
             )
+        if last is not None and last.outcome in NON_RETRYABLE:
+            why = Reason(Code.NOT_RETRIED, last.model, last.outcome)
+            return self._give_up(last.outcome, why)
+        if len(s.attempts) >= self.config.attempt_budget:
+            why = Reason(
+                Code.ATTEMPTS_USED,
+                last.model if last else "",
+                last.outcome if last else None,
+                count=len(s.attempts),
+            )
+            return self._give_up(last.outcome if last else Outcome.UNAVAILABLE, why)
         if self.now >= self.give_up_at:
-            what = "the deadline passed" if s.deadline is not None else "out of time"
-            return self._give_up(last.outcome if last else Outcome.TIMEOUT, what)
+            code = Code.DEADLINE_PASSED if s.deadline is not None else Code.OUT_OF_TIME
+            return self._give_up(last.outcome if last else Outcome.TIMEOUT, Reason(code))
 
         candidates = self._candidates()
         if not candidates:
             return self._give_up(*self._why_none_left())
-        fallback: tuple[float, str, str] | None = None  # (ready, model, why it is not now)
+        fallback: tuple[float, str, Reason] | None = None  # (ready, model, why not now)
         for i, model in enumerate(candidates):
             is_last = i == len(candidates) - 1
-            ready, why, patient = self._ready_at(model, is_last)
+            ready, why, patient, book_until = self._ready_at(model, is_last)
             if ready <= self.now:
                 return self._step(Action.CALL, model, self.now, why)
             if patient or is_last:
                 at = max(ready, self.now + self.config.min_wait_s)
                 if at <= self.give_up_at:
-                    return self._step(Action.WAIT, model, at, why)
+                    return self._step(Action.WAIT, model, at, why, book_until)
             if fallback is None or ready < fallback[0]:
                 fallback = (ready, model, why)
         # No model is usable before the request's time is up.
         ready, model, why = fallback
         outcome = last.outcome if last else Outcome.UNAVAILABLE
-        return self._give_up(outcome, f"{why}; no model can be called before the time is up")
+        return self._give_up(outcome, Reason(Code.NONE_IN_TIME, cause=why))
 
     # --- which models are still in play --------------------------------------------
 
@@ -232,20 +318,20 @@ class _Planner:
             return self.s.chain.index(self.last.model)
         return 0
 
-    def _out(self, model: str) -> str:
-        """Why `model` is out of play for this request ("" if it is not)."""
+    def _out(self, model: str) -> Reason | None:
+        """Why `model` is out of play for this request (None if it is not)."""
         for a in self.s.attempts:
             if a.model != model:
                 continue
             if a.outcome == Outcome.NOT_FOUND:
-                return f"{model} is not found upstream"
+                return Reason(Code.NOT_FOUND, model)
             if a.outcome == Outcome.RATE_LIMITED and a.quota_scope == "day":
-                return f"{model}'s daily quota is used up"
+                return Reason(Code.DAILY_QUOTA, model)
         health = self.s.health.get(model)
         until = health.out_of_quota_until if health is not None else None
         if until is not None and until > self.give_up_at:
-            return f"{model}'s daily quota is used up"
-        return ""
+            return Reason(Code.DAILY_QUOTA, model)
+        return None
 
     def _candidates(self) -> list[str]:
         """The models this request may still call, in chain order, each within its
@@ -262,63 +348,123 @@ class _Planner:
                 result.append(model)
         return result
 
-    def _why_none_left(self) -> tuple[Outcome, str]:
+    def _why_none_left(self) -> tuple[Outcome, Reason]:
         last = self.last
-        outs = [self._out(m) for m in self.s.chain[self._position() :]]
         if last is None:
-            reason = "; ".join(o for o in outs if o) or "no model in the chain"
-            return Outcome.RATE_LIMITED if "quota" in reason else Outcome.UNAVAILABLE, reason
-        reason = f"every model in the chain was tried ({len(self.s.attempts)} attempts)"
+            outs = [o for o in map(self._out, self.s.chain[self._position() :]) if o]
+            if not outs:
+                return Outcome.UNAVAILABLE, Reason(Code.NO_MODEL)
+            quota = any(o.code == Code.DAILY_QUOTA for o in outs)
+            return (
+                Outcome.RATE_LIMITED if quota else Outcome.UNAVAILABLE,
+                Reason(Code.NONE_LEFT, cause=outs[0]),
+            )
         if last.outcome == Outcome.NOT_FOUND or last.quota_scope == "day":
-            reason = f"{self._out(last.model)}, and no model is left in the chain"
-        return last.outcome, reason
+            return last.outcome, Reason(Code.NONE_LEFT, cause=self._out(last.model))
+        return last.outcome, Reason(Code.ALL_TRIED, count=len(self.s.attempts))
 
     # --- when a model can be called ----------------------------------------------------
 
-    def _ready_at(self, model: str, is_last: bool) -> tuple[float, str, bool]:
-        """(earliest call time, why, whether this strategy waits that long for it)."""
-        now, limits = self.now, self.limits
-        ready, why, patient = now, f"calling {model}", True
-        last = self.last
-        if last is not None and last.model == model:
-            if last.outcome == Outcome.RATE_LIMITED:
-                delay = last.retry_after_s
-                if delay is None:
-                    delay = self.config.rate_limited_default_s
-                ready = last.at + delay
-                why = (
-                    f"{model} is rate limited; retrying after the server's delay of {delay:.0f} s"
-                )
-                patient = delay <= limits.max_rate_limit_wait_s or self._deadline_allows(ready)
-            elif last.outcome in RETRYABLE:
-                failures = self._trailing_failures(model)
-                seeded = random.Random(f"{self.s.seed}:{model}:{len(self.s.attempts)}")
-                ready = last.at + backoff_s(self.config, failures, seeded)
-                why = f"{model} failed ({last.outcome}); retrying with backoff"
-                patient = True
+    def _ready_at(self, model: str, is_last: bool) -> tuple[float, Reason, bool, float | None]:
+        """(earliest call time, why, whether this strategy waits that long for it, and
+        for a wait on the model's quota the latest slot worth booking)."""
+        ready, why = self._retry_at(model)
         health = self.s.health.get(model)
-        if health is None:
-            return ready, why, patient
-        if not is_last and self._struggling(health):
-            rate = health.success_rate or 0.0
-            return (
-                float("inf"),
-                f"{model} is struggling ({rate:.0%} success recently)",
-                False,
-            )
-        available = health.available_at(now)
-        # Compared with now too: a backoff that has already run out is no reason to
-        # blame the breaker or the quota for the call not going at once.
-        if available > max(ready, now):
-            ready = available
-            if health.breaker != "closed" and not health.probe_available:
-                why = f"{model}'s circuit breaker is open"
-            elif health.out_of_quota_until is not None and health.out_of_quota_until >= ready:
-                why = f"{model}'s daily quota is used up"
-            else:
-                why = f"{model}'s upstream quota has no headroom"
-            patient = ready - now <= limits.max_wait_s or self._deadline_allows(ready)
-        return ready, why, patient
+        if health is not None:
+            if not is_last and self._struggling(health):
+                rate = health.success_rate or 0.0
+                return float("inf"), Reason(Code.STRUGGLING, model, rate=rate), False, None
+            available = health.available_at(self.now)
+            # Compared with now too: a backoff that has already run out is no reason to
+            # blame the breaker or the quota for the call not going at once.
+            if available > max(ready, self.now):
+                ready, why = available, self._blocked_by(health, available)
+        if self._patient_for(model, is_last):
+            return self._within_patience(model, ready, why)
+        return ready, why, self._waits_for(ready, why), self._book_until(why, is_last)
+
+    def _retry_at(self, model: str) -> tuple[float, Reason]:
+        """When the request's own history lets it call `model` again, and why."""
+        last = self.last
+        if last is None or last.model != model:
+            return self.now, Reason(Code.CALLING, model)
+        if last.outcome == Outcome.RATE_LIMITED:
+            delay = last.retry_after_s
+            if delay is None:
+                delay = self.config.rate_limited_default_s
+            return last.at + delay, Reason(Code.RATE_LIMITED, model, seconds=delay)
+        if last.outcome in RETRYABLE:
+            failures = self._trailing_failures(model)
+            seeded = random.Random(f"{self.s.seed}:{model}:{len(self.s.attempts)}")
+            ready = last.at + backoff_s(self.config, failures, seeded)
+            return ready, Reason(Code.BACKOFF, model, last.outcome)
+        return self.now, Reason(Code.CALLING, model)
+
+    @staticmethod
+    def _blocked_by(health: ModelHealth, ready: float) -> Reason:
+        model = health.model
+        if health.breaker != "closed" and not health.probe_available:
+            return Reason(Code.BREAKER_OPEN, model)
+        if health.out_of_quota_until is not None and health.out_of_quota_until >= ready:
+            return Reason(Code.DAILY_QUOTA, model)
+        return Reason(Code.QUOTA_BUSY, model)
+
+    def _waits_for(self, ready: float, why: Reason) -> bool:
+        """Whether the strategy waits until `ready` for a model it has no patience for."""
+        limits = self.limits
+        if why.code == Code.RATE_LIMITED:
+            return why.seconds <= limits.max_rate_limit_wait_s or self._deadline_allows(ready)
+        if why.code in (Code.CALLING, Code.BACKOFF):
+            return True
+        return ready - self.now <= limits.max_wait_s or self._deadline_allows(ready)
+
+    def _book_until(self, why: Reason, is_last: bool) -> float | None:
+        if why.code != Code.QUOTA_BUSY:
+            return None
+        if is_last:
+            return self.give_up_at
+        latest = self.now + self.limits.max_wait_s
+        if self._deadline_allows(self.now):
+            latest = max(latest, self.s.deadline - self.config.expected_call_s)
+        return latest
+
+    # --- the wait limit for the first model of quality-first ----------------------------
+
+    def _patient_for(self, model: str, is_last: bool) -> bool:
+        """Quality-first waits for its first model within the wait limit; the last
+        usable model is waited for in any case."""
+        return self.s.strategy != STABILITY_FIRST and model == self.s.chain[0] and not is_last
+
+    def _within_patience(
+        self, model: str, ready: float, why: Reason
+    ) -> tuple[float, Reason, bool, float | None]:
+        if why.code == Code.BREAKER_OPEN:
+            return ready, why, False, None  # dead: no use waiting for the next probe
+        latest = self._latest_start(model)
+        if ready <= latest:
+            return ready, why, True, latest if why.code == Code.QUOTA_BUSY else None
+        limit = self.wait_until - self.s.created
+        if why.code == Code.QUOTA_BUSY:
+            return ready, Reason(Code.QUOTA_PAST_PATIENCE, model, seconds=limit), False, None
+        tried = [a for a in self.s.attempts if a.model == model]
+        outcome = tried[-1].outcome if tried else None
+        why = Reason(Code.OUT_OF_PATIENCE, model, outcome, count=len(tried), seconds=limit)
+        return ready, why, False, None
+
+    def _latest_start(self, model: str) -> float:
+        """The latest time a call to `model` may start and still pay within the wait
+        limit: a success would most likely land in time (its median latency fits) and,
+        should it fail, the next model could still deliver in time."""
+        health = self.s.health.get(model) or ModelHealth(model)
+        success = median(health.success_latencies, self.config.expected_call_s)
+        failure = median(health.failure_latencies, self.config.expected_failure_s)
+        position = self.s.chain.index(model)
+        after = next((m for m in self.s.chain[position + 1 :] if not self._out(m)), None)
+        fallback = 0.0
+        if after is not None:
+            nxt = self.s.health.get(after) or ModelHealth(after)
+            fallback = median(nxt.success_latencies, self.config.expected_call_s)
+        return self.wait_until - max(success, failure + fallback)
 
     def _struggling(self, health: ModelHealth) -> bool:
         floor = self.limits.min_success_rate
@@ -346,24 +492,32 @@ class _Planner:
 
     # --- decisions -----------------------------------------------------------------------
 
-    def _step(self, action: Action, model: str, at: float, why: str) -> Decision:
+    def _step(
+        self, action: Action, model: str, at: float, why: Reason, book_until: float | None = None
+    ) -> Decision:
         previous = self.last.model if self.last else self.s.chain[0]
         downgraded_from = previous if model != previous else ""
         if downgraded_from:
-            why = f"{self._left_because(previous)}; downgrading to {model}"
-        return Decision(action, model=model, at=at, reason=why, downgraded_from=downgraded_from)
+            why = Reason(Code.DOWNGRADE, model, cause=self._left_because(previous))
+        return Decision(
+            action,
+            model=model,
+            at=at,
+            reason=why,
+            downgraded_from=downgraded_from,
+            book_until=book_until,
+        )
 
-    def _left_because(self, model: str) -> str:
+    def _left_because(self, model: str) -> Reason:
         out = self._out(model)
         if out:
             return out
         used = self.counts.get(model, 0)
         if used >= self.limits.attempts_per_model:
             last = self.last
-            what = f" ({last.outcome})" if last and last.model == model else ""
-            return f"{model} failed {used} times{what}"
-        _, why, _ = self._ready_at(model, is_last=False)
-        return why
+            outcome = last.outcome if last and last.model == model else None
+            return Reason(Code.FAILED_TIMES, model, outcome, count=used)
+        return self._ready_at(model, is_last=False)[1]
 
-    def _give_up(self, outcome: Outcome, reason: str) -> Decision:
+    def _give_up(self, outcome: Outcome, reason: Reason) -> Decision:
         return Decision(Action.GIVE_UP, reason=reason, outcome=outcome)

@@ -1,5 +1,6 @@
 from django import template
 
+from generator import status
 from generator.models import GenerationRequest
 
 register = template.Library()
@@ -9,3 +10,9 @@ register = template.Library()
 def model_name(model_id: str) -> str:
     """A model id as people know it ("Nano Banana Pro"); "" stays ""."""
     return GenerationRequest.model_name(model_id) if model_id else ""
+
+
+@register.filter
+def status_view(request: GenerationRequest):
+    """The request's status view (generator/status.py): `{% with s=r|status_view %}`."""
+    return status.status_view(request)

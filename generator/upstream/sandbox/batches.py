@@ -22,8 +22,6 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from generator.upstream.sandbox import server as wire
-
 STATE_NAMES = {
     "pending": "BATCH_STATE_PENDING",
     "running": "BATCH_STATE_RUNNING",
@@ -73,10 +71,15 @@ class SandboxBatch:
 
 
 class BatchBook:
-    """Every batch, uploaded file and upload session of one sandbox. Thread-safe."""
+    """Every batch, uploaded file and upload session of one sandbox. Thread-safe.
 
-    def __init__(self, sandbox):
+    `wire` is the server module, whose helpers (errors, the generateContent parser and
+    painter, the trigger words) build the answers: handed in by the server, so that this
+    module does not import the one that imports it."""
+
+    def __init__(self, sandbox, wire):
         self.sandbox = sandbox
+        self.wire = wire
         self.lock = threading.Lock()
         self.batches: dict[str, SandboxBatch] = {}
         self.files: dict[str, dict] = {}  # "files/…" -> {"data", "mime", "displayName"}
@@ -93,11 +96,11 @@ class BatchBook:
     def create(self, model: str, data) -> tuple[int, dict]:
         """POST models/{model}:batchGenerateContent."""
         if not isinstance(data, dict) or not isinstance(data.get("batch"), dict):
-            raise wire.BadRequest("Invalid JSON payload received. Expected a `batch` object.")
+            raise self.wire.BadRequest("Invalid JSON payload received. Expected a `batch` object.")
         batch = data["batch"]
         source = batch.get("inputConfig") or batch.get("input_config") or {}
         if not isinstance(source, dict):
-            raise wire.BadRequest("batch.inputConfig must be an object.")
+            raise self.wire.BadRequest("batch.inputConfig must be an object.")
         if source.get("fileName") or source.get("file_name"):
             items, from_file = (
                 self._file_lines(source.get("fileName") or source["file_name"]),
@@ -106,7 +109,7 @@ class BatchBook:
         else:
             requests = (source.get("requests") or {}).get("requests")
             if not isinstance(requests, list) or not requests:
-                raise wire.BadRequest(
+                raise self.wire.BadRequest(
                     "* BatchGenerateContentRequest.batch.input_config: requests or file_name "
                     "must be set, with at least one request."
                 )
@@ -120,7 +123,7 @@ class BatchBook:
         expires_at = now + behaviour.expire_after_s
         fate = "succeeded"
         for line in lines:
-            for trigger in wire.parse_triggers(line.prompt):
+            for trigger in self.wire.parse_triggers(line.prompt):
                 if trigger.variant == "batch_slow":
                     ends_at = runs_at + trigger.value * 3600
                 elif trigger.variant == "batch_failed":
@@ -148,11 +151,13 @@ class BatchBook:
 
     def _line(self, item, index: int) -> Line:
         if not isinstance(item, dict):
-            raise wire.BadRequest(f"Request {index} must be an object.")
+            raise self.wire.BadRequest(f"Request {index} must be an object.")
         request = item.get("request")
         if not isinstance(request, dict):
-            raise wire.BadRequest(f"* batch.input_config.requests[{index}].request is required.")
-        prompt, references, ratio, size = wire._parse_gemini(request)
+            raise self.wire.BadRequest(
+                f"* batch.input_config.requests[{index}].request is required."
+            )
+        prompt, references, ratio, size = self.wire._parse_gemini(request)
         key = item.get("key") or (item.get("metadata") or {}).get("key") or ""
         return Line(str(key), prompt, references, ratio, size)
 
@@ -160,7 +165,7 @@ class BatchBook:
         with self.lock:
             found = self.files.get(name)
         if found is None:
-            raise wire.BadRequest(f"File {name} not found.", 404)
+            raise self.wire.BadRequest(f"File {name} not found.", 404)
         items = []
         for number, text in enumerate(found["data"].decode().splitlines(), 1):
             if not text.strip():
@@ -168,15 +173,15 @@ class BatchBook:
             try:
                 items.append(json.loads(text))
             except json.JSONDecodeError:
-                raise wire.BadRequest(f"Line {number} of {name} is not JSON.") from None
+                raise self.wire.BadRequest(f"Line {number} of {name} is not JSON.") from None
         if not items:
-            raise wire.BadRequest(f"File {name} holds no requests.")
+            raise self.wire.BadRequest(f"File {name} holds no requests.")
         return items
 
     def get(self, batch_id: str) -> tuple[int, dict]:
         found = self._find(batch_id)
         if found is None:
-            return 404, wire._google_error(
+            return 404, self.wire._google_error(
                 404, "NOT_FOUND", f"Batch batches/{batch_id} not found."
             )
         return 200, self._operation(found)
@@ -196,7 +201,7 @@ class BatchBook:
     def cancel(self, batch_id: str) -> tuple[int, dict]:
         found = self._find(batch_id)
         if found is None:
-            return 404, wire._google_error(
+            return 404, self.wire._google_error(
                 404, "NOT_FOUND", f"Batch batches/{batch_id} not found."
             )
         with self.lock:
@@ -208,7 +213,7 @@ class BatchBook:
         with self.lock:
             gone = self.batches.pop(batch_id, None)
         if gone is None:
-            return 404, wire._google_error(
+            return 404, self.wire._google_error(
                 404, "NOT_FOUND", f"Batch batches/{batch_id} not found."
             )
         return 200, {}
@@ -273,7 +278,7 @@ class BatchBook:
         answer: dict
         if variant == "success":
             answer = {
-                "response": wire._gemini_image(
+                "response": self.wire._gemini_image(
                     batch.model,
                     line.prompt,
                     line.references,
@@ -306,7 +311,7 @@ class BatchBook:
             prompt=line.prompt,
             image_size=line.size,
             aspect_ratio=line.ratio,
-            outcome=wire.OUTCOME_OF.get(variant, variant),
+            outcome=self.wire.OUTCOME_OF.get(variant, variant),
             variant=variant,
             status=200,
             latency_ms=int((batch.ends_at - batch.runs_at) * sandbox.clock.scale * 1000),
@@ -319,8 +324,8 @@ class BatchBook:
         `*1` fails one line or call only); otherwise the profile's line failures."""
         sandbox = self.sandbox
         with sandbox.lock:
-            for trigger in wire.parse_triggers(prompt):
-                if trigger.variant in wire.BATCH_VARIANTS or trigger.variant == "slow":
+            for trigger in self.wire.parse_triggers(prompt):
+                if trigger.variant in self.wire.BATCH_VARIANTS or trigger.variant == "slow":
                     continue
                 if trigger.model and trigger.model != model:
                     continue
@@ -338,21 +343,21 @@ class BatchBook:
     def _line_error(self, model: str, variant: str, rng) -> dict:
         """A google.rpc.Status, as Batch mode puts in a line that failed."""
         if variant == "overloaded":
-            http, message, details = 503, rng.choice(wire.OVERLOAD_MESSAGES), None
-        elif variant in wire.GEMINI_ERRORS:
-            http, _, message = wire.GEMINI_ERRORS[variant]
+            http, message, details = 503, rng.choice(self.wire.OVERLOAD_MESSAGES), None
+        elif variant in self.wire.GEMINI_ERRORS:
+            http, _, message = self.wire.GEMINI_ERRORS[variant]
             details = None
         elif variant == "not_found":
             http, message, details = (
                 404,
-                wire._not_found(model, "v1beta")["error"]["message"],
+                self.wire._not_found(model, "v1beta")["error"]["message"],
                 None,
             )
         else:  # rate_limited, quota_day
             dim = "rpd" if variant == "quota_day" else "rpm"
-            limit = wire.FORCED_LIMITS[dim]
+            limit = self.wire.FORCED_LIMITS[dim]
             wait = rng.uniform(15, 60) * self.sandbox.clock.scale
-            error = wire._quota_error(model, dim, wait, limit)["error"]
+            error = self.wire._quota_error(model, dim, wait, limit)["error"]
             http, message, details = 429, error["message"], error["details"]
         status = {"code": HTTP_TO_GRPC[http], "message": message}
         if details:
@@ -433,7 +438,7 @@ class BatchBook:
     def upload_start(self, meta, size: str, mime: str) -> str:
         """The start of a resumable upload: its id (the upload URL carries it)."""
         if not size.isdigit():
-            raise wire.BadRequest("X-Goog-Upload-Header-Content-Length is required.")
+            raise self.wire.BadRequest("X-Goog-Upload-Header-Content-Length is required.")
         upload_id = secrets.token_hex(12)
         file = (meta or {}).get("file") if isinstance(meta, dict) else None
         with self.lock:
@@ -452,9 +457,11 @@ class BatchBook:
         with self.lock:
             upload = self.uploads.get(upload_id)
             if upload is None:
-                raise wire.BadRequest("No such upload session.", 404)
+                raise self.wire.BadRequest("No such upload session.", 404)
             if offset != str(len(upload["data"])):
-                raise wire.BadRequest("X-Goog-Upload-Offset does not match the bytes received.")
+                raise self.wire.BadRequest(
+                    "X-Goog-Upload-Offset does not match the bytes received."
+                )
             upload["data"] += data
             if not finalize:
                 return None

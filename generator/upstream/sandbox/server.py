@@ -14,6 +14,7 @@ import math
 import random
 import re
 import secrets
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from generator.upstream.sandbox import painter
+from generator.upstream.sandbox.batches import BatchBook
 from generator.upstream.sandbox.profiles import (
     QUOTA_IDS,
     QUOTA_METRICS,
@@ -155,10 +157,8 @@ class Sandbox:
         self.calls: deque[dict] = deque(maxlen=MAX_CALLS_KEPT)
         self.trigger_counts: Counter = Counter()
         self.in_flight = 0
-        # Imported here: batches.py builds its answers with this module's helpers.
-        from generator.upstream.sandbox.batches import BatchBook
-
-        self.batches = BatchBook(self)
+        # Batch mode builds its answers with this module's helpers, handed in.
+        self.batches = BatchBook(self, sys.modules[__name__])
         self._switch(profile, seed)
 
     # --- admin ----------------------------------------------------------------------

@@ -10,9 +10,10 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from accounts.models import UsageEntry
 from generator.models import GenerationRequest, Status
 from monitoring import rollups
+from quotas.models import UsageEntry
+from quotas.services import set_limits
 from tests.factories import FLASH, PRO, make_request
 from tests.integration.browser.conftest import DESKTOP, PHONE, assert_fits
 
@@ -25,16 +26,19 @@ WIDTHS = [("390", PHONE), ("1366", DESKTOP)]
 def site(alice, bob, staff, team, images):
     """A team with limits, a ledger and a gallery; an hour and the hour before it of
     traffic for the monitoring page."""
-    team.images_per_day = 50
-    team.images_per_month = 1000
-    team.monthly_budget_usd = Decimal("100.00")
-    team.member_daily_cap = 20
-    team.save()
+    set_limits(
+        team,
+        images_per_day=50,
+        images_per_month=1000,
+        monthly_budget_usd=Decimal("100.00"),
+        member_daily_cap=20,
+    )
     for row in images:
         UsageEntry.objects.create(
             team=team,
             user=row.user,
-            request=row,
+            request_id=row.pk,
+            admitted=row.created,
             kind=UsageEntry.Kind.CHARGE,
             images=1,
             amount_usd=Decimal("0.134"),

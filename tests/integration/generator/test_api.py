@@ -243,5 +243,3 @@ def test_it_refuses_a_wrong_method_in_json(client, token):
     assert response.status_code == 405
     assert response["Allow"] == "GET, POST"
     assert response.json()["error"]["code"] == "method_not_allowed"
-
-

@@ -12,6 +12,17 @@ from generator.resilience.stores import RedisStore
 from tests.unit.resilience.test_limiter import PRO
 
 
+def assert_no_429(calls: list[float], quota: int, minute: float) -> None:
+    """Replay call times against the upstream's bucket: capacity `quota`, refilled
+    `quota` a minute."""
+    tokens, last = float(quota), calls[0]
+    for t in calls:
+        tokens = min(quota, tokens + (t - last) * quota / minute)
+        last = t
+        assert tokens >= 1 - 1e-9, "the upstream would have answered 429"
+        tokens -= 1
+
+
 def _hammer(limiter, quotas, threads, seconds):
     grants: list[float] = []
     lock = threading.Lock()
@@ -19,7 +30,7 @@ def _hammer(limiter, quotas, threads, seconds):
 
     def work():
         while time.monotonic() < stop:
-            if limiter.reserve(PRO, quotas)[0]:
+            if limiter.take(PRO, quotas)[0]:
                 with lock:
                     grants.append(time.time())
 
@@ -40,13 +51,7 @@ def test_many_workers_together_never_exceed_the_upstream_quota(redis_conn):
     config = LimiterConfig(safety=0.85, minute_s=minute)
     limiter = Limiter(RedisStore(redis_conn), SystemClock(), config)
     grants = _hammer(limiter, Quotas(rpm=quota, rpd=10_000), threads=16, seconds=2.5)
-    # Replay the grants against the upstream's bucket: capacity `quota`, refill quota/min.
-    tokens, last = float(quota), grants[0]
-    for t in grants:
-        tokens = min(quota, tokens + (t - last) * quota / minute)
-        last = t
-        assert tokens >= 1, "the upstream would have answered 429"
-        tokens -= 1
+    assert_no_429(grants, quota, minute)
     effective = 51
     elapsed = grants[-1] - grants[0]
     assert len(grants) <= effective + effective * elapsed / minute + 1
@@ -58,3 +63,34 @@ def test_many_workers_take_exactly_the_daily_quota(redis_conn):
     limiter = Limiter(RedisStore(redis_conn), SystemClock(), LimiterConfig(safety=1.0))
     grants = _hammer(limiter, Quotas(rpd=25), threads=12, seconds=0.5)
     assert len(grants) == 25
+
+
+@pytest.mark.slow
+def test_many_workers_book_future_slots_that_the_upstream_accepts(redis_conn):
+    """Waiting requests on 16 connections book slots far into the future at once: each
+    gets its own, first come first served, and calls made at those times would never
+    have been answered 429."""
+    minute, quota = 1.0, 60
+    config = LimiterConfig(safety=0.85, minute_s=minute)
+    limiter = Limiter(RedisStore(redis_conn), SystemClock(), config)
+    slots: list[float] = []
+    lock = threading.Lock()
+
+    def work(n):
+        for i in range(20):
+            holder = f"w{n}-{i}"
+            booked, slot = limiter.book(PRO, Quotas(rpm=quota), holder, time.time() + 3600)
+            assert booked
+            with lock:
+                slots.append(slot)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    slots.sort()
+    assert len(slots) == 320
+    assert_no_429(slots, quota, minute)
+    # Nothing wasted either: after the burst, one slot per interval of the 85 % rate.
+    assert slots[-1] - slots[0] == pytest.approx((320 - 51) * minute / 51, rel=0.05)

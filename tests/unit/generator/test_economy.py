@@ -14,6 +14,7 @@ from generator import economy
 from generator.admission import AdmissionError, Submission, submit
 from generator.batching import tick
 from generator.models import GenerationRequest, QuotaState, Route, Status, UpstreamBatch
+from generator.status import status_view
 from quotas.models import UsageEntry
 
 PRO = "gemini-3-pro-image-preview"
@@ -60,7 +61,7 @@ def test_it_reserves_the_batch_price_and_queues_no_job(
     assert large.reserved_usd == Decimal("0.12")
     reserved = UsageEntry.objects.filter(kind="reserve").values_list("amount_usd", flat=True)
     assert sorted(reserved) == [Decimal("0.067"), Decimal("0.12")]
-    assert "Batch mode" in small.status_text()
+    assert "Batch mode" in status_view(small).text
 
 
 def test_without_batch_mode_it_waits_for_the_calmest_hour(alice, team, settings, calm_evenings):
@@ -68,7 +69,7 @@ def test_without_batch_mode_it_waits_for_the_calmest_hour(alice, team, settings,
     (request,) = order(alice, team, hours=30)
     assert (request.status, request.route) == (Status.SCHEDULED, Route.OFF_PEAK)
     assert request.waiting_until.hour == 21 and request.waiting_until > timezone.now()
-    assert "calmest hour" in request.status_text()
+    assert "calmest hour" in status_view(request).text
 
 
 def test_the_off_peak_plan_keeps_a_margin_before_the_deadline(settings, calm_evenings):

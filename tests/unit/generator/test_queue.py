@@ -53,3 +53,21 @@ def test_it_leaves_the_step_to_the_reconciler_when_redis_stays_away(flaky, reque
     assert queue.enqueue(request_row) is None
     assert fake.jobs == [] and fake.failures == 95  # five tries, then it gave up
     assert "the reconciler will queue it" in caplog.text
+
+
+class RecordingQueue:
+    def __init__(self):
+        self.options = []
+
+    def enqueue(self, func, *args, **options):
+        self.options.append(options)
+        return options
+
+
+def test_a_started_requests_next_step_goes_to_the_front_of_the_queue(monkeypatch, request_row):
+    fake = RecordingQueue()
+    monkeypatch.setattr(queue, "get_queue", lambda: fake)
+    queue.enqueue(request_row)  # its first step: behind the requests already waiting
+    request_row.step = 2  # a retry or a downgrade: before new requests
+    queue.enqueue(request_row)
+    assert [o["at_front"] for o in fake.options] == [False, True]

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generator.models import Attempt, GenerationRequest, QuotaState, Status
+from generator.status import status_dict, status_text
 from tests.media import private_media
 from tests.unit.generator.test_views import make_request
 
@@ -69,7 +70,7 @@ def test_it_names_a_retry_time_only_while_it_lies_ahead(alice, team):
         waiting_until=at,
         status_reason="Nano Banana Pro failed (overloaded); retrying with backoff",
     )
-    assert row.status_text() == (
+    assert status_text(row) == (
         f"Waiting to retry Nano Banana Pro at {timezone.localtime(at):%H:%M:%S}. "
         "Nano Banana Pro failed (overloaded); retrying with backoff."
     )
@@ -91,13 +92,13 @@ def test_it_says_an_overdue_retry_waits_for_a_free_worker_never_a_past_time(alic
         waiting_until=now - timedelta(minutes=1, seconds=25),
         status_reason="Nano Banana Pro failed (overloaded); retrying with backoff",
     )
-    text = overdue.status_text()
+    text = status_text(overdue)
     assert text == (
         "The retry of Nano Banana Pro is due, waiting for a free worker, 2 ahead of you. "
         "Nano Banana Pro failed (overloaded); retrying with backoff."
     )
     assert not re.search(r"\d\d:\d\d:\d\d", text)
-    data = overdue.status_dict()
+    data = status_dict(overdue)
     assert (data["ahead"], data["queue_position"], data["waiting_until"]) == (2, 3, None)
 
 

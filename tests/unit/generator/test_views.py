@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from generator.images import store_generated_image
 from generator.models import Attempt, GenerationRequest, Image, QuotaState, Status
+from generator.status import queue_position, status_dict, status_text, status_view
 from tests.media import picture as png
 from tests.media import private_media
 
@@ -339,7 +340,7 @@ def test_it_reports_live_status_as_json(client_for, bob, queued):
     assert data["queue_position"] == 1
     assert data["final"] is False
     queued.refresh_from_db()
-    assert data["version"] == queued.status_view().version
+    assert data["version"] == status_view(queued).version
 
 
 def test_it_cancels_a_queued_request_and_refunds(client_for, alice, queued):
@@ -435,7 +436,7 @@ def test_it_says_which_model_a_request_fell_back_from_and_why(alice, team):
         fell_back=True,
         fallback_reason="Nano Banana Pro was unavailable.",
     )
-    assert row.status_text() == (
+    assert status_text(row) == (
         "Done by Nano Banana, after falling back from Nano Banana Pro "
         "because Nano Banana Pro was unavailable."
     )
@@ -444,8 +445,8 @@ def test_it_says_which_model_a_request_fell_back_from_and_why(alice, team):
 def test_it_counts_the_queue_position_across_teams(alice, charlie, team):
     make_request(charlie, charlie.active_team, status=Status.QUEUED)
     mine = make_request(alice, team, status=Status.QUEUED)
-    assert mine.queue_position() == 2
-    assert mine.status_dict()["text"] == (
+    assert queue_position(mine) == 2
+    assert status_dict(mine)["text"] == (
         "Queued for Nano Banana Pro: waiting for a free worker, 1 ahead of you."
     )
 

@@ -1,8 +1,10 @@
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from generator.resilience.catalogue import STRATEGIES, CatalogueError, load_catalogue
+from generator.resilience.catalogue import CatalogueError, load_catalogue
+from generator.resilience.strategies import STRATEGIES
 
 
 def test_it_has_defaults_for_the_gemini_models_and_an_openai_one():
@@ -101,3 +103,15 @@ def test_a_toml_file_sets_batch_prices_for_every_size_or_none(tmp_path):
     path.write_text('[models."gemini-3-pro-image-preview"]\nbatch_price_usd = {"1K" = 0.05}\n')
     with pytest.raises(CatalogueError, match="Batch mode price is needed for every size"):
         load_catalogue(path)
+
+
+def test_the_documented_example_file_loads():
+    example = Path(__file__).resolve().parents[3] / "docs" / "catalogue.example.toml"
+    catalogue = load_catalogue(example)
+    assert catalogue["gemini-2.5-flash-image"].rpm == 500
+    assert catalogue["sdxl-relay"].price("1K") == Decimal("0.01")
+    assert [m.id for m in catalogue.chain("quality-first")] == [
+        "gemini-3-pro-image",
+        "gemini-2.5-flash-image",
+        "sdxl-relay",
+    ]

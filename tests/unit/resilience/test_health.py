@@ -6,13 +6,12 @@ from generator.resilience.breaker import BreakerConfig
 from generator.resilience.clock import VirtualClock
 from generator.resilience.health import Health
 from generator.resilience.limiter import LimiterConfig, Quotas
-from generator.resilience.policy import Action, Decision
 from generator.resilience.stores import MemoryStore
 from generator.resilience.taxonomy import Outcome
 
 PRO = "gemini-3-pro-image-preview"
 FLASH = "gemini-2.5-flash-image"
-BREAKER = BreakerConfig(window=10, min_calls=4, open_s=60, open_max_s=600, probe_lease_s=100)
+BREAKER = BreakerConfig(window=10, dead_after=4, probe_s=60, probe_max_s=600, probe_lease_s=100)
 
 
 @pytest.fixture
@@ -61,7 +60,7 @@ def test_a_probe_refused_by_the_limiter_gives_its_lease_back(clock):
         health.record(PRO, Outcome.OVERLOADED, 1)
     assert health.acquire(PRO) == (False, clock.now() + 60)
     clock.advance(60)
-    store.reserve(*health.limiter._limits(PRO, Quotas(rpm=1), clock.now())[:2], clock.now())
+    assert health.limiter.take(PRO, Quotas(rpm=1))[0]  # another worker takes the slot
     assert not health.acquire(PRO)[0]
     assert health.snapshot([PRO])[PRO].probe_available
 
@@ -92,25 +91,3 @@ def test_the_snapshot_shows_the_limiters_next_free_time(clock):
     health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
     assert health.acquire(PRO)[0]
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60
-
-
-def test_admit_asks_the_policy_again_when_the_limiter_refuses_its_call(clock):
-    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
-    assert health.acquire(PRO)[0]  # Pro's only slot this minute is taken
-    asked = []
-
-    def decide():
-        # Pro first; once refused, what a policy that saw the refusal would say.
-        asked.append(len(asked))
-        return Decision(Action.CALL, model=PRO if len(asked) == 1 else FLASH)
-
-    decision = health.admit(decide, tries=3)
-    assert (decision.action, decision.model, len(asked)) == (Action.CALL, FLASH, 2)
-
-
-def test_admit_waits_a_moment_when_every_try_is_refused(clock):
-    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
-    assert health.acquire(PRO)[0]
-    decision = health.admit(lambda: Decision(Action.CALL, model=PRO), tries=3)
-    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, clock.now() + 1)
-    assert "quota is busy" in decision.reason
