@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce, ExtractHour, TruncHour, TruncMi
 from django.utils import timezone
 
 from generator.models import BATCH_PROVIDER, Attempt, GenerationRequest, Status
+from generator.resilience.strategies import StrategyName
 from monitoring.models import (
     HIST_FIELDS,
     LATENCY_BOUNDS_MS,
@@ -222,14 +223,18 @@ SUM_REQUEST = (
 SUM_SERIES = ("count", "tti_count", *(f"tti_{h}" for h in HIST_FIELDS))
 
 
-def _window_rows(name, model, rows_fn, source, time_field, keys, sums, start, end, by_bucket):
+def _window_rows(
+    name, model, rows_fn, source, time_field, keys, sums, start, end, by_bucket, leave_out=None
+):
     """Rows per key (and per minute bucket if asked) for [start, end), exact: rollups
-    before the tail, the raw log after it."""
+    before the tail, the raw log after it; `leave_out`, a Q on both, drops some."""
     tail = tail_start(name)
     if tail is not None and end is not None and tail > end:
         tail = end
     rows = []
     rolled = model.objects.filter(_range_filter(start, tail))
+    if leave_out is not None:
+        rolled, source = rolled.exclude(leave_out), source.exclude(leave_out)
     if tail is not None and (start is None or tail > start):
         fields = [*keys, "bucket"] if by_bucket else list(keys)
         rows += list(rolled.values(*fields).annotate(**{s: Sum(s) for s in sums}))
@@ -286,7 +291,8 @@ def requests_in(start, end, by_bucket=False) -> list[dict]:
 
 def request_series_in(start, end) -> list[dict]:
     """Final request rows per minute or hour bucket {status, fell_back, bucket, count,
-    tti_count, tti_h00...}: the page's time series."""
+    tti_count, tti_h00...}: the page's time series. Economy requests, which wait hours
+    on purpose, are counted apart (monitoring/economy.py)."""
     return _window_rows(
         "requests",
         RequestRollup,
@@ -298,6 +304,7 @@ def request_series_in(start, end) -> list[dict]:
         start,
         end,
         True,
+        leave_out=Q(strategy=StrategyName.ECONOMY),
     )
 
 
