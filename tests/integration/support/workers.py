@@ -61,6 +61,21 @@ class Workers:
                 )
             )
 
+    def start_cron(self, log_dir: Path | None = None) -> None:
+        """`manage.py rqcron config.cron`, as `make run` starts it: the periodic jobs
+        (the batcher among them) go to the maintenance queue these workers serve."""
+        log_path = (log_dir or Path(self.env["VAR_DIR"])) / "cron.log"
+        self.logs.append(log_path)
+        self.processes.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "rqcron", "config.cron"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log_path.open("w"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+
     def kill(self, index: int) -> None:
         """SIGKILL: no warm shutdown, no chance to hand anything back."""
         process = self.processes[index]
