@@ -15,6 +15,7 @@ It is charged the Batch price of its first model (its normal price if it has no 
 mode), or less if a cheaper model served it: never more than it reserved.
 """
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -74,7 +75,10 @@ def plan(chain: list[str], deadline: datetime, now: datetime) -> Plan:
         )
     rates = learned_rates(failures_by_hour(spec.id, now))
     latest = deadline - direct_margin()
-    start = datetime.fromtimestamp(calmest_start(now.timestamp(), latest.timestamp(), rates), UTC)
+    # Spread over the hour, so that the requests of a busy day do not all start on it.
+    spread = random.random()
+    start = calmest_start(now.timestamp(), latest.timestamp(), rates, spread)
+    start = datetime.fromtimestamp(start, UTC)
     return Plan(
         Route.OFF_PEAK,
         Status.SCHEDULED,

@@ -22,6 +22,8 @@ PRIOR_FAILURE_BY_HOUR = tuple(
 # hour outweigh it, a handful of attempts does not.
 PRIOR_WEIGHT = 20
 HOUR = 3600.0
+# Hours whose failure share is within this of the calmest are as good as it.
+TOLERANCE = 0.02
 
 
 def learned_rates(
@@ -37,19 +39,27 @@ def learned_rates(
     ]
 
 
-def calmest_start(now: float, latest: float, rates: list[float]) -> float:
-    """When (epoch seconds) to start: now, or the start of a later UTC hour no later
-    than `latest`, whichever hour has the lowest failure rate; the earliest of equals,
-    so that a tie never makes a request wait for nothing."""
-    best_at, best_rate = now, rates[_hour(now)]
+def calmest_start(now: float, latest: float, rates: list[float], spread: float = 0.0) -> float:
+    """When (epoch seconds) to start: now if no hour starting by `latest` is calmer than
+    the present one; otherwise within one of the calmest later UTC hours (those within
+    `TOLERANCE` of the lowest failure rate), chosen by `spread` (0 to 1), `spread`'s
+    share of the way into it and never after `latest`. Requests with spread-out
+    `spread`s, sent away from a peak together, thus arrive over all the calm hours
+    instead of on the first one at once (the simulator showed that pile-up starving
+    the requests of the hour)."""
+    horizon = min(latest, now + 24 * HOUR)  # every hour of the day is seen by then
+    hours = []
     at = (now // HOUR + 1) * HOUR
-    # At most a day ahead: every hour of the day has been seen by then.
-    while at <= min(latest, now + 24 * HOUR):
-        rate = rates[_hour(at)]
-        if rate < best_rate:
-            best_at, best_rate = at, rate
+    while at <= horizon:
+        hours.append(at)
         at += HOUR
-    return best_at
+    if not hours or min(rates[_hour(h)] for h in hours) >= rates[_hour(now)]:
+        return now
+    best = min(rates[_hour(h)] for h in hours)
+    calm = [h for h in hours if rates[_hour(h)] <= best + TOLERANCE]
+    position = min(max(spread, 0.0), 0.999999) * len(calm)
+    chosen = calm[int(position)]
+    return min(chosen + (position % 1) * HOUR, max(latest, chosen))
 
 
 def _hour(moment: float) -> int:

@@ -54,3 +54,13 @@ def test_it_prefers_the_earliest_of_equally_calm_hours():
     flat = [0.2] * 24
     flat[3] = flat[5] = 0.05
     assert calmest_start(at(2, 1, 30), at(2, 23), flat) == at(2, 3)
+
+
+def test_requests_sent_away_from_a_peak_spread_over_all_the_calm_hours():
+    rates = learned_rates(None)
+    starts = [calmest_start(at(2, 16, 20), at(2, 23, 59), rates, k / 10) for k in range(10)]
+    # 19:00 to 24:00 are the calm hours of the prior: two starts in each.
+    assert sorted(datetime.fromtimestamp(s, UTC).hour for s in starts) == [
+        19, 19, 20, 20, 21, 21, 22, 22, 23, 23
+    ]  # fmt: skip
+    assert all(s <= at(2, 23, 59) for s in starts)
