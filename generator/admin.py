@@ -3,7 +3,7 @@ monitoring page's links land on the matching rows (?status=failed&finished__gte=
 
 from django.contrib import admin
 
-from generator.models import Attempt, GenerationRequest, Image
+from generator.models import Attempt, GenerationRequest, Image, UpstreamBatch
 
 
 class AttemptInline(admin.TabularInline):
@@ -32,6 +32,7 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     list_filter = [
         "status",
         "strategy",
+        "route",
         "served_model",
         "fell_back",
         "error_code",
@@ -42,7 +43,14 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     ]
     search_fields = ["id", "prompt", "user__email", "team__name", "error_message"]
     date_hierarchy = "created"
-    raw_id_fields = ["user", "team", "remix_of", "references", "favourited_by"]
+    raw_id_fields = [
+        "user",
+        "team",
+        "remix_of",
+        "references",
+        "favourited_by",
+        "upstream_batch",
+    ]
     list_select_related = ["user", "team"]
     # Counting 300,000 rows for the paginator on every filter click is slow on Postgres.
     show_full_result_count = False
@@ -75,3 +83,24 @@ class ImageAdmin(admin.ModelAdmin):
     search_fields = ["id", "request__id", "request__prompt", "sha256"]
     raw_id_fields = ["request", "team"]
     list_select_related = ["team"]
+
+
+@admin.register(UpstreamBatch)
+class UpstreamBatchAdmin(admin.ModelAdmin):
+    """Economy's Batch mode batches (docs/economy.md), read-only: the batcher alone
+    writes them."""
+
+    list_display = ["created", "model", "image_size", "state", "name", "lines", "delivered", "failed_lines", "settled"]  # fmt: skip
+    list_filter = ["state", "model", "image_size", "created"]
+    search_fields = ["id", "name", "error"]
+    date_hierarchy = "created"
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -181,3 +181,14 @@ def test_a_rerun_keeps_the_lead_time_of_the_original(client_for, alice, team):
     rerun = GenerationRequest.objects.exclude(pk=request.pk).get()
     lead = rerun.deadline - rerun.created
     assert timedelta(hours=9, minutes=59) < lead <= timedelta(hours=10)
+
+
+def test_operators_read_the_batches_in_the_admin_and_cannot_change_them(client, db):
+    from accounts.models import User
+
+    admin = User.objects.create_superuser("root@example.com", "pw-long-enough-1")
+    UpstreamBatch.objects.create(model=PRO, image_size="1K", name="batches/seen-here")
+    client.force_login(admin)
+    listing = client.get(reverse("admin:generator_upstreambatch_changelist"))
+    assert listing.status_code == 200 and "batches/seen-here" in listing.content.decode()
+    assert client.get(reverse("admin:generator_upstreambatch_add")).status_code == 403
