@@ -5,6 +5,7 @@ visibly marked as sandbox output. Edits show the first reference image transform
 PNG for Flash and the OpenAI-compatible models, JPEG for Pro, as the real ones answer.
 """
 
+import functools
 import hashlib
 import io
 import random
@@ -63,6 +64,28 @@ def _colour(rng: random.Random) -> tuple[int, int, int]:
 
 
 def paint(
+    prompt: str,
+    *,
+    model: str,
+    size: tuple[int, int],
+    seed: int = 0,
+    reference: bytes | None = None,
+    mime: str | None = None,
+) -> bytes:
+    """The encoded image for the prompt, the same bytes every time for the same inputs.
+    Without a reference it is cached: tests and drills send one prompt hundreds of times,
+    and painting (draw, scale, encode) is most of the sandbox's CPU."""
+    if reference is None:
+        return _paint_cached(prompt, model, size, seed, mime)
+    return _paint(prompt, model=model, size=size, seed=seed, reference=reference, mime=mime)
+
+
+@functools.lru_cache(maxsize=128)
+def _paint_cached(prompt: str, model: str, size: tuple[int, int], seed: int, mime: str | None):
+    return _paint(prompt, model=model, size=size, seed=seed, mime=mime)
+
+
+def _paint(
     prompt: str,
     *,
     model: str,

@@ -157,6 +157,7 @@ class Sandbox:
         self.calls: deque[dict] = deque(maxlen=MAX_CALLS_KEPT)
         self.trigger_counts: Counter = Counter()
         self.in_flight = 0
+        self.max_in_flight = 0  # the most calls in flight at once since the last reset
         # Batch mode builds its answers with this module's helpers, handed in.
         self.batches = BatchBook(self, sys.modules[__name__])
         self._switch(profile, seed)
@@ -184,6 +185,7 @@ class Sandbox:
         with self.lock:
             self.calls.clear()
             self.trigger_counts.clear()
+            self.max_in_flight = self.in_flight
             self._switch("calm", self.initial_seed)
         self.batches.reset()
 
@@ -203,6 +205,7 @@ class Sandbox:
                 "virtual_time_s": round(now, 3),
                 "calls": len(self.calls),
                 "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
                 "models": {m: s.describe(now) for m, s in self.states.items()},
             }
 
@@ -244,6 +247,7 @@ class Sandbox:
             if slow is not None:
                 verdict = Verdict(verdict.outcome, slow, verdict.quota_dim, verdict.retry_s)
             self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
             return variant, verdict
 
     def rng_for(self, model: str) -> random.Random:

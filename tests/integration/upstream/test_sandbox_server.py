@@ -1,5 +1,5 @@
 """The sandbox as a separate process over HTTP: admin endpoints, validation, the
-official SDKs, and the peak profile's 503 share measured over 1,000 real calls."""
+official SDKs, and the peak profile played over hundreds of real calls."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,8 +20,13 @@ def fast(sandbox_settings, settings):
     return sandbox_settings
 
 
+# One client for every call: building one per call (its SSL context and pool) costs more
+# than the sandbox's answer.
+CLIENT = httpx.Client()
+
+
 def gemini(url, model=FLASH, body=BODY, version="v1beta", key="k"):
-    return httpx.post(
+    return CLIENT.post(
         f"{url}/{version}/models/{model}:generateContent",
         json=body, headers={"x-goog-api-key": key} if key else {}, timeout=30,
     )  # fmt: skip
@@ -61,38 +66,34 @@ def test_it_answers_both_api_versions_and_rejects_what_google_rejects(fast):
 
 
 def test_it_serves_many_slow_calls_at_once(fast, settings):
+    """50 calls that each take 10 s are all in the server at the same moment (a slow
+    machine only starts them later; they still overlap)."""
     settings.TIME_SCALE = 1.0
     fast.reset()
-    body = {"contents": [{"parts": [{"text": "sandbox:slow=1 a lighthouse"}]}]}
+    body = {"contents": [{"parts": [{"text": "sandbox:slow=10 a lighthouse"}]}]}
     with ThreadPoolExecutor(50) as pool:
-        import time
-
-        started = time.monotonic()
         statuses = list(pool.map(lambda _: gemini(fast.url, body=body).status_code, range(50)))
-        elapsed = time.monotonic() - started
     assert statuses == [200] * 50
-    assert elapsed < 8  # 50 calls of 1 s each, in parallel
+    assert fast.state()["max_in_flight"] == 50
 
 
 @pytest.mark.slow
-def test_peak_measured_over_1000_real_calls(sandbox_settings, settings):
+def test_peak_fails_pro_far_more_than_flash_over_real_calls(sandbox_settings, settings):
+    """The profile's numbers are the unit tier's (test_sandbox_logic.py, on the pure
+    model); here the server plays them over HTTP: Pro fails in episodes, Flash rarely."""
     settings.TIME_SCALE = 0.0002
     sandbox_settings.reset()
     sandbox_settings.set_profile("peak", seed=3)
-    client = httpx.Client(timeout=30)
-    with ThreadPoolExecutor(16) as pool:
-        list(
-            pool.map(lambda i: gemini(sandbox_settings.url, PRO if i % 2 else FLASH), range(2000))
-        )
-    client.close()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: gemini(sandbox_settings.url, PRO if i % 2 else FLASH), range(600)))
     calls = sandbox_settings.calls()
     pro = [c for c in calls if c["model"] == PRO]
     flash = [c for c in calls if c["model"] == FLASH]
-    assert len(pro) == len(flash) == 1000
+    assert len(pro) == len(flash) == 300
     pro_503 = sum(c["status"] == 503 for c in pro) / len(pro)
     flash_503 = sum(c["status"] == 503 for c in flash) / len(flash)
-    assert 0.40 <= pro_503 <= 0.50, pro_503
-    assert flash_503 < 0.10, flash_503
+    assert 0.30 <= pro_503 <= 0.60, pro_503
+    assert flash_503 < 0.15, flash_503
 
 
 def test_the_google_genai_sdk_speaks_to_it(fast):
