@@ -75,6 +75,17 @@ def run_until_final(requests, during=tick):
     pytest.fail(f"requests not final after {GIVE_UP_S} s: {dict(states)}")
 
 
+def tick_until_settled(batch):
+    started = time.monotonic()
+    while time.monotonic() - started < GIVE_UP_S:
+        tick()
+        batch.refresh_from_db()
+        if batch.settled:
+            break
+        time.sleep(0.1)
+    return batch
+
+
 def direct_calls(sandbox):
     return [c for c in sandbox.calls() if c["protocol"] == "gemini"]
 
@@ -164,13 +175,7 @@ def test_a_request_leaves_a_batch_still_running_near_its_deadline(economy, worke
     assert row.finished <= row.deadline
     assert "had not finished in time" in row.left_batch_reason
     # Nobody waits for the batch any more: it is cancelled upstream.
-    batch = row.upstream_batch
-    for _ in range(50):
-        tick()
-        batch.refresh_from_db()
-        if batch.settled:
-            break
-        time.sleep(0.1)
+    batch = tick_until_settled(row.upstream_batch)
     assert batch.state == "cancelled"
     assert [b["state"] for b in economy.batches()] == ["BATCH_STATE_CANCELLED"]
 
@@ -208,13 +213,7 @@ def test_a_request_canceled_in_a_sent_batch_is_never_charged(economy, redis_conn
 
     request.refresh_from_db()
     assert (request.status, request.quota_state) == (Status.CANCELED, "refunded")
-    batch = request.upstream_batch
-    for _ in range(200):
-        tick()
-        batch.refresh_from_db()
-        if batch.settled:
-            break
-        time.sleep(0.05)
+    batch = tick_until_settled(request.upstream_batch)
     assert batch.settled and batch.delivered == 0
     assert not Image.objects.filter(request=request).exists()
     assert not UsageEntry.objects.filter(request_id=request.pk, kind="charge").exists()

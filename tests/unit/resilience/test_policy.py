@@ -17,6 +17,7 @@ from generator.resilience.policy import (
     Situation,
     decide,
 )
+from generator.resilience.strategies import STRATEGIES
 from generator.resilience.taxonomy import Outcome
 
 PRO = "gemini-3-pro-image-preview"
@@ -291,7 +292,8 @@ def _health(model, h, now):
 
 @settings(max_examples=300, deadline=None)
 @given(
-    strategy=st.sampled_from(["quality-first", "stability-first"]),
+    # Every strategy, economy's chain included when it leaves Batch mode.
+    strategy=st.sampled_from(STRATEGIES),
     chain=st.sampled_from([QUALITY, STABILITY, (PRO, FLASH), (PRO,)]),
     results=st.lists(
         st.tuples(
