@@ -81,7 +81,7 @@ def test_it_has_no_import_cycle_anywhere(monkeypatch):
     assert _cycles(graph) == []
 
 
-def test_the_cycle_check_finds_a_cycle():
+def test_it_the_cycle_check_finds_a_cycle():
     class Graph:
         modules = {"a", "b", "c"}
         edges = {"a": {"b"}, "b": {"a"}, "c": {"a"}}

@@ -28,7 +28,7 @@ def economy_run(settings, tmp_path, sandbox_settings, monkeypatch):
     return sandbox_settings
 
 
-def test_an_economy_request_is_served_through_batch_mode(economy_run, workers, tab, alice):
+def test_it_an_economy_request_is_served_through_batch_mode(economy_run, workers, tab, alice):
     workers.start(1)
     workers.start_cron()
     t = tab()

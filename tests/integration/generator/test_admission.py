@@ -25,7 +25,7 @@ def test_it_creates_one_request_per_image_in_one_batch_and_queues_them(alice, te
     assert all(j.func_name == queue.JOB and j.args[1] == 1 for j in jobs)
 
 
-def test_stability_first_starts_on_flash(alice, team, redis_conn):
+def test_it_stability_first_starts_on_flash(alice, team, redis_conn):
     (request,) = submit(alice, team, Submission(prompt="x", strategy="stability-first"))
     assert request.chain[0] == "gemini-2.5-flash-image"
 

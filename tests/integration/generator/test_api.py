@@ -44,7 +44,7 @@ def test_it_refuses_calls_without_a_valid_token(client, alice, redis_conn):
     assert response.json()["error"]["code"] == "invalid_token"
 
 
-def test_submit_queues_one_request_per_image(
+def test_it_submit_queues_one_request_per_image(
     client, token, alice, team, redis_conn, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
@@ -89,7 +89,7 @@ def test_submit_queues_one_request_per_image(
         ({"prompt": "a", "team": "acme"}, "team", "team id"),
     ],
 )
-def test_submit_says_which_field_is_wrong_and_queues_nothing(client, token, body, field, words):
+def test_it_submit_says_which_field_is_wrong_and_queues_nothing(client, token, body, field, words):
     response = call(client, "post", "/api/v1/generations", token, body)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -98,13 +98,13 @@ def test_submit_says_which_field_is_wrong_and_queues_nothing(client, token, body
     assert not GenerationRequest.objects.exists()
 
 
-def test_submit_rejects_a_body_that_is_not_json(client, token):
+def test_it_submit_rejects_a_body_that_is_not_json(client, token):
     response = call(client, "post", "/api/v1/generations", token, "prompt=a")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_json"
 
 
-def test_submit_into_a_team_of_someone_else_is_refused(client, token, charlie):
+def test_it_submit_into_a_team_of_someone_else_is_refused(client, token, charlie):
     response = call(
         client,
         "post",
@@ -116,7 +116,7 @@ def test_submit_into_a_team_of_someone_else_is_refused(client, token, charlie):
     assert not GenerationRequest.objects.exists()
 
 
-def test_status_and_list_show_the_callers_team_only(client, token, alice, charlie, redis_conn):
+def test_it_status_and_list_show_the_callers_team_only(client, token, alice, charlie, redis_conn):
     mine = call(client, "post", "/api/v1/generations", token, {"prompt": "mine"}).json()["data"]
     _, other_token = ApiToken.issue(charlie, "c")
     theirs = call(client, "post", "/api/v1/generations", other_token, {"prompt": "theirs"})
@@ -136,7 +136,7 @@ def test_status_and_list_show_the_callers_team_only(client, token, alice, charli
     assert [d["id"] for d in listed["data"]] == [mine[0]["id"]]
 
 
-def test_list_pages_newest_first(client, token, alice, redis_conn, monkeypatch):
+def test_it_list_pages_newest_first(client, token, alice, redis_conn, monkeypatch):
     monkeypatch.setattr("generator.api.rules.PAGE_SIZE", 2)
     ids = []
     for n in range(5):
@@ -157,7 +157,7 @@ def test_list_pages_newest_first(client, token, alice, redis_conn, monkeypatch):
     assert seen == list(reversed(ids))
 
 
-def test_cancel_ends_a_queued_request_at_once(client, token, redis_conn):
+def test_it_cancel_ends_a_queued_request_at_once(client, token, redis_conn):
     (queued,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
     response = call(client, "post", f"/api/v1/generations/{queued['id']}/cancel", token)
     assert response.status_code == 202
@@ -169,7 +169,7 @@ def test_cancel_ends_a_queued_request_at_once(client, token, redis_conn):
     assert again.status_code == 409
 
 
-def test_cancel_is_for_the_member_who_asked_or_an_owner(client, token, bob, redis_conn):
+def test_it_cancel_is_for_the_member_who_asked_or_an_owner(client, token, bob, redis_conn):
     (mine,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
     _, bobs_token = ApiToken.issue(bob, "ci")
     refused = call(client, "post", f"/api/v1/generations/{mine['id']}/cancel", bobs_token)

@@ -11,7 +11,7 @@ from tests.integration.generator.test_api import call
 pytestmark = pytest.mark.django_db
 
 
-def test_an_economy_submission_waits_for_batch_mode(client, token, redis_conn):
+def test_it_an_economy_submission_waits_for_batch_mode(client, token, redis_conn):
     deadline = (timezone.now() + timedelta(hours=12)).isoformat()
     body = {"prompt": "a campaign shot", "strategy": "economy", "deadline": deadline}
 
@@ -25,7 +25,7 @@ def test_an_economy_submission_waits_for_batch_mode(client, token, redis_conn):
     assert detail["strategy"] == "economy" and detail["left_batch_reason"] is None
 
 
-def test_an_economy_submission_without_a_deadline_is_refused(client, token, redis_conn):
+def test_it_an_economy_submission_without_a_deadline_is_refused(client, token, redis_conn):
     body = {"prompt": "a campaign shot", "strategy": "economy"}
 
     response = call(client, "post", "/api/v1/generations", token, body)

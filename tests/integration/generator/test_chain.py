@@ -165,7 +165,7 @@ def test_it_fails_a_blocked_prompt_at_once_without_downgrading(chain, workers, a
     assert [c["model"] for c in chain.calls()] == [PRO]
 
 
-def test_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
+def test_it_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
     chain, workers, alice, team, redis_conn
 ):
     workers.start(2)

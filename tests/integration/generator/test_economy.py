@@ -121,7 +121,7 @@ def test_it_delivers_an_economy_request_through_batch_mode_at_half_price(
     assert row.served_how.startswith("Batch, Nano Banana Pro, ")
 
 
-def test_a_batch_closes_at_its_size_and_the_rest_wait_for_its_age(
+def test_it_a_batch_closes_at_its_size_and_the_rest_wait_for_its_age(
     economy, redis_conn, settings, alice, team
 ):
     settings.BATCH_MAX_REQUESTS = 3
@@ -147,7 +147,7 @@ def test_a_batch_closes_at_its_size_and_the_rest_wait_for_its_age(
     # The batch expires after one hour, or fails; the deadline is eight hours away.
     [("sandbox:batch_expired=1", "expired"), ("sandbox:batch_failed", "failed")],
 )
-def test_an_expired_or_failed_batch_falls_back_to_the_chain_within_the_deadline(
+def test_it_an_expired_or_failed_batch_falls_back_to_the_chain_within_the_deadline(
     economy, workers, alice, team, word, state
 ):
     workers.start(1)
@@ -164,7 +164,7 @@ def test_an_expired_or_failed_batch_falls_back_to_the_chain_within_the_deadline(
     assert [c["model"] for c in direct_calls(economy)] == [PRO]
 
 
-def test_a_request_leaves_a_batch_still_running_near_its_deadline(economy, workers, alice, team):
+def test_it_a_request_leaves_a_batch_still_running_near_its_deadline(economy, workers, alice, team):
     workers.start(1)
     # Ten hours of batch against a deadline in six: the request leaves it at three.
     [request] = order(alice, team, "sandbox:batch_slow=10 a long night", hours=6)
@@ -180,7 +180,7 @@ def test_a_request_leaves_a_batch_still_running_near_its_deadline(economy, worke
     assert [b["state"] for b in economy.batches()] == ["BATCH_STATE_CANCELLED"]
 
 
-def test_a_failed_line_goes_the_normal_way_and_a_blocked_one_fails(economy, workers, alice, team):
+def test_it_a_failed_line_goes_the_normal_way_and_a_blocked_one_fails(economy, workers, alice, team):
     workers.start(1)
     retried = order(alice, team, "sandbox:overloaded*1 a crowded beach")
     blocked = order(alice, team, "sandbox:blocked a forbidden picture")
@@ -199,7 +199,7 @@ def test_a_failed_line_goes_the_normal_way_and_a_blocked_one_fails(economy, work
     assert ok.upstream_batch_id == refused.upstream_batch_id
 
 
-def test_a_request_canceled_in_a_sent_batch_is_never_charged(economy, redis_conn, alice, team):
+def test_it_a_request_canceled_in_a_sent_batch_is_never_charged(economy, redis_conn, alice, team):
     [request] = order(alice, team, "sandbox:batch_slow=2 a slow sunrise")
     for _ in range(100):
         tick()
@@ -219,7 +219,7 @@ def test_a_request_canceled_in_a_sent_batch_is_never_charged(economy, redis_conn
     assert not UsageEntry.objects.filter(request_id=request.pk, kind="charge").exists()
 
 
-def test_batchers_on_several_machines_never_double_anything(economy, redis_conn, alice, team):
+def test_it_batchers_on_several_machines_never_double_anything(economy, redis_conn, alice, team):
     requests = []
     for n in range(6):
         requests += order(alice, team, f"a lighthouse, version {n}", count=2)
@@ -256,7 +256,7 @@ def test_batchers_on_several_machines_never_double_anything(economy, redis_conn,
     assert sorted(keys) == sorted(str(r.pk) for r in rows)
 
 
-def test_a_send_whose_answer_was_lost_is_found_again_not_sent_twice(
+def test_it_a_send_whose_answer_was_lost_is_found_again_not_sent_twice(
     economy, redis_conn, settings, alice, team
 ):
     settings.BATCH_MAX_AGE_S = 0

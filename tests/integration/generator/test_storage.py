@@ -83,7 +83,7 @@ def test_it_serves_the_api_download_from_the_storage(done, alice, client):
     assert b"".join(response.streaming_content) == picture()
 
 
-def test_the_api_answers_json_when_the_file_has_gone(media_storage, done, alice, client):
+def test_it_the_api_answers_json_when_the_file_has_gone(media_storage, done, alice, client):
     _, raw = ApiToken.issue(alice, "ci")
     media_storage.delete(done.images.get().file.name)
     response = client.get(
@@ -123,7 +123,7 @@ def test_it_keeps_an_uploaded_reference_in_the_storage(
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_process_delivers_into_the_storage_the_web_reads(
+def test_it_a_worker_process_delivers_into_the_storage_the_web_reads(
     media_storage, workers, alice, team, client_for, django_capture_on_commit_callbacks
 ):
     """The worker is another process: it reads the reference from the storage and writes

@@ -41,7 +41,7 @@ def _all_at_once(actions):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fifty_concurrent_submissions_never_exceed_ten_images_left(alice, team, redis_conn):
+def test_it_fifty_concurrent_submissions_never_exceed_ten_images_left(alice, team, redis_conn):
     """Each thread has its own database connection, as separate web processes would."""
     _limit(team, images_per_day=15)
     older = _submit(alice, team, count=4) + _submit(alice, team, count=1)  # 10 left
@@ -68,7 +68,7 @@ def test_fifty_concurrent_submissions_never_exceed_ten_images_left(alice, team, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_refunds_racing_submissions_keep_the_limit_and_the_counters_exact(
+def test_it_refunds_racing_submissions_keep_the_limit_and_the_counters_exact(
     alice, bob, team, redis_conn
 ):
     """Refunds give images back while others are admitted: never more than the limit

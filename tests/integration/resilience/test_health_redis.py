@@ -31,7 +31,7 @@ def test_it_is_shared_through_redis_and_reports_every_catalogue_model(redis_conn
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_canceled_request_gives_its_booked_slot_back(redis_conn, settings, alice, team):
+def test_it_a_canceled_request_gives_its_booked_slot_back(redis_conn, settings, alice, team):
     from generator.admission import Submission, submit
 
     settings.TIME_SCALE = 1.0

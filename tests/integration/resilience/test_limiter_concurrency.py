@@ -43,7 +43,7 @@ def _hammer(limiter, quotas, threads, seconds):
 
 
 @pytest.mark.slow
-def test_many_workers_together_never_exceed_the_upstream_quota(redis_conn):
+def test_it_many_workers_together_never_exceed_the_upstream_quota(redis_conn):
     """16 threads, each with its own connection, as workers on several machines would:
     an upstream token bucket of the full quota would never have answered 429."""
     minute = 1.0  # a scaled minute
@@ -59,14 +59,14 @@ def test_many_workers_together_never_exceed_the_upstream_quota(redis_conn):
 
 
 @pytest.mark.slow
-def test_many_workers_take_exactly_the_daily_quota(redis_conn):
+def test_it_many_workers_take_exactly_the_daily_quota(redis_conn):
     limiter = Limiter(RedisStore(redis_conn), SystemClock(), LimiterConfig(safety=1.0))
     grants = _hammer(limiter, Quotas(rpd=25), threads=12, seconds=0.5)
     assert len(grants) == 25
 
 
 @pytest.mark.slow
-def test_many_workers_book_future_slots_that_the_upstream_accepts(redis_conn):
+def test_it_many_workers_book_future_slots_that_the_upstream_accepts(redis_conn):
     """Waiting requests on 16 connections book slots far into the future at once: each
     gets its own, first come first served, and calls made at those times would never
     have been answered 429."""

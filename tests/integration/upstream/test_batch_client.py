@@ -58,7 +58,7 @@ def test_it_reads_each_line_by_its_key_into_the_taxonomy(fast):
     assert results["key-3"].retry_after_s is not None
 
 
-def test_a_batch_too_large_to_send_inline_goes_as_a_jsonl_file(fast, settings):
+def test_it_a_batch_too_large_to_send_inline_goes_as_a_jsonl_file(fast, settings):
     settings.BATCH_INLINE_MAX_BYTES = 100
     spec = get_catalogue()[PRO]
     client = get_batch_client(spec)
@@ -71,7 +71,7 @@ def test_a_batch_too_large_to_send_inline_goes_as_a_jsonl_file(fast, settings):
     assert [b["from_file"] for b in fast.batches()] == [True]
 
 
-def test_a_submission_is_found_again_by_its_display_name(fast):
+def test_it_a_submission_is_found_again_by_its_display_name(fast):
     spec = get_catalogue()[PRO]
     client = get_batch_client(spec)
     sent = lines("a harbour")
@@ -84,7 +84,7 @@ def test_a_submission_is_found_again_by_its_display_name(fast):
     assert client.find(spec, "steadyshot-never-sent", sent) is None
 
 
-def test_a_cancelled_batch_reports_cancelled(fast):
+def test_it_a_cancelled_batch_reports_cancelled(fast):
     spec = get_catalogue()[PRO]
     client = get_batch_client(spec)
     sent = lines("sandbox:batch_slow=30 a long one")
@@ -95,7 +95,7 @@ def test_a_cancelled_batch_reports_cancelled(fast):
     assert client.get(spec, created.name, sent).state == "cancelled"
 
 
-def test_an_unknown_batch_is_not_found(fast):
+def test_it_an_unknown_batch_is_not_found(fast):
     spec = get_catalogue()[PRO]
     with pytest.raises(UpstreamError) as info:
         get_batch_client(spec).get(spec, "batches/nope", [])

@@ -112,19 +112,19 @@ def test_it_tells_a_daily_quota_from_a_per_minute_one(upstream):
     assert "PerDay" in error.quota_id
 
 
-def test_openai_reads_the_retry_headers(upstream):
+def test_it_openai_reads_the_retry_headers(upstream):
     error = failure(GPT, "sandbox:rate_limited x")
     assert error.quota_scope == "minute"
     assert 0 < error.retry_after_s <= 0.02
 
 
-def test_a_trigger_for_one_model_leaves_the_others_alone(upstream):
+def test_it_a_trigger_for_one_model_leaves_the_others_alone(upstream):
     prompt = f"sandbox:unavailable@{PRO.id} a lighthouse"
     assert failure(PRO, prompt).outcome == Outcome.UNAVAILABLE
     assert generate(FLASH, prompt).mime == "image/png"
 
 
-def test_a_counted_trigger_applies_to_the_first_calls_only(upstream):
+def test_it_a_counted_trigger_applies_to_the_first_calls_only(upstream):
     prompt = "sandbox:overloaded*2 a lighthouse"
     assert failure(PRO, prompt).outcome == Outcome.OVERLOADED
     assert failure(PRO, prompt).outcome == Outcome.OVERLOADED
@@ -176,7 +176,7 @@ def test_it_reports_a_connect_timeout(settings):
     assert "connect timeout" in error.message
 
 
-def test_a_real_key_never_reaches_a_message(upstream, settings):
+def test_it_a_real_key_never_reaches_a_message(upstream, settings):
     key = "AIzaSy-very-secret-key-0123456789"
     settings.UPSTREAM_SANDBOX = False
     settings.GEMINI_BASE_URL = upstream.url

@@ -41,7 +41,7 @@ def wait_until_done(client, name: str):
     raise AssertionError(f"{name} did not end")
 
 
-def test_the_google_genai_sdk_runs_a_batch_to_its_answers(client, fast):
+def test_it_the_google_genai_sdk_runs_a_batch_to_its_answers(client, fast):
     job = client.batches.create(
         model=PRO,
         src=[inline("a lighthouse at dusk", "one"), inline("sandbox:blocked a fox", "two")],
@@ -62,7 +62,7 @@ def test_the_google_genai_sdk_runs_a_batch_to_its_answers(client, fast):
     assert sorted(c["outcome"] for c in logged) == ["blocked", "success"]
 
 
-def test_a_batch_takes_its_hours_of_virtual_time(client, fast):
+def test_it_a_batch_takes_its_hours_of_virtual_time(client, fast):
     started = fast.state()["virtual_time_s"]
     job = client.batches.create(model=PRO, src=[inline("sandbox:batch_slow=11 a harbour", "k")])
 
@@ -76,7 +76,7 @@ def test_a_batch_takes_its_hours_of_virtual_time(client, fast):
     assert fast.state()["virtual_time_s"] - started >= 11 * 3600
 
 
-def test_one_failed_line_leaves_the_others_answered(client):
+def test_it_one_failed_line_leaves_the_others_answered(client):
     job = client.batches.create(
         model=PRO, src=[inline("a quiet bay", "ok"), inline("sandbox:overloaded a storm", "bad")]
     )
@@ -89,7 +89,7 @@ def test_one_failed_line_leaves_the_others_answered(client):
     assert bad.response is None and bad.error.code == 14  # UNAVAILABLE
 
 
-def test_an_expired_or_failed_batch_ends_without_answers(client):
+def test_it_an_expired_or_failed_batch_ends_without_answers(client):
     expired = client.batches.create(model=PRO, src=[inline("sandbox:batch_expired=2 a", "a")])
     failed = client.batches.create(model=PRO, src=[inline("sandbox:batch_failed b", "b")])
 
@@ -99,7 +99,7 @@ def test_an_expired_or_failed_batch_ends_without_answers(client):
     assert ended.dest is None
 
 
-def test_a_cancelled_batch_stays_cancelled_and_is_listed(client):
+def test_it_a_cancelled_batch_stays_cancelled_and_is_listed(client):
     job = client.batches.create(
         model=PRO,
         src=[inline("sandbox:batch_slow=40 a slow one", "k")],
@@ -113,7 +113,7 @@ def test_a_cancelled_batch_stays_cancelled_and_is_listed(client):
     assert listed["to-cancel"] == "JOB_STATE_CANCELLED"
 
 
-def test_a_jsonl_batch_goes_through_the_files_api(client):
+def test_it_a_jsonl_batch_goes_through_the_files_api(client):
     lines = [
         {"key": f"k{n}", "request": {"contents": [{"parts": [{"text": f"a boat {n}"}]}]}}
         for n in range(3)

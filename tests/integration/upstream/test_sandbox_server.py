@@ -32,7 +32,7 @@ def gemini(url, model=FLASH, body=BODY, version="v1beta", key="k"):
     )  # fmt: skip
 
 
-def test_admin_endpoints_switch_profile_and_scale_and_validate(fast):
+def test_it_admin_endpoints_switch_profile_and_scale_and_validate(fast):
     assert httpx.get(f"{fast.url}/_sandbox/health").json()["ok"] is True
     state = fast.set_profile("peak", seed=7)
     assert (state["profile"], state["seed"], state["time_scale"]) == ("peak", 7, 0.0001)
@@ -78,7 +78,7 @@ def test_it_serves_many_slow_calls_at_once(fast, settings):
 
 
 @pytest.mark.slow
-def test_peak_fails_pro_far_more_than_flash_over_real_calls(sandbox_settings, settings):
+def test_it_peak_fails_pro_far_more_than_flash_over_real_calls(sandbox_settings, settings):
     """The profile's numbers are the unit tier's (test_sandbox_logic.py, on the pure
     model); here the server plays them over HTTP: Pro fails in episodes, Flash rarely."""
     settings.TIME_SCALE = 0.0002
@@ -96,7 +96,7 @@ def test_peak_fails_pro_far_more_than_flash_over_real_calls(sandbox_settings, se
     assert flash_503 < 0.15, flash_503
 
 
-def test_the_google_genai_sdk_speaks_to_it(fast):
+def test_it_the_google_genai_sdk_speaks_to_it(fast):
     genai = pytest.importorskip("google.genai")
     from google.genai import errors, types
 
@@ -117,7 +117,7 @@ def test_the_google_genai_sdk_speaks_to_it(fast):
     assert (info.value.code, info.value.status) == (503, "UNAVAILABLE")
 
 
-def test_the_openai_sdk_speaks_to_it(fast):
+def test_it_the_openai_sdk_speaks_to_it(fast):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(api_key="sdk-key", base_url=f"{fast.url}/v1", max_retries=0)
     result = client.images.generate(model="gpt-image-1", prompt="a lighthouse", size="1024x1024")
@@ -129,7 +129,7 @@ def test_the_openai_sdk_speaks_to_it(fast):
         client.images.generate(model="gpt-image-1", prompt="sandbox:overloaded x")
 
 
-def test_manage_py_sandbox_runs_as_its_own_process_with_its_options(tmp_path):
+def test_it_manage_py_sandbox_runs_as_its_own_process_with_its_options(tmp_path):
     process, url = start_sandbox(
         ["--profile", "outage", "--time-scale", "0.001", "--seed", "5"],
         env={"VAR_DIR": str(tmp_path)},

@@ -37,7 +37,7 @@ def calm_evenings(monkeypatch):
     monkeypatch.setattr(economy, "failures_by_hour", lambda model, now: table)
 
 
-def test_economy_needs_a_deadline_hours_away(alice, team):
+def test_it_economy_needs_a_deadline_hours_away(alice, team):
     with pytest.raises(AdmissionError) as info:
         submit(alice, team, Submission(prompt="p", strategy="economy"))
     assert info.value.field == "deadline" and "at least 3 h" in info.value.message
@@ -64,7 +64,7 @@ def test_it_reserves_the_batch_price_and_queues_no_job(
     assert "Batch mode" in status_view(small).text
 
 
-def test_without_batch_mode_it_waits_for_the_calmest_hour(alice, team, settings, calm_evenings):
+def test_it_without_batch_mode_it_waits_for_the_calmest_hour(alice, team, settings, calm_evenings):
     settings.BATCH_MODE = False
     (request,) = order(alice, team, hours=30)
     assert (request.status, request.route) == (Status.SCHEDULED, Route.OFF_PEAK)
@@ -72,7 +72,7 @@ def test_without_batch_mode_it_waits_for_the_calmest_hour(alice, team, settings,
     assert "calmest hour" in status_view(request).text
 
 
-def test_the_off_peak_plan_keeps_a_margin_before_the_deadline(settings, calm_evenings):
+def test_it_the_off_peak_plan_keeps_a_margin_before_the_deadline(settings, calm_evenings):
     settings.BATCH_MODE = False
     now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
     for deadline in (now.replace(hour=22), now.replace(hour=21, minute=15)):
@@ -82,7 +82,7 @@ def test_the_off_peak_plan_keeps_a_margin_before_the_deadline(settings, calm_eve
     assert economy.plan([PRO], now.replace(hour=23), now).waiting_until.hour == 21
 
 
-def test_the_batcher_releases_an_off_peak_request_at_its_hour(
+def test_it_the_batcher_releases_an_off_peak_request_at_its_hour(
     alice, team, settings, calm_evenings
 ):
     settings.BATCH_MODE = False
@@ -98,7 +98,7 @@ def test_the_batcher_releases_an_off_peak_request_at_its_hour(
     assert request.route == Route.OFF_PEAK
 
 
-def test_a_request_too_close_to_its_deadline_for_a_batch_goes_directly(alice, team):
+def test_it_a_request_too_close_to_its_deadline_for_a_batch_goes_directly(alice, team):
     (request,) = order(alice, team, hours=4)
     report = tick(now=request.deadline - timedelta(minutes=29))
     request.refresh_from_db()
@@ -107,7 +107,7 @@ def test_a_request_too_close_to_its_deadline_for_a_batch_goes_directly(alice, te
     assert not UpstreamBatch.objects.exists()
 
 
-def test_the_batcher_waits_for_the_age_of_a_small_batch(alice, team, settings):
+def test_it_the_batcher_waits_for_the_age_of_a_small_batch(alice, team, settings):
     settings.BATCH_MAX_REQUESTS = 3
     order(alice, team, count=2)
     tick()
@@ -121,7 +121,7 @@ def test_the_batcher_waits_for_the_age_of_a_small_batch(alice, team, settings):
 
 
 @pytest.mark.parametrize("status", [Status.SCHEDULED, Status.BATCHED])
-def test_cancel_ends_a_waiting_economy_request_at_once_refunded(alice, team, status):
+def test_it_cancel_ends_a_waiting_economy_request_at_once_refunded(alice, team, status):
     (request,) = order(alice, team)
     GenerationRequest.objects.filter(pk=request.pk).update(status=status)
     request.refresh_from_db()
@@ -138,7 +138,7 @@ def test_it_is_charged_no_more_than_its_batch_price_whichever_way_it_was_served(
     assert request.price_to_charge(Decimal("0.039")) == Decimal("0.039")
 
 
-def test_the_page_says_how_it_was_served(client_for, alice, team):
+def test_it_the_page_says_how_it_was_served(client_for, alice, team):
     (request,) = order(alice, team)
     batch = UpstreamBatch.objects.create(
         model=PRO, image_size="1K", name="batches/abc123", state="succeeded", lines=1
@@ -161,7 +161,7 @@ def test_the_page_says_how_it_was_served(client_for, alice, team):
     assert "Batch, Nano Banana Pro, 11 h" in gallery
 
 
-def test_the_form_offers_economy_and_explains_a_missing_deadline(client_for, alice):
+def test_it_the_form_offers_economy_and_explains_a_missing_deadline(client_for, alice):
     client = client_for(alice)
     form = client.get(reverse("generator:prompt")).content.decode()
     assert 'value="economy"' in form and "at least 3 h away" in form
@@ -175,7 +175,7 @@ def test_the_form_offers_economy_and_explains_a_missing_deadline(client_for, ali
     assert not GenerationRequest.objects.exists()
 
 
-def test_a_rerun_keeps_the_lead_time_of_the_original(client_for, alice, team):
+def test_it_a_rerun_keeps_the_lead_time_of_the_original(client_for, alice, team):
     (request,) = order(alice, team, hours=10)
     client_for(alice).post(reverse("generator:rerun", args=[request.pk]))
     rerun = GenerationRequest.objects.exclude(pk=request.pk).get()
@@ -183,7 +183,7 @@ def test_a_rerun_keeps_the_lead_time_of_the_original(client_for, alice, team):
     assert timedelta(hours=9, minutes=59) < lead <= timedelta(hours=10)
 
 
-def test_operators_read_the_batches_in_the_admin_and_cannot_change_them(client, db):
+def test_it_operators_read_the_batches_in_the_admin_and_cannot_change_them(client, db):
     from accounts.models import User
 
     admin = User.objects.create_superuser("root@example.com", "pw-long-enough-1")

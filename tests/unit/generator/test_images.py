@@ -113,5 +113,5 @@ def test_it_refuses_a_decompression_bomb_with_a_clear_message(settings, monkeypa
         validate_reference(upload(picture("PNG", (100, 100))))
 
 
-def test_inspect_reports_type_and_size():
+def test_it_inspect_reports_type_and_size():
     assert inspect(picture("WEBP", (10, 20)), 1000) == ("image/webp", 10, 20)

@@ -22,37 +22,37 @@ def patience(settings):
     settings.TIME_SCALE = 1.0
 
 
-def test_quality_first_waits_the_default_patience_for_its_first_model(patience, alice, team):
+def test_it_quality_first_waits_the_default_patience_for_its_first_model(patience, alice, team):
     (row,) = submit(alice, team, Submission(prompt="a lighthouse"))
     assert row.wait_up_to - row.created == timedelta(seconds=210)
     assert row.wait_limit_text == "3.5 min"
 
 
-def test_the_deliver_by_time_is_the_wait_limit_when_given(patience, alice, team):
+def test_it_the_deliver_by_time_is_the_wait_limit_when_given(patience, alice, team):
     deadline = timezone.now() + timedelta(minutes=10)
     (row,) = submit(alice, team, Submission(prompt="a lighthouse", deadline=deadline))
     assert row.wait_up_to == deadline
 
 
-def test_stability_first_has_no_wait_limit(patience, alice, team):
+def test_it_stability_first_has_no_wait_limit(patience, alice, team):
     (row,) = submit(alice, team, Submission(prompt="a lighthouse", strategy="stability-first"))
     assert row.wait_up_to is None
     assert row.wait_limit_text == ""
 
 
-def test_the_wait_limit_follows_the_time_scale_of_drills(settings, alice, team):
+def test_it_the_wait_limit_follows_the_time_scale_of_drills(settings, alice, team):
     settings.POLICY_QUALITY_PATIENCE_S = 200.0
     settings.TIME_SCALE = 0.01
     (row,) = submit(alice, team, Submission(prompt="a lighthouse"))
     assert row.wait_up_to - row.created == timedelta(seconds=2)
 
 
-def test_the_prompt_form_says_how_long_quality_first_waits(patience, client_for, alice):
+def test_it_the_prompt_form_says_how_long_quality_first_waits(patience, client_for, alice):
     body = client_for(alice).get(reverse("generator:prompt")).content.decode()
     assert "retries it for up to 3.5 min" in body
 
 
-def test_the_detail_page_shows_until_when_the_first_model_is_waited_for(
+def test_it_the_detail_page_shows_until_when_the_first_model_is_waited_for(
     patience, client_for, alice, team
 ):
     (row,) = submit(alice, team, Submission(prompt="a lighthouse"))

@@ -64,7 +64,7 @@ class RecordingQueue:
         return options
 
 
-def test_a_started_requests_next_step_goes_to_the_front_of_the_queue(monkeypatch, request_row):
+def test_it_a_started_requests_next_step_goes_to_the_front_of_the_queue(monkeypatch, request_row):
     fake = RecordingQueue()
     monkeypatch.setattr(queue, "get_queue", lambda: fake)
     queue.enqueue(request_row)  # its first step: behind the requests already waiting

@@ -61,7 +61,7 @@ def test_it_hands_a_step_over_to_the_queue_after_commit(
     assert enqueued == [(queued, at)] and queued.step == 2
 
 
-def test_a_step_that_lost_its_claim_changes_nothing(
+def test_it_a_step_that_lost_its_claim_changes_nothing(
     queued, enqueued, django_capture_on_commit_callbacks
 ):
     GenerationRequest.objects.claim(queued.pk, queued.step, "w1")
@@ -114,7 +114,7 @@ def test_it_refuses_to_finish_into_a_state_that_is_not_an_end(queued):
         queued.finish(Status.WAITING, Expect.off_worker())
 
 
-def test_a_cancel_ends_a_queued_request_at_once_and_refunds_it(queued, alice):
+def test_it_a_cancel_ends_a_queued_request_at_once_and_refunds_it(queued, alice):
     assert queued.cancel(alice)
     assert (queued.status, queued.error_code) == (Status.CANCELED, "canceled")
     assert queued.quota_state == QuotaState.REFUNDED
@@ -122,7 +122,7 @@ def test_a_cancel_ends_a_queued_request_at_once_and_refunds_it(queued, alice):
     assert not queued.cancel(alice)  # already ended
 
 
-def test_a_cancel_only_flags_a_running_request(queued, alice):
+def test_it_a_cancel_only_flags_a_running_request(queued, alice):
     GenerationRequest.objects.claim(queued.pk, queued.step, "w1")
     assert queued.cancel(alice)
     assert (queued.status, queued.cancel_requested) == (Status.RUNNING, True)

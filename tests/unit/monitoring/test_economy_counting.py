@@ -15,7 +15,7 @@ from monitoring.models import AttemptRollup, Period
 from tests.factories import FLASH, PRO, make_request
 
 
-def test_batch_lines_are_not_counted_as_calls(alice):
+def test_it_batch_lines_are_not_counted_as_calls(alice):
     now = timezone.now()
     row = make_request(
         alice, created=now - timedelta(minutes=10), attempts=[(PRO, "success", 1, 9000, 200)]
@@ -31,7 +31,7 @@ def test_batch_lines_are_not_counted_as_calls(alice):
     assert [(r["outcome"], r["count"]) for r in counted] == [("success", 1)]
 
 
-def test_economy_requests_have_their_own_section_and_stay_out_of_the_tiles(
+def test_it_economy_requests_have_their_own_section_and_stay_out_of_the_tiles(
     client_for, staff, alice
 ):
     now = timezone.now()
@@ -65,7 +65,7 @@ def test_economy_requests_have_their_own_section_and_stay_out_of_the_tiles(
     assert "1 succeeded" in html and "2 sent, 1 delivered" in html
 
 
-def test_the_off_peak_scheduler_reads_the_table_the_rollups_learn(db):
+def test_it_the_off_peak_scheduler_reads_the_table_the_rollups_learn(db):
     at = datetime(2026, 11, 20, 17, tzinfo=UTC)
     for outcome, count in (("success", 6), ("overloaded", 4)):
         AttemptRollup.objects.create(

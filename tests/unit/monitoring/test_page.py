@@ -148,7 +148,7 @@ def test_it_renders_every_window(client_for, staff, scenario, no_redis, window):
     assert 'style="' not in response.content.decode()
 
 
-def test_its_links_open_the_filtered_request_log(client, operator, scenario, no_redis):
+def test_it_its_links_open_the_filtered_request_log(client, operator, scenario, no_redis):
     # The read-only operator (the demo account's permissions) can open every link.
     client.force_login(operator)
     html = client.get(URL, {"window": "1h"}).content.decode()

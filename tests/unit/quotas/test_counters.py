@@ -38,14 +38,14 @@ def _assert_counters_match_the_ledger():
             assert Decimal(row.micro_usd) / 1_000_000 == cost, row
 
 
-def test_a_team_without_limits_keeps_no_counter_and_sums_nothing(alice, team):
+def test_it_a_team_without_limits_keeps_no_counter_and_sums_nothing(alice, team):
     _submit(alice, team)
     sql = _queries(lambda: _submit(alice, team, count=2))
     assert not UsageCounter.objects.exists()
     assert not [q for q in sql if "SUM(" in q or "FOR UPDATE" in q]
 
 
-def test_admission_with_limits_stays_flat_as_the_month_grows(alice, bob, team):
+def test_it_admission_with_limits_stays_flat_as_the_month_grows(alice, bob, team):
     services.set_limits(
         team, images_per_day=1000, monthly_budget_usd=Decimal(1000), member_daily_cap=1000
     )
@@ -61,7 +61,7 @@ def test_admission_with_limits_stays_flat_as_the_month_grows(alice, bob, team):
     assert day.images == 84
 
 
-def test_the_counters_follow_charges_and_refunds(alice, bob, team):
+def test_it_the_counters_follow_charges_and_refunds(alice, bob, team):
     services.set_limits(
         team, images_per_day=50, images_per_month=100, monthly_budget_usd=Decimal(50),
         member_daily_cap=20,
@@ -80,7 +80,7 @@ def test_the_counters_follow_charges_and_refunds(alice, bob, team):
     _assert_counters_match_the_ledger()
 
 
-def test_a_limit_set_after_use_counts_the_use_so_far(alice, team):
+def test_it_a_limit_set_after_use_counts_the_use_so_far(alice, team):
     _submit(alice, team, count=3)
     services.set_limits(team, images_per_day=4)
     with pytest.raises(QuotaExceeded, match=r"has 1 image left \(3 of 4 images used\)"):
@@ -89,7 +89,7 @@ def test_a_limit_set_after_use_counts_the_use_so_far(alice, team):
     _assert_counters_match_the_ledger()
 
 
-def test_changing_the_limits_starts_the_counters_again(alice, team):
+def test_it_changing_the_limits_starts_the_counters_again(alice, team):
     services.set_limits(team, images_per_day=5)
     _submit(alice, team, count=2)
     services.set_limits(team, images_per_day=None)  # unlimited: the counters stop
@@ -101,7 +101,7 @@ def test_changing_the_limits_starts_the_counters_again(alice, team):
     _assert_counters_match_the_ledger()
 
 
-def test_a_settlement_moves_only_the_counters_of_periods_still_running(monkeypatch, alice, team):
+def test_it_a_settlement_moves_only_the_counters_of_periods_still_running(monkeypatch, alice, team):
     services.set_limits(team, images_per_day=3, images_per_month=10)
     monkeypatch.setattr(timezone, "now", lambda: datetime(2026, 11, 10, 23, 59, tzinfo=UTC))
     (request,) = _submit(alice, team)
@@ -114,12 +114,12 @@ def test_a_settlement_moves_only_the_counters_of_periods_still_running(monkeypat
     assert UsageCounter.objects.get(period="month").images == 0
 
 
-def test_set_limits_refuses_what_is_not_a_limit(team):
+def test_it_set_limits_refuses_what_is_not_a_limit(team):
     with pytest.raises(TypeError, match="Not a limit: name"):
         services.set_limits(team, name="Renamed")
 
 
-def test_a_refusal_that_fits_again_on_reading_is_retried_then_named(monkeypatch, alice, team):
+def test_it_a_refusal_that_fits_again_on_reading_is_retried_then_named(monkeypatch, alice, team):
     services.set_limits(team, images_per_day=5)
     # A counter that keeps refusing while the reading says the image fits: each time,
     # another admission's use was refunded in between. After a few rounds it refuses.

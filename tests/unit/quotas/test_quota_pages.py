@@ -37,7 +37,7 @@ def _edit(team):
 # --- The quota page ---------------------------------------------------------------------
 
 
-def test_the_owner_sees_each_members_use(client_for, alice, bob, team):
+def test_it_the_owner_sees_each_members_use(client_for, alice, bob, team):
     _limit(team, images_per_day=10)
     _submit(alice, team, count=1)
     (delivered, _, _) = _submit(bob, team, count=3)
@@ -55,7 +55,7 @@ def test_the_owner_sees_each_members_use(client_for, alice, bob, team):
     assert 'data-label="Model">Nano Banana<' in body  # the ledger's charge row
 
 
-def test_a_member_sees_the_team_totals_and_their_own_use_only(client_for, alice, bob, team):
+def test_it_a_member_sees_the_team_totals_and_their_own_use_only(client_for, alice, bob, team):
     _limit(team, images_per_day=10)
     _submit(alice, team, count=2)
     _submit(bob, team, count=1)
@@ -72,7 +72,7 @@ def test_a_member_sees_the_team_totals_and_their_own_use_only(client_for, alice,
     assert "Change limits" not in body
 
 
-def test_the_page_warns_at_80_percent_and_says_when_a_limit_is_reached(client_for, alice, team):
+def test_it_the_page_warns_at_80_percent_and_says_when_a_limit_is_reached(client_for, alice, team):
     _limit(team, images_per_day=5)
     _submit(alice, team, count=4)
     body = client_for(alice).get(_page(team)).content.decode()
@@ -83,13 +83,13 @@ def test_the_page_warns_at_80_percent_and_says_when_a_limit_is_reached(client_fo
     assert f"new images are refused until {resets}" in body
 
 
-def test_quota_redirects_to_the_active_teams_page(client_for, bob, team):
+def test_it_quota_redirects_to_the_active_teams_page(client_for, bob, team):
     response = client_for(bob).get(reverse("quotas:quota"))
     assert response.status_code == 302
     assert response["Location"] == _page(team)
 
 
-def test_outsiders_get_404(client_for, charlie, team):
+def test_it_outsiders_get_404(client_for, charlie, team):
     client = client_for(charlie)
     assert client.get(_page(team)).status_code == 404
     assert client.get(_edit(team)).status_code == 404
@@ -98,27 +98,27 @@ def test_outsiders_get_404(client_for, charlie, team):
     assert team.images_per_day is None
 
 
-def test_anonymous_visitors_are_sent_to_log_in(client, team):
+def test_it_anonymous_visitors_are_sent_to_log_in(client, team):
     for url in (_page(team), _edit(team), reverse("quotas:quota")):
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("accounts:login"))
 
 
-def test_wrong_methods_are_refused(client_for, alice, team):
+def test_it_wrong_methods_are_refused(client_for, alice, team):
     client = client_for(alice)
     assert client.post(_page(team)).status_code == 405
     assert client.post(reverse("quotas:quota")).status_code == 405
     assert client.put(_edit(team)).status_code == 405
 
 
-def test_staff_see_any_teams_quota(client_for, staff, alice, team):
+def test_it_staff_see_any_teams_quota(client_for, staff, alice, team):
     response = client_for(staff).get(_page(team))
     assert response.status_code == 200
     assert response.context["members"] is not None
 
 
-def test_the_team_page_and_the_menu_link_to_the_quota(client_for, alice, team):
+def test_it_the_team_page_and_the_menu_link_to_the_quota(client_for, alice, team):
     body = client_for(alice).get(reverse("accounts:team", args=[team.id])).content.decode()
     assert _page(team) in body
     assert reverse("quotas:quota") in body
@@ -127,7 +127,7 @@ def test_the_team_page_and_the_menu_link_to_the_quota(client_for, alice, team):
 # --- The limits form ----------------------------------------------------------------------
 
 
-def test_the_owner_sets_the_limits(client_for, alice, team):
+def test_it_the_owner_sets_the_limits(client_for, alice, team):
     response = client_for(alice).post(
         _edit(team),
         {
@@ -145,7 +145,7 @@ def test_the_owner_sets_the_limits(client_for, alice, team):
     assert team.member_daily_cap is None
 
 
-def test_the_form_shows_the_current_limits(client_for, alice, team):
+def test_it_the_form_shows_the_current_limits(client_for, alice, team):
     _limit(team, images_per_month=42)
     response = client_for(alice).get(_edit(team))
     assert response.status_code == 200
@@ -163,7 +163,7 @@ def test_the_form_shows_the_current_limits(client_for, alice, team):
         ("monthly_budget_usd", "1.234", "no more than 2 decimal places"),
     ],
 )
-def test_the_form_explains_bad_values(client_for, alice, team, field, value, message):
+def test_it_the_form_explains_bad_values(client_for, alice, team, field, value, message):
     response = client_for(alice).post(_edit(team), {field: value})
     assert response.status_code == 400
     assert message in " ".join(response.context["form"].errors[field])
@@ -171,7 +171,7 @@ def test_the_form_explains_bad_values(client_for, alice, team, field, value, mes
     assert getattr(team, field) is None
 
 
-def test_a_daily_limit_above_the_monthly_one_is_refused(client_for, alice, team):
+def test_it_a_daily_limit_above_the_monthly_one_is_refused(client_for, alice, team):
     response = client_for(alice).post(
         _edit(team), {"images_per_day": "50", "images_per_month": "10"}
     )
@@ -179,7 +179,7 @@ def test_a_daily_limit_above_the_monthly_one_is_refused(client_for, alice, team)
     assert "cannot be above the monthly limit (10 images)" in response.content.decode()
 
 
-def test_members_may_not_change_the_limits(client_for, bob, team):
+def test_it_members_may_not_change_the_limits(client_for, bob, team):
     client = client_for(bob)
     assert client.get(_edit(team)).status_code == 403
     assert client.post(_edit(team), {"images_per_day": "1000"}).status_code == 403
@@ -187,7 +187,7 @@ def test_members_may_not_change_the_limits(client_for, bob, team):
     assert team.images_per_day is None
 
 
-def test_staff_may_change_any_teams_limits(client_for, staff, team):
+def test_it_staff_may_change_any_teams_limits(client_for, staff, team):
     response = client_for(staff).post(_edit(team), {"images_per_day": "3"})
     assert response.status_code == 302
     team.refresh_from_db()
@@ -197,7 +197,7 @@ def test_staff_may_change_any_teams_limits(client_for, staff, team):
 # --- The partial and the API ---------------------------------------------------------------
 
 
-def test_the_partial_says_what_is_left_and_when_it_resets(alice, team):
+def test_it_the_partial_says_what_is_left_and_when_it_resets(alice, team):
     _limit(team, images_per_day=5, member_daily_cap=4)
     _submit(alice, team, count=1)
     html = render_to_string(
@@ -210,7 +210,7 @@ def test_the_partial_says_what_is_left_and_when_it_resets(alice, team):
     assert _page(team) in html
 
 
-def test_the_partial_says_when_the_limit_is_reached(alice, team):
+def test_it_the_partial_says_when_the_limit_is_reached(alice, team):
     _limit(team, images_per_month=2)
     _submit(alice, team, count=2)
     html = render_to_string(
@@ -222,7 +222,7 @@ def test_the_partial_says_when_the_limit_is_reached(alice, team):
     assert format_reset(periods().month_end) in html
 
 
-def test_the_partial_without_limits(alice, team):
+def test_it_the_partial_without_limits(alice, team):
     html = render_to_string(
         "quotas/partials/quota_remaining.html",
         {"quota": selectors.quota_summary(team, alice)},
@@ -230,7 +230,7 @@ def test_the_partial_without_limits(alice, team):
     assert "No quota limits for Acme." in html
 
 
-def test_the_api_answers_429_with_the_limit_use_and_reset(client, alice, team):
+def test_it_the_api_answers_429_with_the_limit_use_and_reset(client, alice, team):
     _limit(team, images_per_day=0)
     _, raw = ApiToken.issue(alice, "ci")
     response = client.post(

@@ -71,7 +71,7 @@ def test_it_refuses_the_image_over_the_daily_limit_and_creates_nothing(alice, te
         _submit(alice, team)
 
 
-def test_the_error_says_which_limit_the_use_and_when_it_resets(alice, team):
+def test_it_the_error_says_which_limit_the_use_and_when_it_resets(alice, team):
     _limit(team, images_per_day=1)
     _submit(alice, team)
     with pytest.raises(QuotaExceeded) as refused:
@@ -130,7 +130,7 @@ def test_it_caps_each_member_separately(alice, bob, team):
     _submit(alice, team, count=2)  # alice's own cap is untouched
 
 
-def test_the_longest_lasting_limit_is_the_one_reported(alice, team):
+def test_it_the_longest_lasting_limit_is_the_one_reported(alice, team):
     _limit(team, images_per_day=1, images_per_month=1)
     _submit(alice, team)
     with pytest.raises(QuotaExceeded) as refused:
@@ -139,19 +139,19 @@ def test_the_longest_lasting_limit_is_the_one_reported(alice, team):
     assert refused.value.code == "images_per_month"
 
 
-def test_a_limit_of_zero_refuses_everything(alice, team):
+def test_it_a_limit_of_zero_refuses_everything(alice, team):
     _limit(team, images_per_month=0)
     with pytest.raises(QuotaExceeded):
         _submit(alice, team)
 
 
-def test_other_teams_use_does_not_count(alice, team, charlie):
+def test_it_other_teams_use_does_not_count(alice, team, charlie):
     _limit(team, images_per_day=1)
     _submit(charlie, charlie.active_team, count=4)
     _submit(alice, team)
 
 
-def test_reserve_outside_a_transaction_is_a_programming_error(transactional_db, alice, team):
+def test_it_reserve_outside_a_transaction_is_a_programming_error(transactional_db, alice, team):
     with pytest.raises(RuntimeError, match="inside the admission transaction"):
         services.reserve(team, alice, images=1, cost_usd_each=PRO_1K)
 
@@ -159,7 +159,7 @@ def test_reserve_outside_a_transaction_is_a_programming_error(transactional_db, 
 # --- Charge and refund, exactly once -------------------------------------------------------
 
 
-def test_success_charges_the_fallback_at_the_fallbacks_price(alice, team):
+def test_it_success_charges_the_fallback_at_the_fallbacks_price(alice, team):
     (request,) = _submit(alice, team)
     _finish(
         request,
@@ -187,7 +187,7 @@ def test_success_charges_the_fallback_at_the_fallbacks_price(alice, team):
     assert budget["monthly_budget"].in_flight == 0
 
 
-def test_a_second_charge_or_refund_does_nothing(alice, team):
+def test_it_a_second_charge_or_refund_does_nothing(alice, team):
     (request,) = _submit(alice, team)
     assert services.charge(request, FLASH_1K, model="gemini-2.5-flash-image")
     assert services.charge(request, PRO_1K) is False
@@ -196,7 +196,7 @@ def test_a_second_charge_or_refund_does_nothing(alice, team):
     assert (entry.kind, entry.amount_usd) == ("charge", FLASH_1K)
 
 
-def test_the_request_shows_its_settlement_once(alice, team):
+def test_it_the_request_shows_its_settlement_once(alice, team):
     (request,) = _submit(alice, team)
     _finish(request, Status.SUCCEEDED, served_model="gemini-2.5-flash-image", cost_usd=FLASH_1K)
     request.refresh_from_db()
@@ -207,7 +207,7 @@ def test_the_request_shows_its_settlement_once(alice, team):
     assert UsageEntry.objects.filter(request_id=request.pk).count() == 1
 
 
-def test_failure_refunds_the_reservation(alice, team):
+def test_it_failure_refunds_the_reservation(alice, team):
     _limit(team, images_per_day=1)
     (request,) = _submit(alice, team)
     _finish(request, Status.FAILED, error_code="overloaded")
@@ -224,7 +224,7 @@ def test_failure_refunds_the_reservation(alice, team):
     _submit(alice, team)
 
 
-def test_cancel_refunds_once(alice, team):
+def test_it_cancel_refunds_once(alice, team):
     (request,) = _submit(alice, team)
     request.cancel()
     request.cancel()
@@ -234,7 +234,7 @@ def test_cancel_refunds_once(alice, team):
     assert (entry.kind, entry.reason) == ("refund", "canceled")
 
 
-def test_the_reconciler_settles_requests_a_dead_worker_left_reserved(alice, team):
+def test_it_the_reconciler_settles_requests_a_dead_worker_left_reserved(alice, team):
     done, failed, running = _submit(alice, team, count=3)
     _finish(done, Status.SUCCEEDED, served_model="gemini-2.5-flash-image", cost_usd=FLASH_1K)
     _finish(failed, Status.FAILED, error_code="worker_lost")
@@ -259,7 +259,7 @@ def test_the_reconciler_settles_requests_a_dead_worker_left_reserved(alice, team
     assert UsageEntry.objects.exclude(kind="reserve").count() == 2
 
 
-def test_the_ledger_refuses_a_second_settlement_row(alice, team):
+def test_it_the_ledger_refuses_a_second_settlement_row(alice, team):
     from django.db import IntegrityError, transaction
 
     (request,) = _submit(alice, team)
@@ -283,7 +283,7 @@ def _at(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def test_periods_follow_the_quota_time_zone(settings):
+def test_it_periods_follow_the_quota_time_zone(settings):
     now = _at(2026, 11, 30, 3, 0)  # still the 29th in New York
     settings.QUOTA_TIME_ZONE = "America/New_York"
     p = periods(now)
@@ -296,7 +296,7 @@ def test_periods_follow_the_quota_time_zone(settings):
     assert periods(_at(2026, 12, 31, 23, 59)).month_end == _at(2027, 1, 1)
 
 
-def test_a_bad_time_zone_is_explained(settings):
+def test_it_a_bad_time_zone_is_explained(settings):
     from django.core.exceptions import ImproperlyConfigured
 
     settings.QUOTA_TIME_ZONE = "Mars/Olympus"
@@ -309,7 +309,7 @@ def _travel(monkeypatch, moment):
     monkeypatch.setattr(timezone, "now", lambda: moment)
 
 
-def test_the_day_rolls_over_but_the_month_keeps_counting(monkeypatch, alice, team):
+def test_it_the_day_rolls_over_but_the_month_keeps_counting(monkeypatch, alice, team):
     _limit(team, images_per_day=2, images_per_month=10)
     _travel(monkeypatch, _at(2026, 11, 10, 23, 59))
     requests = _submit(alice, team, count=2)
@@ -336,7 +336,7 @@ def test_the_day_rolls_over_but_the_month_keeps_counting(monkeypatch, alice, tea
     }
 
 
-def test_admission_counts_only_todays_requests(monkeypatch, alice, team):
+def test_it_admission_counts_only_todays_requests(monkeypatch, alice, team):
     _limit(team, images_per_day=1)
     today = periods()
     _travel(monkeypatch, today.day_start - timedelta(seconds=1))
@@ -350,7 +350,7 @@ def test_admission_counts_only_todays_requests(monkeypatch, alice, team):
 # --- What the pages and monitoring get ------------------------------------------------------
 
 
-def test_the_summary_splits_charged_from_in_flight_and_warns_at_80_percent(alice, bob, team):
+def test_it_the_summary_splits_charged_from_in_flight_and_warns_at_80_percent(alice, bob, team):
     _limit(team, images_per_day=5, monthly_budget_usd=Decimal("10"), member_daily_cap=3)
     first, _ = _submit(alice, team, count=2)
     services.charge(first, FLASH_1K)
@@ -372,7 +372,7 @@ def test_the_summary_splits_charged_from_in_flight_and_warns_at_80_percent(alice
     assert summary.warning
 
 
-def test_member_usage_lists_every_member_and_former_ones(alice, bob, charlie, team):
+def test_it_member_usage_lists_every_member_and_former_ones(alice, bob, charlie, team):
     _submit(alice, team, count=1)
     (gone,) = _submit(bob, team, count=1)
     services.charge(gone, FLASH_1K)
@@ -385,7 +385,7 @@ def test_member_usage_lists_every_member_and_former_ones(alice, bob, charlie, te
     assert rows[1]["cost_month"] == FLASH_1K
 
 
-def test_usage_overview_aggregates_per_team_and_user_in_few_queries(
+def test_it_usage_overview_aggregates_per_team_and_user_in_few_queries(
     alice, bob, charlie, team, django_assert_max_num_queries
 ):
     _limit(team, images_per_day=4)
@@ -413,7 +413,7 @@ def test_usage_overview_aggregates_per_team_and_user_in_few_queries(
     }
 
 
-def test_the_ledger_helper_filters(alice, bob, team):
+def test_it_the_ledger_helper_filters(alice, bob, team):
     (request,) = _submit(alice, team)
     _submit(bob, team)
     services.refund(request, reason="canceled")
@@ -423,7 +423,7 @@ def test_the_ledger_helper_filters(alice, bob, team):
     assert not selectors.ledger(team, since=timezone.now() + timedelta(seconds=1)).exists()
 
 
-def test_new_teams_start_with_the_configured_defaults(settings, alice):
+def test_it_new_teams_start_with_the_configured_defaults(settings, alice):
     settings.QUOTA_DEFAULT_IMAGES_PER_DAY = 20
     settings.QUOTA_DEFAULT_MONTHLY_BUDGET_USD = "12.50"
     created = Team.create_with_owner("Defaults", alice)

@@ -28,7 +28,7 @@ def kill(breaker):
     feed(breaker, ["unavailable"] * CONFIG.dead_after)
 
 
-def test_a_model_that_fails_most_calls_but_still_delivers_stays_closed(breaker):
+def test_it_a_model_that_fails_most_calls_but_still_delivers_stays_closed(breaker):
     # Nine failures in ten, as Pro in a hard episode: retrying still delivers.
     feed(breaker, (["overloaded"] * 5 + ["success"]) * 6)
     state = breaker.state(PRO)
@@ -48,7 +48,7 @@ def test_it_opens_when_calls_fail_in_a_row_and_refuses_calls(breaker, clock):
 
 
 @pytest.mark.parametrize("outcome", ["blocked", "bad_request", "rate_limited", "auth"])
-def test_prompt_and_quota_errors_say_nothing_about_the_model(breaker, outcome):
+def test_it_prompt_and_quota_errors_say_nothing_about_the_model(breaker, outcome):
     feed(breaker, ["overloaded"] * 5 + [outcome] * 10)
     state = breaker.state(PRO)
     assert (state.state, state.calls, state.streak) == ("closed", 5, 5)
@@ -66,7 +66,7 @@ def test_it_lets_one_probe_at_a_time_through_once_due(breaker, clock):
     assert (state.state, state.probe_available) == ("half_open", False)
 
 
-def test_a_successful_probe_closes_it(breaker, clock):
+def test_it_a_successful_probe_closes_it(breaker, clock):
     kill(breaker)
     clock.advance(10)
     breaker.admit(PRO, "probe")
@@ -76,7 +76,7 @@ def test_a_successful_probe_closes_it(breaker, clock):
     assert [t["to"] for t in breaker.transitions()] == ["closed", "half_open", "open"]
 
 
-def test_failed_probes_come_further_apart_up_to_a_cap(breaker, clock):
+def test_it_failed_probes_come_further_apart_up_to_a_cap(breaker, clock):
     kill(breaker)
     gaps = []
     for _ in range(4):
@@ -89,13 +89,13 @@ def test_failed_probes_come_further_apart_up_to_a_cap(breaker, clock):
     assert gaps == [10, 20, 40, 40, 40]
 
 
-def test_results_of_calls_from_before_it_opened_are_ignored(breaker, clock):
+def test_it_results_of_calls_from_before_it_opened_are_ignored(breaker, clock):
     kill(breaker)
     breaker.record(PRO, Outcome.SUCCESS)  # no probe lease: a late answer
     assert breaker.state(PRO).state == "open"
 
 
-def test_a_dead_probes_lease_expires(breaker, clock):
+def test_it_a_dead_probes_lease_expires(breaker, clock):
     kill(breaker)
     clock.advance(10)
     breaker.admit(PRO, "dead-worker")
@@ -108,7 +108,7 @@ def test_a_dead_probes_lease_expires(breaker, clock):
     assert breaker.admit(PRO, "next")[0]
 
 
-def test_a_probe_that_did_not_count_lets_the_next_one_go(breaker, clock):
+def test_it_a_probe_that_did_not_count_lets_the_next_one_go(breaker, clock):
     kill(breaker)
     clock.advance(10)
     breaker.admit(PRO, "probe")

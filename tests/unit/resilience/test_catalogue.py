@@ -31,7 +31,7 @@ def test_it_leaves_out_models_whose_provider_is_not_configured():
     assert [m.id for m in chain] == ["gemini-2.5-flash-image", "gemini-3-pro-image-preview"]
 
 
-def test_a_toml_file_changes_models_adds_models_and_replaces_chains(tmp_path):
+def test_it_a_toml_file_changes_models_adds_models_and_replaces_chains(tmp_path):
     path = tmp_path / "catalogue.toml"
     path.write_text(
         """
@@ -74,7 +74,7 @@ def test_it_explains_a_bad_catalogue_file(tmp_path, text, message):
         load_catalogue(path)
 
 
-def test_batch_mode_costs_half_the_gemini_price_and_the_openai_model_has_none():
+def test_it_batch_mode_costs_half_the_gemini_price_and_the_openai_model_has_none():
     catalogue = load_catalogue()
     pro = catalogue["gemini-3-pro-image-preview"]
     assert pro.batch_price("1K") == pro.price("1K") / 2
@@ -83,20 +83,20 @@ def test_batch_mode_costs_half_the_gemini_price_and_the_openai_model_has_none():
     assert not catalogue["gpt-image-1"].has_batch
 
 
-def test_economy_is_a_strategy_with_the_best_model_first():
+def test_it_economy_is_a_strategy_with_the_best_model_first():
     catalogue = load_catalogue()
     assert "economy" in STRATEGIES
     assert catalogue.primary("economy").id == "gemini-3-pro-image-preview"
 
 
-def test_the_request_model_offers_exactly_the_catalogue_strategies():
+def test_it_the_request_model_offers_exactly_the_catalogue_strategies():
     from generator.models import Strategy
 
     assert tuple(Strategy.values) == STRATEGIES
     assert Strategy.ECONOMY.label == "Economy"
 
 
-def test_a_toml_file_sets_batch_prices_for_every_size_or_none(tmp_path):
+def test_it_a_toml_file_sets_batch_prices_for_every_size_or_none(tmp_path):
     path = tmp_path / "catalogue.toml"
     path.write_text('[models."gemini-2.5-flash-image"]\nbatch_price_usd = {"1K" = 0.02}\n')
     assert load_catalogue(path)["gemini-2.5-flash-image"].batch_price("1K") == Decimal("0.02")
@@ -105,7 +105,7 @@ def test_a_toml_file_sets_batch_prices_for_every_size_or_none(tmp_path):
         load_catalogue(path)
 
 
-def test_the_documented_example_file_loads():
+def test_it_the_documented_example_file_loads():
     example = Path(__file__).resolve().parents[3] / "docs" / "catalogue.example.toml"
     catalogue = load_catalogue(example)
     assert catalogue["gemini-2.5-flash-image"].rpm == 500

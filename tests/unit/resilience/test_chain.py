@@ -66,7 +66,7 @@ def test_it_waits_a_moment_when_every_try_is_refused():
     assert decision.reason == Reason(Code.ALL_BUSY)
 
 
-def test_asked_twice_with_the_same_history_it_answers_the_same():
+def test_it_asked_twice_with_the_same_history_it_answers_the_same():
     clock = VirtualClock()
     health = health_with_one_pro_call_a_minute(clock)
     failed = AttemptRecord(PRO, Outcome.OVERLOADED, clock.now())
@@ -86,7 +86,7 @@ def deadline_ticket(clock, deadline_in):
     )
 
 
-def test_a_request_that_waits_for_quota_books_its_slot():
+def test_it_a_request_that_waits_for_quota_books_its_slot():
     clock = VirtualClock()
     health = health_with_one_pro_call_a_minute(clock)
     assert health.acquire(PRO)[0]  # this minute's slot is gone
@@ -100,7 +100,7 @@ def test_a_request_that_waits_for_quota_books_its_slot():
     assert (decision.action, decision.model) == (Action.CALL, PRO)
 
 
-def test_a_request_that_no_longer_waits_for_its_slot_gives_it_back():
+def test_it_a_request_that_no_longer_waits_for_its_slot_gives_it_back():
     clock = VirtualClock()
     health = health_with_one_pro_call_a_minute(clock)
     assert health.acquire(PRO)[0]

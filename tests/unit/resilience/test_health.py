@@ -40,7 +40,7 @@ def test_it_refuses_calls_to_a_model_whose_breaker_is_open(health, clock):
     assert snapshot[FLASH].breaker == "closed"
 
 
-def test_only_one_worker_probes_and_its_success_closes_the_breaker(health, clock):
+def test_it_only_one_worker_probes_and_its_success_closes_the_breaker(health, clock):
     open_pro(health)
     clock.advance(60)
     assert health.snapshot([PRO])[PRO].probe_available
@@ -53,7 +53,7 @@ def test_only_one_worker_probes_and_its_success_closes_the_breaker(health, clock
     assert [t["to"] for t in health.transitions()] == ["closed", "half_open", "open"]
 
 
-def test_a_probe_refused_by_the_limiter_gives_its_lease_back(clock):
+def test_it_a_probe_refused_by_the_limiter_gives_its_lease_back(clock):
     store = MemoryStore()
     health = Health(store, clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1.0))
     for _ in range(4):
@@ -65,14 +65,14 @@ def test_a_probe_refused_by_the_limiter_gives_its_lease_back(clock):
     assert health.snapshot([PRO])[PRO].probe_available
 
 
-def test_a_daily_429_marks_the_model_out_of_quota_until_the_reset(health, clock):
+def test_it_a_daily_429_marks_the_model_out_of_quota_until_the_reset(health, clock):
     health.record(PRO, Outcome.RATE_LIMITED, 300, retry_after_s=20, quota_scope="day")
     _, reset = health.limiter.day_window(clock.now())
     assert health.snapshot([PRO])[PRO].out_of_quota_until == reset
     assert health.snapshot([PRO])[PRO].breaker == "closed"
 
 
-def test_a_per_minute_429_holds_every_worker_back_for_the_servers_delay(health, clock):
+def test_it_a_per_minute_429_holds_every_worker_back_for_the_servers_delay(health, clock):
     health.record(PRO, Outcome.RATE_LIMITED, 300, retry_after_s=37, quota_scope="minute")
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 37
     clock.advance(37)
@@ -87,7 +87,7 @@ def test_it_keeps_the_median_latency_of_successes(health):
     assert next(r for r in health.overview() if r["model"] == FLASH)["p50_ms"] == 20_000
 
 
-def test_the_snapshot_shows_the_limiters_next_free_time(clock):
+def test_it_the_snapshot_shows_the_limiters_next_free_time(clock):
     health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
     assert health.acquire(PRO)[0]
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60

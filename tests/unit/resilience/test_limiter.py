@@ -42,7 +42,7 @@ def test_it_refills_at_the_quotas_rate(store, clock):
     assert not limiter.take(PRO, quotas)[0]
 
 
-def test_a_call_refused_by_one_quota_takes_nothing_from_the_others(store, clock):
+def test_it_a_call_refused_by_one_quota_takes_nothing_from_the_others(store, clock):
     limiter = Limiter(store, clock, LimiterConfig(safety=1.0))
     assert limiter.take(PRO, Quotas(ipm=1))[0]
     assert not limiter.take(PRO, Quotas(rpm=5, ipm=1))[0]
@@ -52,7 +52,7 @@ def test_a_call_refused_by_one_quota_takes_nothing_from_the_others(store, clock)
     }
 
 
-def test_the_daily_quota_resets_at_pacific_midnight(store, clock):
+def test_it_the_daily_quota_resets_at_pacific_midnight(store, clock):
     # 2026-03-02 07:59 UTC is 23:59 the day before in Los Angeles (PST, UTC-8).
     clock.t = datetime(2026, 3, 2, 7, 59, tzinfo=UTC).timestamp()
     limiter = Limiter(store, clock, LimiterConfig(safety=1.0))
@@ -65,14 +65,14 @@ def test_the_daily_quota_resets_at_pacific_midnight(store, clock):
     assert limiter.take(PRO, quotas)[0]
 
 
-def test_scaled_days_are_short(clock):
+def test_it_scaled_days_are_short(clock):
     limiter = Limiter(None, clock, LimiterConfig(day_s=864.0))
     name, reset = limiter.day_window(clock.now())
     assert 0 < reset - clock.now() <= 864
     assert limiter.day_window(reset)[0] != name
 
 
-def test_models_without_quotas_are_not_limited(store, clock):
+def test_it_models_without_quotas_are_not_limited(store, clock):
     limiter = Limiter(store, clock, LimiterConfig())
     assert all(limiter.take("unlimited", Quotas())[0] for _ in range(100))
 
@@ -95,7 +95,7 @@ def full(store, clock):
     return limiter
 
 
-def test_waiting_requests_book_the_next_slots_first_come_first_served(full, clock):
+def test_it_waiting_requests_book_the_next_slots_first_come_first_served(full, clock):
     t = clock.now()
     assert full.book(PRO, TWO_A_MINUTE, "a", not_after=t + 600) == (True, pytest.approx(t + 30))
     assert full.book(PRO, TWO_A_MINUTE, "b", not_after=t + 600) == (True, pytest.approx(t + 60))
@@ -104,14 +104,14 @@ def test_waiting_requests_book_the_next_slots_first_come_first_served(full, cloc
     assert full.peek(PRO, TWO_A_MINUTE, "b") == (pytest.approx(t + 90), pytest.approx(t + 60))
 
 
-def test_a_slot_beyond_the_limit_is_not_booked(full, clock):
+def test_it_a_slot_beyond_the_limit_is_not_booked(full, clock):
     t = clock.now()
     full.book(PRO, TWO_A_MINUTE, "a", not_after=t + 600)
     assert full.book(PRO, TWO_A_MINUTE, "b", not_after=t + 50) == (False, pytest.approx(t + 60))
     assert full.book(PRO, TWO_A_MINUTE, "c", not_after=t + 600) == (True, pytest.approx(t + 60))
 
 
-def test_the_holder_calls_in_its_slot_and_nobody_else_does(full, clock):
+def test_it_the_holder_calls_in_its_slot_and_nobody_else_does(full, clock):
     t = clock.now()
     full.book(PRO, TWO_A_MINUTE, "a", not_after=t + 600)
     assert full.take(PRO, TWO_A_MINUTE, "a") == (False, pytest.approx(t + 30))  # not yet
@@ -121,7 +121,7 @@ def test_the_holder_calls_in_its_slot_and_nobody_else_does(full, clock):
     assert full.peek(PRO, TWO_A_MINUTE, "a")[1] is None  # the booking is used up
 
 
-def test_a_released_slot_goes_to_the_next_caller(full, clock):
+def test_it_a_released_slot_goes_to_the_next_caller(full, clock):
     t = clock.now()
     full.book(PRO, TWO_A_MINUTE, "a", not_after=t + 600)
     assert full.release(PRO, "a") == pytest.approx(t + 30)
@@ -130,7 +130,7 @@ def test_a_released_slot_goes_to_the_next_caller(full, clock):
     assert full.book(PRO, TWO_A_MINUTE, "c", not_after=t + 600) == (True, pytest.approx(t + 60))
 
 
-def test_a_booking_used_too_late_is_void(full, clock):
+def test_it_a_booking_used_too_late_is_void(full, clock):
     t = clock.now()
     full.book(PRO, TWO_A_MINUTE, "a", not_after=t + 600)
     clock.advance(30 + 5 + 1)  # past the slot and its lateness allowance
@@ -139,12 +139,12 @@ def test_a_booking_used_too_late_is_void(full, clock):
     assert full.take(PRO, TWO_A_MINUTE, "a") == (False, pytest.approx(t + 60))
 
 
-def test_releasing_without_a_booking_is_harmless(full, clock):
+def test_it_releasing_without_a_booking_is_harmless(full, clock):
     assert full.release(PRO, "nobody") is None
     assert full.next_free_at(PRO, TWO_A_MINUTE) == pytest.approx(clock.now() + 30)
 
 
-def test_a_slot_is_never_before_not_before(store, clock):
+def test_it_a_slot_is_never_before_not_before(store, clock):
     limiter = Limiter(store, clock, LimiterConfig(safety=1.0))
     t = clock.now()
     assert limiter.take(PRO, TWO_A_MINUTE, not_before=t + 37) == (False, pytest.approx(t + 37))

@@ -15,13 +15,13 @@ def at(day: int, hour: int, minute: int = 0) -> float:
     return datetime(2026, 3, day, hour, minute, tzinfo=UTC).timestamp()
 
 
-def test_without_a_log_the_prior_puts_the_peak_at_16_to_19_utc():
+def test_it_without_a_log_the_prior_puts_the_peak_at_16_to_19_utc():
     rates = learned_rates(None)
     assert rates == list(PRIOR_FAILURE_BY_HOUR)
     assert max(rates) == rates[17] and rates[21] < rates[17] and rates[7] < rates[13]
 
 
-def test_the_log_outweighs_the_prior_once_it_has_enough_calls():
+def test_it_the_log_outweighs_the_prior_once_it_has_enough_calls():
     counts = [(0, 0)] * 24
     counts[21] = (90, 100)  # the evenings turned bad on this installation
     rates = learned_rates(counts)
@@ -56,7 +56,7 @@ def test_it_prefers_the_earliest_of_equally_calm_hours():
     assert calmest_start(at(2, 1, 30), at(2, 23), flat) == at(2, 3)
 
 
-def test_requests_sent_away_from_a_peak_spread_over_all_the_calm_hours():
+def test_it_requests_sent_away_from_a_peak_spread_over_all_the_calm_hours():
     rates = learned_rates(None)
     starts = [calmest_start(at(2, 16, 20), at(2, 23, 59), rates, k / 10) for k in range(10)]
     # 19:00 to 24:00 are the calm hours of the prior: two starts in each.

@@ -85,7 +85,7 @@ def test_it_retries_an_overloaded_model_after_a_jittered_wait():
     assert T0 + 30 <= decision.at <= T0 + 30 + CONFIG.backoff_base_s + CONFIG.min_wait_s
 
 
-def test_a_retry_whose_backoff_has_run_out_goes_now_and_says_why():
+def test_it_a_retry_whose_backoff_has_run_out_goes_now_and_says_why():
     # The step ran late (a busy queue): the backoff is over, nothing else holds Pro.
     healthy = {PRO: ModelHealth(PRO, success_rate=0.5, window_calls=2)}
     s = situation([attempt(PRO, "overloaded")], health=healthy, now=T0 + 300)
@@ -111,7 +111,7 @@ def test_it_downgrades_quality_first_after_the_per_model_budget():
     assert decision.reason.cause == Reason(Code.FAILED_TIMES, PRO, Outcome.OVERLOADED, count=n)
 
 
-def test_the_last_model_uses_the_rest_of_the_budget():
+def test_it_the_last_model_uses_the_rest_of_the_budget():
     n = CONFIG.attempt_budget
     attempts = [attempt(PRO, "overloaded", at=T0 + 10 * i) for i in range(1, n)]
     decision = decide(situation(attempts, chain=(PRO,), now=T0 + 500), CONFIG)
@@ -135,39 +135,39 @@ def test_it_downgrades_when_the_retry_delay_is_too_long():
     assert (decision.action, decision.model) == (Action.CALL, FLASH)
 
 
-def test_a_patient_request_waits_out_a_long_retry_delay_before_its_deadline():
+def test_it_a_patient_request_waits_out_a_long_retry_delay_before_its_deadline():
     last = attempt(PRO, "rate_limited", retry_after_s=300.0, quota_scope="minute")
     decision = decide(situation([last], deadline=T0 + 3600), CONFIG)
     assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, last.at + 300.0)
 
 
-def test_a_daily_quota_goes_straight_to_the_next_model():
+def test_it_a_daily_quota_goes_straight_to_the_next_model():
     last = attempt(PRO, "rate_limited", retry_after_s=5.0, quota_scope="day")
     decision = decide(situation([last]), CONFIG)
     assert (decision.action, decision.model) == (Action.CALL, FLASH)
     assert decision.reason.cause == Reason(Code.DAILY_QUOTA, PRO)
 
 
-def test_an_open_breaker_sends_quality_first_to_the_next_model():
+def test_it_an_open_breaker_sends_quality_first_to_the_next_model():
     health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 + 60)}
     decision = decide(situation(health=health), CONFIG)
     assert (decision.action, decision.model, decision.downgraded_from) == (Action.CALL, FLASH, PRO)
     assert decision.reason.cause == Reason(Code.BREAKER_OPEN, PRO)
 
 
-def test_a_probe_able_breaker_lets_the_call_through():
+def test_it_a_probe_able_breaker_lets_the_call_through():
     health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 - 1, probe_available=True)}
     assert decide(situation(health=health), CONFIG).model == PRO
 
 
-def test_a_dead_primary_is_not_waited_for_even_with_a_deadline():
+def test_it_a_dead_primary_is_not_waited_for_even_with_a_deadline():
     health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 + 20)}
     decision = decide(situation(health=health, deadline=T0 + 3600), CONFIG)
     assert (decision.action, decision.model) == (Action.CALL, FLASH)
     assert decision.reason.cause == Reason(Code.BREAKER_OPEN, PRO)
 
 
-def test_quality_first_books_a_quota_slot_within_its_wait_limit():
+def test_it_quality_first_books_a_quota_slot_within_its_wait_limit():
     health = {PRO: ModelHealth(PRO, next_free_at=T0 + 60)}
     decision = decide(situation(health=health, wait_until=T0 + 150), CONFIG)
     assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, T0 + 60)
@@ -176,14 +176,14 @@ def test_quality_first_books_a_quota_slot_within_its_wait_limit():
     assert decision.book_until == T0 + 150 - 50
 
 
-def test_a_quota_slot_beyond_the_wait_limit_downgrades_at_once():
+def test_it_a_quota_slot_beyond_the_wait_limit_downgrades_at_once():
     health = {PRO: ModelHealth(PRO, next_free_at=T0 + 120)}
     decision = decide(situation(health=health, wait_until=T0 + 150), CONFIG)
     assert (decision.action, decision.model) == (Action.CALL, FLASH)
     assert decision.reason.cause == Reason(Code.QUOTA_PAST_PATIENCE, PRO, seconds=150)
 
 
-def test_quality_first_retries_its_primary_while_an_attempt_can_still_pay():
+def test_it_quality_first_retries_its_primary_while_an_attempt_can_still_pay():
     # Slow 503s (30 s) and Pro's successes taking 30 s, Flash's 15 s.
     health = {
         PRO: ModelHealth(PRO, success_latencies=(30,) * 5, failure_latencies=(30,) * 5),
@@ -202,20 +202,20 @@ def test_quality_first_retries_its_primary_while_an_attempt_can_still_pay():
     )
 
 
-def test_a_success_rate_alone_does_not_make_quality_first_give_up_its_primary():
+def test_it_a_success_rate_alone_does_not_make_quality_first_give_up_its_primary():
     # One call in ten succeeds: alive, and worth a few tries within the wait limit.
     health = {PRO: ModelHealth(PRO, success_rate=0.1, window_calls=20)}
     decision = decide(situation([attempt(PRO, "overloaded")], health=health), CONFIG)
     assert (decision.action, decision.model) == (Action.WAIT, PRO)
 
 
-def test_the_deliver_by_time_is_the_wait_limit():
+def test_it_the_deliver_by_time_is_the_wait_limit():
     health = {PRO: ModelHealth(PRO, next_free_at=T0 + 600)}
     decision = decide(situation(health=health, deadline=T0 + 3600), CONFIG)
     assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, T0 + 600)
 
 
-def test_stability_first_never_waits_long_even_with_a_deadline():
+def test_it_stability_first_never_waits_long_even_with_a_deadline():
     health = {FLASH: ModelHealth(FLASH, next_free_at=T0 + 30)}
     decision = decide(
         situation(strategy="stability-first", chain=STABILITY, health=health, deadline=T0 + 3600),
@@ -224,13 +224,13 @@ def test_stability_first_never_waits_long_even_with_a_deadline():
     assert (decision.action, decision.model) == (Action.CALL, GPT)
 
 
-def test_a_short_limiter_wait_keeps_the_primary():
+def test_it_a_short_limiter_wait_keeps_the_primary():
     health = {PRO: ModelHealth(PRO, next_free_at=T0 + 3)}
     decision = decide(situation(health=health), CONFIG)
     assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, T0 + 3)
 
 
-def test_stability_first_skips_a_struggling_model():
+def test_it_stability_first_skips_a_struggling_model():
     health = {FLASH: ModelHealth(FLASH, success_rate=0.2, window_calls=10)}
     decision = decide(
         situation(strategy="stability-first", chain=STABILITY, health=health), CONFIG
@@ -245,7 +245,7 @@ def test_it_never_goes_back_up_the_chain():
     assert decision.model == FLASH
 
 
-def test_the_last_model_is_waited_for_rather_than_failing():
+def test_it_the_last_model_is_waited_for_rather_than_failing():
     health = {PRO: ModelHealth(PRO, breaker="open", open_until=T0 + 300)}
     decision = decide(situation(chain=(PRO,), health=health), CONFIG)
     assert (decision.action, decision.at) == (Action.WAIT, T0 + 300)
@@ -310,7 +310,7 @@ def _health(model, h, now):
     wait_for=st.none() | st.floats(0, 3600),
     latencies=st.lists(st.floats(0.1, 300), max_size=6),
 )
-def test_every_request_terminates_within_its_budget_on_its_chain(
+def test_it_every_request_terminates_within_its_budget_on_its_chain(
     strategy, chain, results, health, deadline, wait_for, latencies
 ):
     now = T0

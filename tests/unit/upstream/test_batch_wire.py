@@ -32,13 +32,13 @@ def operation(state, output=None, **more):
     return {"name": "batches/b1", "metadata": meta, **more}
 
 
-def test_a_pending_batch_has_its_name_and_no_results():
+def test_it_a_pending_batch_has_its_name_and_no_results():
     status = CLIENT.status(PRO, operation("BATCH_STATE_PENDING"), lines("a"))
     assert (status.name, status.state, status.is_final) == ("batches/b1", "pending", False)
     assert status.display_name == "steadyshot-x" and status.results == {}
 
 
-def test_lines_are_read_by_their_key_whatever_their_order():
+def test_it_lines_are_read_by_their_key_whatever_their_order():
     output = {"inlinedResponses": {"inlinedResponses": [
         {"response": image_response(), "metadata": {"key": "b"}},
         {"error": {"code": 14, "message": "The model is overloaded."}, "metadata": {"key": "a"}},
@@ -50,19 +50,19 @@ def test_lines_are_read_by_their_key_whatever_their_order():
     assert status.results["a"].outcome == Outcome.OVERLOADED
 
 
-def test_a_line_without_its_key_is_matched_by_its_position():
+def test_it_a_line_without_its_key_is_matched_by_its_position():
     output = {"inlinedResponses": {"inlinedResponses": [{"response": image_response()}]}}
     status = CLIENT.status(PRO, operation("BATCH_STATE_SUCCEEDED", output), lines("only"))
     assert isinstance(status.results["only"], GenerationResult)
 
 
-def test_the_output_is_also_read_from_the_operation_response():
+def test_it_the_output_is_also_read_from_the_operation_response():
     output = {"inlinedResponses": {"inlinedResponses": [{"response": image_response(), "metadata": {"key": "k"}}]}}  # fmt: skip
     answer = operation("BATCH_STATE_SUCCEEDED", done=True, response=output)
     assert isinstance(CLIENT.status(PRO, answer, lines("k")).results["k"], GenerationResult)
 
 
-def test_line_errors_and_refused_images_map_into_the_taxonomy():
+def test_it_line_errors_and_refused_images_map_into_the_taxonomy():
     retry = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "17s"}
     quota = {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
              "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel"}]}  # fmt: skip
@@ -91,7 +91,7 @@ def test_line_errors_and_refused_images_map_into_the_taxonomy():
     assert got["daily"].quota_scope == "day"
 
 
-def test_every_end_state_is_final_and_an_unknown_one_is_polled_on():
+def test_it_every_end_state_is_final_and_an_unknown_one_is_polled_on():
     for raw, state in [("BATCH_STATE_EXPIRED", "expired"), ("JOB_STATE_FAILED", "failed"),
                        ("BATCH_STATE_CANCELLED", "cancelled")]:  # fmt: skip
         status = CLIENT.status(PRO, operation(raw), [])
@@ -99,6 +99,6 @@ def test_every_end_state_is_final_and_an_unknown_one_is_polled_on():
     assert CLIENT.status(PRO, operation("BATCH_STATE_SOMETHING_NEW"), []).state == "running"
 
 
-def test_an_expired_batch_keeps_its_error_message():
+def test_it_an_expired_batch_keeps_its_error_message():
     answer = operation("BATCH_STATE_EXPIRED", error={"code": 4, "message": "The batch expired."})
     assert CLIENT.status(PRO, answer, []).error == "The batch expired."

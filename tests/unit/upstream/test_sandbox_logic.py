@@ -36,7 +36,7 @@ def share_of_failures(profile: str, model: str, calls: int, spacing_s: float, se
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_peak_fails_about_45_percent_of_pro_calls_and_under_10_of_flash(seed):
+def test_it_peak_fails_about_45_percent_of_pro_calls_and_under_10_of_flash(seed):
     # 1,000 calls spread over ~14 virtual hours: many episodes come and go.
     pro = share_of_failures("peak", PRO, 1000, 50.0, seed)
     flash = share_of_failures("peak", FLASH, 1000, 50.0, seed)
@@ -44,7 +44,7 @@ def test_peak_fails_about_45_percent_of_pro_calls_and_under_10_of_flash(seed):
     assert flash["overloaded"] / 1000 < 0.10, flash
 
 
-def test_overloads_come_in_episodes_not_coin_flips():
+def test_it_overloads_come_in_episodes_not_coin_flips():
     # Calls one virtual second apart: failures cluster, so a failure is followed by
     # another far more often than the overall rate.
     state = ModelState(builtin_profiles()["peak"].behaviour(PRO), 0.0, random.Random(1))
@@ -55,7 +55,7 @@ def test_overloads_come_in_episodes_not_coin_flips():
     assert sum(after_failure) / len(after_failure) > rate + 0.1
 
 
-def test_an_episode_starts_and_lasts():
+def test_it_an_episode_starts_and_lasts():
     spec = Episodes(every_s=(100.0, 100.0), last_s=(50.0, 50.0), failure=1.0)
     rng = random.Random(0)
     state = EpisodeState.start(spec, 0.0, rng)
@@ -66,7 +66,7 @@ def test_an_episode_starts_and_lasts():
     assert timeline == [False, False, True, True, False, False, True]
 
 
-def test_outage_answers_unavailable_from_the_switch_for_hours():
+def test_it_outage_answers_unavailable_from_the_switch_for_hours():
     state = ModelState(builtin_profiles()["outage"].behaviour(PRO), 1000.0, random.Random(0))
     rng = random.Random(0)
     assert {state.decide(1000.0 + t, rng).outcome for t in range(0, 21000, 100)} == {"unavailable"}
@@ -75,7 +75,7 @@ def test_outage_answers_unavailable_from_the_switch_for_hours():
     assert flash.decide(1.0, rng).outcome == "success"
 
 
-def test_a_token_bucket_refuses_with_the_wait_until_the_next_token():
+def test_it_a_token_bucket_refuses_with_the_wait_until_the_next_token():
     bucket = TokenBucket(capacity=2, window_s=60.0, at=0.0)
     assert bucket.take(0.0) == 0.0
     assert bucket.take(0.0) == 0.0
@@ -83,7 +83,7 @@ def test_a_token_bucket_refuses_with_the_wait_until_the_next_token():
     assert bucket.take(30.0) == 0.0
 
 
-def test_quota_names_the_dimension_exceeded_and_refills():
+def test_it_quota_names_the_dimension_exceeded_and_refills():
     quota = QuotaState.start(Quota(rpm=2, rpd=3), 0.0)
     assert quota.take(0.0) is None
     assert quota.take(1.0) is None
@@ -93,7 +93,7 @@ def test_quota_names_the_dimension_exceeded_and_refills():
     assert dim == "rpd" and wait > 3600
 
 
-def test_the_quota_profile_answers_429_with_the_wait():
+def test_it_the_quota_profile_answers_429_with_the_wait():
     state = ModelState(builtin_profiles()["quota"].behaviour(PRO), 0.0, random.Random(0))
     rng = random.Random(0)
     outcomes = [state.decide(0.0, rng) for _ in range(21)]
@@ -102,12 +102,12 @@ def test_the_quota_profile_answers_429_with_the_wait():
     assert outcomes[20].retry_s == pytest.approx(3.0)
 
 
-def test_calm_never_fails():
+def test_it_calm_never_fails():
     outcomes = share_of_failures("calm", PRO, 500, 10.0)
     assert outcomes == {"success": 500}
 
 
-def test_the_clock_compresses_time_and_stays_continuous_across_scale_changes():
+def test_it_the_clock_compresses_time_and_stays_continuous_across_scale_changes():
     now = [100.0]
     clock = Clock(0.01, real=lambda: now[0])
     now[0] += 1.0
@@ -119,7 +119,7 @@ def test_the_clock_compresses_time_and_stays_continuous_across_scale_changes():
         clock.set_scale(0)
 
 
-def test_a_toml_file_adds_profiles_and_rejects_mistakes(tmp_path):
+def test_it_a_toml_file_adds_profiles_and_rejects_mistakes(tmp_path):
     path = tmp_path / "profiles.toml"
     path.write_text(
         """
@@ -154,7 +154,7 @@ rpm = 5
             load_profiles(path, {})
 
 
-def test_triggers_parse_variant_model_and_count():
+def test_it_triggers_parse_variant_model_and_count():
     (t,) = parse_triggers("sandbox:unavailable@gemini-3-pro-image-preview*3 a cat")
     assert (t.variant, t.model, t.times) == ("unavailable", PRO, 3)
     (slow,) = parse_triggers("a slow cat sandbox:slow=2.5")
@@ -162,20 +162,20 @@ def test_triggers_parse_variant_model_and_count():
     assert parse_triggers("sandbox:nonsense and sandbox:slow") == []
 
 
-def test_durations_are_written_as_google_does():
+def test_it_durations_are_written_as_google_does():
     assert format_duration(19.0) == "19s"
     assert format_duration(45.837906927) == "45.837906927s"
     assert format_duration(0.0) == "0.001s"
 
 
-def test_the_painter_is_deterministic_per_prompt_and_seed():
+def test_it_the_painter_is_deterministic_per_prompt_and_seed():
     a = painter.paint("a red apple", model=FLASH, size=(1024, 1024), seed=1)
     assert a == painter.paint("a red apple", model=FLASH, size=(1024, 1024), seed=1)
     assert a != painter.paint("a red apple", model=FLASH, size=(1024, 1024), seed=2)
     assert a != painter.paint("a green apple", model=FLASH, size=(1024, 1024), seed=1)
 
 
-def test_the_painter_answers_at_the_real_models_sizes_and_formats():
+def test_it_the_painter_answers_at_the_real_models_sizes_and_formats():
     pro = painter.paint("x", model=PRO, size=painter.pixel_size(PRO, "21:9", "4K"))
     image = Image.open(io.BytesIO(pro))
     assert (image.format, image.size) == ("JPEG", (6336, 2688))
@@ -185,7 +185,7 @@ def test_the_painter_answers_at_the_real_models_sizes_and_formats():
     assert (flash.format, flash.size) == ("PNG", (768, 1344))
 
 
-def test_an_edit_shows_the_reference_transformed():
+def test_it_an_edit_shows_the_reference_transformed():
     buffer = io.BytesIO()
     Image.new("RGB", (200, 200), (0, 0, 255)).save(buffer, "PNG")
     edited = Image.open(
@@ -197,7 +197,7 @@ def test_an_edit_shows_the_reference_transformed():
     assert b > r and b > g  # still mostly the blue reference, tinted
 
 
-def test_peak_starts_its_first_pro_episode_at_the_switch():
+def test_it_peak_starts_its_first_pro_episode_at_the_switch():
     # Whoever switches to peak and submits must see it: no calm stretch first.
     state = ModelState(builtin_profiles()["peak"].behaviour(PRO), 500.0, random.Random(4))
     episode = state.describe(500.0)["episode"]

@@ -387,7 +387,7 @@ def openai_error(mock_upstream, status, body, headers=None) -> UpstreamError:
     return info.value
 
 
-def test_openai_sends_the_documented_request_and_reads_b64_json(mock_upstream):
+def test_it_openai_sends_the_documented_request_and_reads_b64_json(mock_upstream):
     result, handler = openai_call(
         mock_upstream, 200, {"created": 1, "data": [{"b64_json": b64(PNG)}]}, aspect_ratio="16:9"
     )
@@ -401,7 +401,7 @@ def test_openai_sends_the_documented_request_and_reads_b64_json(mock_upstream):
     assert (result.data, result.mime) == (PNG, "image/png")
 
 
-def test_openai_maps_ratios_to_sizes():
+def test_it_openai_maps_ratios_to_sizes():
     assert [size_for(r) for r in (None, "1:1", "21:9", "9:16", "4:5")] == [
         "1024x1024", "1024x1024", "1536x1024", "1024x1536", "1024x1536",
     ]  # fmt: skip
@@ -486,7 +486,7 @@ def err(message, type_, code):
         ),
     ],
 )
-def test_openai_maps_errors_and_retry_headers(
+def test_it_openai_maps_errors_and_retry_headers(
     mock_upstream, status, body, headers, outcome, retry_after, scope
 ):
     error = openai_error(mock_upstream, status, body, headers)
@@ -495,5 +495,5 @@ def test_openai_maps_errors_and_retry_headers(
     assert error.quota_scope == scope
 
 
-def test_openai_reports_an_empty_data_list_as_no_image(mock_upstream):
+def test_it_openai_reports_an_empty_data_list_as_no_image(mock_upstream):
     assert openai_error(mock_upstream, 200, {"created": 1, "data": []}).outcome == Outcome.NO_IMAGE
