@@ -10,13 +10,14 @@ from rq import cron
 
 from generator.batching import tick as batches
 from generator.reconcile import reconcile
-from generator.retention import purge_deleted
+from generator.retention import purge_deleted, sweep_orphan_files
 from monitoring import jobs as monitoring
 
 TASKS = [
     (reconcile, 30, "reconcile"),
     (batches, settings.BATCH_TICK_SECONDS, "batches"),
     (purge_deleted, 3600, "purge-deleted"),
+    (sweep_orphan_files, 3600, "sweep-orphan-files"),
     (monitoring.roll_up, 60, "monitoring-rollup"),
     (monitoring.evaluate_alerts, 60, "monitoring-alerts"),
     (monitoring.prune, 3600, "monitoring-prune"),

@@ -382,6 +382,10 @@ GALLERY_PAGE_SIZE = env_int("GALLERY_PAGE_SIZE", 24)
 # A deleted image disappears at once; its files are removed this many days later (an
 # operator can undo an accidental delete until then).
 DELETED_RETENTION_DAYS = env_int("DELETED_RETENTION_DAYS", 7)
+# The hourly sweep (generator/retention.py) deletes a stored file that no row points to
+# once it is this old: longer than any transaction between a file's write and its row's
+# commit, so a file about to be claimed is never taken.
+ORPHAN_FILE_GRACE_MINUTES = env_int("ORPHAN_FILE_GRACE_MINUTES", 60)
 
 # --- Monitoring (monitoring/) -----------------------------------------------------------
 # /metrics answers only requests with "Authorization: Bearer <METRICS_TOKEN>"; with no

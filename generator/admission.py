@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generator import economy, queue
+from generator.images import store_references
 from generator.models import (
     GenerationRequest,
     QuotaState,
@@ -49,7 +50,13 @@ class Submission:
     count: int = 1
     deadline: datetime | None = None
     references: list[ReferenceImage] = field(default_factory=list)
+    # Checked uploads, (bytes, mime): stored only once the submission is accepted, so a
+    # refusal writes no file (issue 13, item 8).
+    uploads: list[tuple[bytes, str]] = field(default_factory=list)
     remix_of: GenerationRequest | None = None
+
+    def reference_count(self) -> int:
+        return len(self.references) + len(self.uploads)
 
 
 def plan_chain(strategy: str) -> list[str]:
@@ -92,11 +99,11 @@ def validate(submission: Submission) -> None:
         )
     if not 1 <= submission.count <= MAX_COUNT:
         raise AdmissionError("count", f"Ask for between 1 and {MAX_COUNT} images.")
-    if len(submission.references) > primary.max_reference_images:
+    if submission.reference_count() > primary.max_reference_images:
         raise AdmissionError(
             "references",
             f"{primary.display_name} takes at most {primary.max_reference_images} "
-            f"reference images; you gave {len(submission.references)}.",
+            f"reference images; you gave {submission.reference_count()}.",
         )
     if submission.deadline is not None and submission.deadline <= timezone.now():
         raise AdmissionError("deadline", "“Deliver by” must be in the future.")
@@ -171,13 +178,17 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                 reserved_usd=worst,
                 created=admitted,
             )
-            if submission.references:
-                request.references.set(submission.references)
             requests.append(request)
         # Last, just before the commit: for a team with limits the reservation holds its
         # counters' rows until then, so the inserts above do not make the team's other
         # admissions wait. A refusal rolls them back.
         reserve(team, user, images=submission.count, cost_usd_each=worst, at=admitted)
+        # Accepted: only now are uploads written to storage. Should the commit still
+        # fail, the files left are swept later (retention.sweep_orphan_files).
+        references = submission.references + store_references(user, team, submission.uploads)
+        if references:
+            for request in requests:
+                request.references.set(references)
         for request in requests:
             if request.status == Status.QUEUED:
                 transaction.on_commit(lambda r=request: queue.enqueue(r))

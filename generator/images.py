@@ -18,7 +18,7 @@ from django.core.files.base import ContentFile
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from generator.models import GenerationRequest, Image
+from generator.models import GenerationRequest, Image, ReferenceImage
 
 # Pillow's format names for the types we accept, and the extension each is stored with.
 FORMAT_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
@@ -151,6 +151,37 @@ def save_generated_image(request: GenerationRequest, prepared: PreparedImage) ->
 def store_generated_image(request: GenerationRequest, data: bytes) -> Image:
     """prepare_generated_image() then save_generated_image(), for callers outside a step."""
     return save_generated_image(request, prepare_generated_image(data))
+
+
+def store_references(user, team, uploads: list[tuple[bytes, str]]) -> list[ReferenceImage]:
+    """Write checked uploads, (bytes, mime), to storage with a row each. All or nothing:
+    if one cannot be written, those already written are removed and the error raised."""
+    stored: list[ReferenceImage] = []
+    try:
+        for content, mime in uploads:
+            stored.append(_store_reference(user, team, content, mime))
+    except BaseException:
+        for reference in stored:
+            reference.file.storage.delete(reference.file.name)
+        raise
+    return stored
+
+
+def _store_reference(user, team, content: bytes, mime: str) -> ReferenceImage:
+    width, height = reference_dimensions(content)
+    reference = ReferenceImage(
+        team=team,
+        uploaded_by=user,
+        mime=mime,
+        width=width,
+        height=height,
+        bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
+    name = f"{reference.id.hex}.{MIME_EXTENSION[mime]}"
+    reference.file.save(name, ContentFile(content), save=False)
+    reference.save()
+    return reference
 
 
 def validate_reference(uploaded_file) -> tuple[bytes, str]:

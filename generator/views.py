@@ -6,7 +6,6 @@ an outsider learns nothing, not even that the id exists). Images are streamed by
 after that check; media has no public URL.
 """
 
-import hashlib
 from uuid import UUID
 
 from django.conf import settings
@@ -14,8 +13,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.core.files.base import ContentFile
-from django.db import transaction
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -25,8 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from generator import files
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
-from generator.images import MIME_EXTENSION, reference_dimensions
-from generator.models import GenerationRequest, ReferenceImage, Status, Strategy
+from generator.models import GenerationRequest, Status, Strategy
 from generator.status import status_dict, status_view
 from quotas.errors import QuotaExceeded
 from quotas.selectors import quota_summary
@@ -150,55 +146,35 @@ def _remix_initial(request) -> dict:
 
 def _submit_form(request, team, form: PromptForm) -> list[GenerationRequest] | None:
     """Admit the form's submission; on refusal, put the reason on the form and return None
-    (the input stays; uploaded files must be chosen again, browsers do not keep them)."""
+    (the input stays; uploaded files must be chosen again, browsers do not keep them).
+    Admission writes the uploads to storage only once it accepted the submission."""
     data = form.cleaned_data
+    # Read before any add_error(): it removes the field at fault from cleaned_data.
+    uploads = [(content, mime) for _name, content, mime in data["references"]]
     remix_of = _find_for_user(request, data["remix_of"]) if data.get("remix_of") else None
     try:
-        # One transaction with admission's: a refused submission leaves no reference rows.
-        with transaction.atomic():
-            references = [
-                _store_reference(request.user, team, name, content, mime)
-                for name, content, mime in data["references"]
-            ]
-            return submit(
-                request.user,
-                team,
-                Submission(
-                    prompt=data["prompt"],
-                    strategy=data["strategy"],
-                    aspect_ratio=data["aspect_ratio"],
-                    image_size=data["image_size"],
-                    count=data["count"],
-                    deadline=data.get("deadline"),
-                    references=references,
-                    remix_of=remix_of,
-                ),
-            )
+        return submit(
+            request.user,
+            team,
+            Submission(
+                prompt=data["prompt"],
+                strategy=data["strategy"],
+                aspect_ratio=data["aspect_ratio"],
+                image_size=data["image_size"],
+                count=data["count"],
+                deadline=data.get("deadline"),
+                uploads=uploads,
+                remix_of=remix_of,
+            ),
+        )
     except AdmissionError as exc:
         field = exc.field if exc.field in form.fields else None
         form.add_error(field, exc.message)
     except QuotaExceeded as exc:
         form.add_error(None, str(exc))
-    if data["references"]:
+    if uploads and "references" in form.fields:
         form.add_error("references", "Choose the reference images again.")
     return None
-
-
-def _store_reference(user, team, name, content, mime) -> ReferenceImage:
-    width, height = reference_dimensions(content)
-    reference = ReferenceImage(
-        team=team,
-        uploaded_by=user,
-        mime=mime,
-        width=width,
-        height=height,
-        bytes=len(content),
-        sha256=hashlib.sha256(content).hexdigest(),
-    )
-    extension = MIME_EXTENSION[mime]
-    reference.file.save(f"{reference.id.hex}.{extension}", ContentFile(content), save=False)
-    reference.save()
-    return reference
 
 
 def _after_submit(accepted: list[GenerationRequest]):

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from accounts.models import ApiToken
 from config.storage import media_storage_entry
 from generator.models import GenerationRequest, Image, ReferenceImage, Status
-from generator.retention import purge_deleted
+from generator.retention import purge_deleted, sweep_orphan_files
 from tests.integration.generator.test_chain import wait_for_all
 from tests.integration.support.storage import use_bucket
 from tests.media import picture
@@ -105,6 +105,18 @@ def test_it_removes_deleted_images_from_the_storage_after_retention(
     assert purge_deleted().images == 1
     assert not any(media_storage.exists(name) for name in gone)
     assert all(media_storage.exists(name) for name in _names(kept.images.get()))
+
+
+def test_it_sweeps_files_no_row_points_to_from_the_storage(media_storage, settings, done, team):
+    # Issue 13, item 8: the sweep lists the bucket through the Storage API too.
+    settings.ORPHAN_FILE_GRACE_MINUTES = 60
+    lost = media_storage.save(f"references/{team.id}/2026/12/lost.png", ContentFile(b"x"))
+    later = timezone.now() + timedelta(minutes=61)
+
+    assert sweep_orphan_files(now=timezone.now()) == 0
+    assert sweep_orphan_files(now=later) == 1
+    assert not media_storage.exists(lost)
+    assert all(media_storage.exists(name) for name in _names(done.images.get()))
 
 
 def test_it_keeps_an_uploaded_reference_in_the_storage(

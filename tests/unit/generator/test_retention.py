@@ -7,7 +7,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 
 from generator.models import GenerationRequest, Image, ReferenceImage
-from generator.retention import purge_deleted
+from generator.retention import purge_deleted, sweep_orphan_files
 from tests.media import picture as png
 from tests.media import private_media
 from tests.unit.generator.test_views import make_request
@@ -72,3 +72,41 @@ def test_it_keeps_a_reference_image_another_request_still_uses(alice, team):
 
     assert purge_deleted().references == 0
     assert reference.file.storage.exists(reference.file.name)
+
+
+# --- files no row points to (issue 13, item 8) -------------------------------------------
+
+
+def test_it_sweeps_stored_files_no_row_points_to_after_the_grace_period(alice, team, settings):
+    settings.ORPHAN_FILE_GRACE_MINUTES = 60
+    kept = make_request(alice, team)
+    reference = _reference(team, alice)
+    storage = reference.file.storage
+    orphans = [
+        storage.save(f"references/{team.id}/2026/12/lost.png", ContentFile(png())),
+        storage.save(f"images/{team.id}/2026/12/lost.png", ContentFile(png())),
+        storage.save(f"thumbnails/{team.id}/2026/12/lost.webp", ContentFile(b"x")),
+    ]
+    unrelated = storage.save("readiness-notes.txt", ContentFile(b"not ours"))
+    owned = [*_files(kept.images.get()), reference.file.name]
+
+    # Within the grace period a file may still be waiting for its row's commit.
+    assert sweep_orphan_files() == 0
+    assert all(storage.exists(name) for name in orphans)
+
+    later = timezone.now() + timedelta(minutes=61)
+    assert sweep_orphan_files(now=later) == 3
+    assert not any(storage.exists(name) for name in orphans)
+    assert all(storage.exists(name) for name in owned)
+    assert storage.exists(unrelated)
+    assert sweep_orphan_files(now=later) == 0
+
+
+def test_it_sweeps_nothing_from_an_empty_storage(db):
+    assert sweep_orphan_files(now=timezone.now() + timedelta(days=1)) == 0
+
+
+def test_it_runs_the_sweep_from_the_maintenance_cron():
+    from config.cron import TASKS
+
+    assert (sweep_orphan_files, 3600, "sweep-orphan-files") in TASKS

@@ -10,7 +10,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generator.images import store_generated_image
-from generator.models import Attempt, GenerationRequest, Image, QuotaState, Status
+from generator.models import (
+    Attempt,
+    GenerationRequest,
+    Image,
+    QuotaState,
+    ReferenceImage,
+    Status,
+)
 from generator.status import queue_position, status_dict, status_text, status_view
 from tests.media import picture as png
 from tests.media import private_media
@@ -209,6 +216,51 @@ def test_it_refuses_a_reference_that_is_not_an_image(client_for, alice):
     )
     assert "ref.png: The file is not a readable image" in response.content.decode()
     assert not GenerationRequest.objects.exists()
+
+
+def _stored_files(settings) -> list:
+    media = settings.MEDIA_ROOT
+    return [p for p in media.rglob("*") if p.is_file()] if media.exists() else []
+
+
+def test_it_refuses_more_references_than_the_first_model_takes_on_the_form(
+    client_for, alice, settings
+):
+    # Issue 13, item 5: admission's error removed the field, then the view read it (500).
+    uploads = [
+        SimpleUploadedFile(f"ref{i}.png", png(), content_type="image/png") for i in range(4)
+    ]
+    response = client_for(alice).post(
+        reverse("generator:prompt"),
+        form(prompt="combine them", strategy="stability-first", references=uploads),
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "takes at most 3 reference images; you gave 4" in body
+    assert "Choose the reference images again" in body
+    assert not GenerationRequest.objects.exists()
+    assert not ReferenceImage.objects.exists()
+    assert _stored_files(settings) == []
+
+
+@pytest.mark.parametrize("refusal", ["size", "quota"])
+def test_it_writes_no_file_for_a_refused_submission_with_references(
+    client_for, alice, team, settings, refusal
+):
+    # Issue 13, item 8: every refused submission left its references on storage.
+    fields = {"image_size": "4K", "strategy": "stability-first"} if refusal == "size" else {}
+    if refusal == "quota":
+        team.images_per_day = 0
+        team.save()
+    upload = SimpleUploadedFile("ref.png", png(), content_type="image/png")
+    response = client_for(alice).post(
+        reverse("generator:prompt"), form(prompt="edit this", references=[upload], **fields)
+    )
+    assert response.status_code == 200
+    assert "Choose the reference images again" in response.content.decode()
+    assert not GenerationRequest.objects.exists()
+    assert not ReferenceImage.objects.exists()
+    assert _stored_files(settings) == []
 
 
 def test_it_prefills_a_remix(client_for, bob, done):
