@@ -1,3 +1,5 @@
+from uuid import UUID
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -7,11 +9,11 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.forms import ApiTokenForm, SignupForm, TeamForm
 from accounts.models import ApiToken, Invite, Membership, Team
+from accounts.redirects import safe_next
 
 
 def _get_membership(request, team_id) -> Membership:
@@ -29,15 +31,6 @@ def _get_owner_membership(request, team_id) -> Membership:
     return membership
 
 
-def _safe_next(request, default: str) -> str:
-    target = request.POST.get("next") or request.GET.get("next") or ""
-    if url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return default
-
-
 @require_http_methods(["GET", "POST"])
 def signup(request):
     if request.user.is_authenticated:
@@ -49,8 +42,8 @@ def signup(request):
             user.switch_team(Team.create_personal(user))
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, "Welcome to Steadyshot. Your personal team is ready.")
-        return HttpResponseRedirect(_safe_next(request, reverse("home")))
-    return render(request, "accounts/signup.html", {"form": form, "next": _safe_next(request, "")})
+        return HttpResponseRedirect(safe_next(request, reverse("home")))
+    return render(request, "accounts/signup.html", {"form": form, "next": safe_next(request, "")})
 
 
 @login_required
@@ -91,7 +84,13 @@ def team_detail(request, team_id):
     team = membership.team
     new_invite = None
     if membership.is_owner and request.GET.get("invite"):
-        new_invite = team.pending_invites().filter(id=request.GET["invite"]).first()
+        # The link invite_create() redirects to; any other value (an old, withdrawn or
+        # mangled id) shows the page without it, never a 500.
+        invite_id = _uuid_or_none(request.GET["invite"])
+        if invite_id is not None:
+            new_invite = team.pending_invites().filter(id=invite_id).first()
+        if new_invite is None:
+            messages.info(request, "That invite link is not open any more; create a new one.")
     return render(
         request,
         "accounts/team_detail.html",
@@ -103,6 +102,13 @@ def team_detail(request, team_id):
             "new_invite": new_invite,
         },
     )
+
+
+def _uuid_or_none(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
 
 
 @login_required
@@ -124,7 +130,7 @@ def team_switch(request, team_id):
     membership = _get_membership(request, team_id)
     request.user.switch_team(membership.team)
     messages.success(request, f"You are now working in “{membership.team.name}”.")
-    return HttpResponseRedirect(_safe_next(request, reverse("home")))
+    return HttpResponseRedirect(safe_next(request, reverse("home")))
 
 
 @login_required

@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.redirects import safe_next
 from generator import files
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
@@ -371,11 +372,8 @@ def cancel(request, request_id):
 
 
 def _back(request, found) -> str:
-    target = request.POST.get("next", "")
-    # Only our own paths: never an open redirect.
-    if target.startswith("/") and not target.startswith("//"):
-        return target
-    return reverse("generator:detail", args=[found.pk])
+    # Only our own pages: never an open redirect.
+    return safe_next(request, reverse("generator:detail", args=[found.pk]))
 
 
 @login_required

@@ -231,3 +231,15 @@ def test_it_explains_an_empty_token_name(client_for, alice):
     response = client_for(alice).post(reverse("accounts:tokens"), {"name": " "})
     assert response.status_code == 400
     assert not ApiToken.objects.exists()
+
+
+@pytest.mark.parametrize("value", ["not-a-uuid", "00000000-0000-0000-0000-000000000000"])
+def test_it_shows_the_team_page_when_the_invite_in_its_address_is_not_open(
+    client_for, alice, team, invite, value
+):
+    # Issue 13, item 6: a value that is not a UUID was a 500 (ValidationError).
+    response = client_for(alice).get(reverse("accounts:team", args=[team.id]) + f"?invite={value}")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "That invite link is not open any more; create a new one." in body
+    assert invite.token not in body  # the page shows no link it was not asked for

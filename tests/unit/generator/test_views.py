@@ -529,3 +529,23 @@ def test_it_keeps_the_prompt_of_a_signed_out_submission_through_the_login(client
     # Once: the next visit starts empty.
     again = client.get(reverse("generator:prompt")).content.decode()
     assert "A lighthouse at dusk, kept" not in again
+
+
+@pytest.mark.parametrize(
+    "target", ["/\\evil.com", "//evil.com", "https://evil.com/", "/\\/evil.com", "\\\\evil.com"]
+)
+def test_it_never_follows_next_to_another_site(client_for, alice, done, target):
+    # Issue 13, item 11: "/\evil.com" passed the prefix check; browsers read it as
+    # //evil.com.
+    response = client_for(alice).post(
+        reverse("generator:favourite", args=[done.pk]), {"next": target}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("generator:detail", args=[done.pk])
+
+
+def test_it_follows_next_to_a_page_of_this_site(client_for, alice, done):
+    response = client_for(alice).post(
+        reverse("generator:favourite", args=[done.pk]), {"next": "/gallery/?scope=mine"}
+    )
+    assert response["Location"] == "/gallery/?scope=mine"
