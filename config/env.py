@@ -56,7 +56,8 @@ def env_list(name: str, default: list[str]) -> list[str]:
 
 def local_secret_key(var_dir: Path) -> str:
     """A development secret key, generated once and kept under var/ so sessions survive
-    restarts. Never used when DEBUG is off: production must set SECRET_KEY."""
+    restarts. Used with DEBUG off only by `make run` on this machine (config/up.py);
+    production must set SECRET_KEY."""
     from django.core.management.utils import get_random_secret_key
 
     path = var_dir / "secret_key"

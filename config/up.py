@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from config import seaweed
+from config.env import local_secret_key
 from config.redis_server import redis_command, wait_for_socket
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -149,6 +150,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 2
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    env.update(served_as_deployed(env, host))
 
     children: list[Child] = []
     stopping = threading.Event()
@@ -231,6 +233,25 @@ def main() -> int:
         print(f"Stopped because {failed} exited.", file=sys.stderr)
         return 1
     return 0
+
+
+def served_as_deployed(env: dict, host: str) -> dict:
+    """The product runs with DEBUG off (our own 404 and 500 pages, no URL list or settings
+    dump, hashed static files through WhiteNoise) unless DEBUG is set: `DEBUG=1 make run`
+    is the development switch, and a deploy's explicit DEBUG=0 is left as it is. Off on
+    this machine also needs a key (the one kept under VAR_DIR), its host names and plain
+    HTTP; each can still be set."""
+    if env.get("DEBUG"):
+        return {}
+    names = ["localhost", "127.0.0.1", "[::1]"]
+    if host not in ("0.0.0.0", "::", *names):  # noqa: S104 (compared, not bound)
+        names.append(host)
+    return {
+        "DEBUG": "0",
+        "SECRET_KEY": env.get("SECRET_KEY") or local_secret_key(VAR_DIR),
+        "ALLOWED_HOSTS": env.get("ALLOWED_HOSTS") or ",".join(names),
+        "HTTPS": env.get("HTTPS") or "0",
+    }
 
 
 def web_command(env: dict, host: str, port: str) -> list[str]:

@@ -1,6 +1,7 @@
 """`make run`'s supervisor brings the whole product up and takes it down cleanly."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,6 +56,13 @@ def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
 
         login = httpx.get(f"http://127.0.0.1:{port}/login/", timeout=5)
         assert login.status_code == 200 and "Log in" in login.text
+        # Served as deployed, DEBUG off (issue 13, item 12): our own 404, no URL list,
+        # and the stylesheet (hashed by collectstatic) still served by WhiteNoise.
+        missing = httpx.get(f"http://127.0.0.1:{port}/no/such/page/", timeout=5)
+        assert missing.status_code == 404 and "There is nothing here" in missing.text
+        assert "URLconf" not in missing.text
+        (stylesheet,) = re.findall(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', login.text)
+        assert httpx.get(f"http://127.0.0.1:{port}{stylesheet}", timeout=5).status_code == 200
         email, password = (tmp_path / "demo-credentials.txt").read_text().split()
         assert email == "demo@steadyshot.local" and len(password) >= 12
         assert (tmp_path / "redis" / "redis.sock").exists()

@@ -1,5 +1,5 @@
 import pytest
-from django.urls import reverse
+from django.urls import path, reverse
 
 pytestmark = pytest.mark.django_db
 
@@ -40,3 +40,29 @@ def test_it_renders_a_friendly_404(client, settings):
 def test_it_serves_static_files(client):
     response = client.get("/static/css/app.css")
     assert response.status_code == 200
+
+
+def _boom(request):
+    raise RuntimeError("a bug")
+
+
+urlpatterns = [path("boom/", _boom)]
+handler500 = "config.views.server_error"
+
+
+@pytest.mark.urls("tests.unit.test_site")
+def test_it_renders_its_own_500_page_without_settings(client, settings):
+    # Issue 13, item 12: with DEBUG on a 500 dumped the settings.
+    settings.DEBUG = False
+    client.raise_request_exception = False
+    response = client.get("/boom/")
+    assert response.status_code == 500
+    body = response.content.decode()
+    assert "Something broke on our side" in body
+    assert "SECRET_KEY" not in body and "Traceback" not in body
+
+
+def test_it_lists_no_url_patterns_on_a_404(client, settings):
+    settings.DEBUG = False
+    body = client.get("/no/such/page/").content.decode()
+    assert "URLconf" not in body and "admin/" not in body

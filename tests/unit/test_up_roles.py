@@ -2,7 +2,7 @@
 
 import pytest
 
-from config.up import RolesError, roles
+from config.up import RolesError, roles, served_as_deployed
 
 
 def test_it_runs_everything_on_one_machine_by_default():
@@ -31,3 +31,24 @@ def test_it_runs_exactly_the_roles_listed():
 def test_it_refuses_roles_that_cannot_work(env, message):
     with pytest.raises(RolesError, match=message):
         roles(env)
+
+
+# --- DEBUG (issue 13, item 12) ------------------------------------------------------------
+
+
+def test_it_runs_the_product_with_debug_off_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setattr("config.up.VAR_DIR", tmp_path)
+    env = served_as_deployed({}, "127.0.0.1")
+    assert env["DEBUG"] == "0"
+    assert env["SECRET_KEY"] == (tmp_path / "secret_key").read_text()
+    assert env["ALLOWED_HOSTS"] == "localhost,127.0.0.1,[::1]"
+    assert env["HTTPS"] == "0"  # plain HTTP on this machine: cookies must still work
+    assert "gallery.local" in served_as_deployed({}, "gallery.local")["ALLOWED_HOSTS"]
+
+
+def test_it_keeps_what_the_environment_says():
+    # The development switch, and a deploy's own settings, are left as they are.
+    assert served_as_deployed({"DEBUG": "1"}, "127.0.0.1") == {}
+    assert served_as_deployed({"DEBUG": "0", "SECRET_KEY": "s"}, "127.0.0.1") == {}
+    env = served_as_deployed({"SECRET_KEY": "s", "HTTPS": "1", "ALLOWED_HOSTS": "a.b"}, "::")
+    assert (env["SECRET_KEY"], env["HTTPS"], env["ALLOWED_HOSTS"]) == ("s", "1", "a.b")
