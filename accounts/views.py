@@ -1,7 +1,10 @@
 from uuid import UUID
 
+from axes.utils import reset as axes_reset
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -11,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts import throttle
 from accounts.forms import ApiTokenForm, SignupForm, TeamForm
 from accounts.models import ApiToken, Invite, Membership, Team
 from accounts.redirects import safe_next
@@ -36,6 +40,17 @@ def signup(request):
     if request.user.is_authenticated:
         return redirect("home")
     form = SignupForm(request.POST or None)
+    if request.method == "POST":
+        # Every try counts, not only the accounts made: "already exists" answers would
+        # otherwise tell which addresses have an account, as fast as one can ask.
+        seconds = throttle.wait(request, "signup", settings.SIGNUP_RATE)
+        if seconds:
+            form = SignupForm(initial={"email": request.POST.get("email", "")})
+            context = {"form": form, "next": safe_next(request, "")}
+            context["refused"] = throttle.too_many("sign-ups", seconds)
+            response = render(request, "accounts/signup.html", context, status=429)
+            response["Retry-After"] = str(seconds)
+            return response
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             user = form.save()
@@ -247,3 +262,36 @@ def token_revoke(request, token_id):
     ApiToken.objects.filter(pk=token.pk, revoked=None).update(revoked=timezone.now())
     messages.success(request, f"Token “{token.name}” revoked; programs using it are refused.")
     return redirect("accounts:tokens")
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's, with reset mails throttled per address and per e-mail address: a reset
+    link cannot be used to flood someone's mailbox."""
+
+    def post(self, request, *args, **kwargs):
+        seconds = max(
+            throttle.wait(request, "password-reset", settings.PASSWORD_RESET_RATE),
+            throttle.wait(
+                request,
+                "password-reset-email",
+                settings.PASSWORD_RESET_RATE,
+                throttle.posted_email,
+            ),
+        )
+        if not seconds:
+            return super().post(request, *args, **kwargs)
+        context = self.get_context_data(form=self.form_class())
+        context["refused"] = throttle.too_many("password reset requests", seconds)
+        response = self.render_to_response(context, status=429)
+        response["Retry-After"] = str(seconds)
+        return response
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Django's; a new password also ends a log-in lockout of the account (the member
+    proved they own the address), the self-service way out of accounts.throttle."""
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        axes_reset(username=throttle.login_name(self.request, {"username": self.user.email}))
+        return response

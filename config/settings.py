@@ -6,6 +6,7 @@ variables listed in .env.example; with DEBUG off, SECRET_KEY is required.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -45,6 +46,8 @@ INSTALLED_APPS = [
     "django_rq",
     # django-ninja's templates and static files: /api/docs is served from here, not a CDN.
     "ninja",
+    # Failed log-ins by account and by address (accounts/throttle.py).
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -57,6 +60,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Last, as axes asks: it answers a locked-out log-in with accounts.throttle's page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -120,6 +125,19 @@ RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
 }
 RQ_SHOW_ADMIN_LINK = True
+# The throttles' counters (accounts/throttle.py), in Redis so that every web process and
+# host shares them; short timeouts, as a throttle must never hang a log-in.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "throttle",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    },
+}
+RATELIMIT_USE_CACHE = "throttle"
+RATELIMIT_FAIL_OPEN = True
 # Every worker (make run's, `manage.py rqworker`'s, the tests') stops in bounded time:
 # on SIGTERM its current step gets WORKER_STOP_GRACE_SECONDS to finish, then it is handed
 # back to the queue for another worker (generator/worker.py).
@@ -189,10 +207,42 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The axes backend first: it refuses a locked-out log-in before a password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 INVITE_TTL_DAYS = env_int("INVITE_TTL_DAYS", 7)
+
+# --- Throttles (accounts/throttle.py; docs/decisions.md) ---------------------------------
+# Log-ins (django-axes): after LOGIN_FAILURE_LIMIT failures for one account, or from one
+# address, log-ins there are refused, even with the right password, for
+# LOGIN_COOLOFF_MINUTES. A password reset by e-mail unlocks the account; operators run
+# `manage.py axes_reset_username EMAIL` or `axes_reset_ip ADDRESS`.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15)
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one, not the pair
+AXES_USERNAME_FORM_FIELD = "username"  # the log-in form's name for the e-mail address
+AXES_USERNAME_CALLABLE = "accounts.throttle.login_name"
+AXES_LOCKOUT_CALLABLE = "accounts.throttle.login_locked"
+AXES_RESET_ON_SUCCESS = True
+# A locked account stays locked for the cool-off from its last counted failure, not
+# from the attacker's last try: "try again in 15 minutes" stays true.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# Failures only: a row per successful log-in would grow without bound.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
+# Sign-ups and password reset mails per address (and reset mails per e-mail address),
+# and API calls with an unknown token per address, in django-ratelimit's rates
+# ("10/h", "20/10m"). Past a rate the caller waits for the window to end.
+SIGNUP_RATE = env_str("SIGNUP_RATE", "10/h")
+PASSWORD_RESET_RATE = env_str("PASSWORD_RESET_RATE", "5/h")
+API_TOKEN_FAILURE_RATE = env_str("API_TOKEN_FAILURE_RATE", "20/10m")
 
 # --- E-mail -----------------------------------------------------------------------------
 # The console backend prints mails (password resets, alerts) to the log; set EMAIL_HOST
@@ -302,6 +352,8 @@ LOGGING = {
     "loggers": {
         "django.request": {"handlers": ["console", "mail_admins"], "level": "ERROR"},
         "httpx": {"level": "WARNING"},
+        # Failed log-ins and lockouts only, not each attempt's bookkeeping.
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -6,6 +6,7 @@ tests/integration starts real services (Redis, the sandbox, RQ workers, chromium
 its own conftest."""
 
 import pytest
+from django.core.cache import caches
 
 from accounts.models import Membership, Team, User
 
@@ -16,6 +17,15 @@ PASSWORD = "correct horse battery staple"
 def _fast_password_hasher(settings):
     # PBKDF2's deliberate slowness protects real passwords; tests only need a hash.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _throttles_per_test(settings):
+    # The throttles count in Redis (accounts/throttle.py); in-process, every test starts
+    # from zero in the local memory cache instead (the unit tier clears it). The tests of
+    # the throttles on Redis point them back at it (tests/integration/test_throttles.py).
+    settings.RATELIMIT_USE_CACHE = "default"
+    caches["default"].clear()
 
 
 def _user(email: str, name: str) -> User:

@@ -1,11 +1,35 @@
 """Bearer-token authentication: `Authorization: Bearer sst_…`, a personal token from the
-account's API tokens page. Sessions and cookies play no part, so there is no CSRF."""
+account's API tokens page. Sessions and cookies play no part, so there is no CSRF.
 
+Guessing is throttled: after API_TOKEN_FAILURE_RATE unknown tokens from one address,
+every call from it is a 429 with Retry-After until the window ends (accounts.throttle)."""
+
+from django.conf import settings
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from accounts import throttle
 from accounts.models import ApiToken
 from generator.api.errors import ApiError
+
+GROUP = "api-token-failures"
+
+
+def refuse_if_guessing(request: HttpRequest) -> None:
+    """429 while the caller's address is over its budget of unknown tokens."""
+    seconds = throttle.wait(request, GROUP, settings.API_TOKEN_FAILURE_RATE, count=False)
+    if seconds:
+        raise ApiError(
+            429,
+            "too_many_failures",
+            throttle.too_many("calls with an unknown API token", seconds)
+            + " Check the token you send.",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+def count_failure(request: HttpRequest) -> None:
+    throttle.wait(request, GROUP, settings.API_TOKEN_FAILURE_RATE)
 
 
 class TokenAuth(HttpBearer):
@@ -20,8 +44,10 @@ class TokenAuth(HttpBearer):
         return self.authenticate(request, raw.strip())
 
     def authenticate(self, request: HttpRequest, token: str):
+        refuse_if_guessing(request)
         user = ApiToken.authenticate(token)
         if user is None:
+            count_failure(request)
             raise self.unknown()
         # Views and admission read the caller as request.user, as on the web.
         request.user = user

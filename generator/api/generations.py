@@ -38,7 +38,7 @@ from quotas.errors import QuotaExceeded
 
 router = Router(auth=TokenAuth(), tags=["generations"])
 
-ERRORS = {code: ErrorOut for code in (400, 401, 404, 413)}
+ERRORS = {code: ErrorOut for code in (400, 401, 404, 413, 429)}
 RequestId = Path(..., description="A generation id (a UUID).")
 
 
@@ -161,7 +161,7 @@ def serialize(row: GenerationRequest, *, attempts: bool = False) -> dict:
 
 @router.post(
     "/generations",
-    response={202: SubmittedOut, 429: ErrorOut, **ERRORS},
+    response={202: SubmittedOut, **ERRORS},
     summary="Submit a prompt",
 )
 def submit_generations(request: HttpRequest, body: SubmitIn):

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from accounts.models import ApiToken
 from generator import files
 from generator.api import rules
-from generator.api.auth import OpenAITokenAuth
+from generator.api.auth import OpenAITokenAuth, count_failure, refuse_if_guessing
 from generator.api.errors import ApiError
 from generator.api.generations import accept
 from generator.api.schemas import SubmitIn
@@ -54,11 +54,20 @@ def in_thread(function):
 
 
 class AsyncTokenAuth(OpenAITokenAuth):
+    @staticmethod
+    def _check(request: HttpRequest, raw: str):
+        """The token's user, or None; throttled as the JSON API's (auth.py)."""
+        refuse_if_guessing(request)
+        user = ApiToken.authenticate(raw)
+        if user is None:
+            count_failure(request)
+        return user
+
     async def __call__(self, request: HttpRequest):
         scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != self.openapi_scheme or not raw.strip():
             raise self.missing()
-        user = await in_thread(ApiToken.authenticate)(raw.strip())
+        user = await in_thread(self._check)(request, raw.strip())
         if user is None:
             raise self.unknown()
         request.user = user

@@ -31,6 +31,19 @@ def test_it_refuses_a_call_without_a_valid_token(client, token):
     assert_openai_error(response, 401, "API token", "invalid_api_key")
 
 
+def test_it_answers_429_in_its_own_format_after_too_many_unknown_tokens(client, token, settings):
+    # Issue 13, item 10: token guessing is throttled per address, as on the JSON API.
+    settings.API_TOKEN_FAILURE_RATE = "3/10m"
+    for n in range(3):
+        response = in_own_thread(call, client, "post", PATH, f"sst_guess{n}", {"prompt": "a"})
+        assert response.status_code == 401
+    for raw in ("sst_guess3", token):
+        response = in_own_thread(call, client, "post", PATH, raw, {"prompt": "a"})
+        assert_openai_error(response, 429, "unknown API token", "too_many_failures")
+        assert int(response["Retry-After"]) > 0
+    assert not GenerationRequest.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("body", "words", "code"),
     [
