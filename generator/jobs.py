@@ -152,7 +152,7 @@ class StepRunner:
         request = self.request
         # Decoded, checked and thumbnailed before the transaction: it holds no lock while
         # Pillow works.
-        prepared = prepare_generated_image(result.data)
+        prepared = result.prepared or prepare_generated_image(result.data)
         with transaction.atomic():
             done = request.finish(
                 Status.SUCCEEDED,

@@ -7,6 +7,7 @@ that imports httpx.
 
 from dataclasses import dataclass, field
 
+from generator.image_check import ImageRejected, PreparedImage, prepare_generated_image
 from generator.resilience.catalogue import ModelSpec
 from generator.resilience.taxonomy import Outcome
 
@@ -35,6 +36,9 @@ class GenerationResult:
     model_version: str = ""
     usage: dict = field(default_factory=dict)  # usageMetadata / usage as sent
     text: str = ""  # any non-thought text the model sent with the image
+    # The image decoded whole, checked and thumbnailed by the provider (whole_image()):
+    # a success is only ever a readable image, and the worker does not decode it twice.
+    prepared: PreparedImage | None = None
 
 
 class UpstreamError(Exception):
@@ -65,3 +69,15 @@ class UpstreamError(Exception):
 
     def __repr__(self):
         return f"UpstreamError({self.outcome}, {self.http_status}, {self.message!r})"
+
+
+def whole_image(data: bytes, fail) -> PreparedImage:
+    """`data` decoded whole, or `fail`'s MALFORMED error: an answer whose header says PNG
+    but whose pixels are garbage or cut short is the provider's failure, classified
+    before any success is recorded (not a worker's crash after it, issue 13)."""
+    if not data:
+        raise fail(Outcome.MALFORMED, "the image data is empty")
+    try:
+        return prepare_generated_image(data)
+    except ImageRejected as exc:
+        raise fail(Outcome.MALFORMED, f"the image is not readable: {exc}") from None

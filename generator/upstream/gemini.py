@@ -7,7 +7,7 @@ import base64
 from functools import partial
 
 from generator.resilience.taxonomy import Outcome
-from generator.upstream.base import GenerationCall, GenerationResult
+from generator.upstream.base import GenerationCall, GenerationResult, whole_image
 from generator.upstream.transport import Redactor, answer_error, decode_image, post_json
 
 # Finish and block reasons that mean "the safety filters refused": not retried, not
@@ -101,15 +101,14 @@ class GeminiProvider:
         if image is None:
             said = f" finishReason {finish}" if finish else ""
             raise fail(Outcome.NO_IMAGE, f"no image in the answer{said}")
-        data = decode_image(image[0], fail)
-        if not data:
-            raise fail(Outcome.MALFORMED, "the image data is empty")
+        prepared = whole_image(decode_image(image[0], fail), fail)
         usage = body.get("usageMetadata")
         return GenerationResult(
-            data=data,
-            mime=image[1],
+            data=prepared.data,
+            mime=prepared.mime,  # what the bytes are, whatever mimeType said
             latency_ms=latency_ms,
             model_version=str(body.get("modelVersion") or ""),
             usage=usage if isinstance(usage, dict) else {},
             text="\n".join(texts).strip(),
+            prepared=prepared,
         )

@@ -8,7 +8,12 @@ from fractions import Fraction
 from functools import partial
 
 from generator.resilience.taxonomy import Outcome
-from generator.upstream.base import GenerationCall, GenerationResult, UpstreamError
+from generator.upstream.base import (
+    GenerationCall,
+    GenerationResult,
+    UpstreamError,
+    whole_image,
+)
 from generator.upstream.transport import Redactor, answer_error, decode_image, post_json
 
 # The sizes GPT image models accept; a ratio maps to the closest orientation.
@@ -27,16 +32,6 @@ def size_for(aspect_ratio: str | None) -> str:
     if ratio < 1:
         return PORTRAIT
     return SQUARE
-
-
-def sniff_mime(data: bytes) -> str:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return ""
 
 
 class OpenAIImagesProvider:
@@ -79,19 +74,14 @@ class OpenAIImagesProvider:
         item = next((d for d in data if isinstance(d, dict) and d.get("b64_json")), None)
         if item is None:
             raise fail(Outcome.NO_IMAGE, "no b64_json image in the answer")
-        image = decode_image(item["b64_json"], fail)
-        mime = sniff_mime(image)
-        if not mime:
-            declared = str(body.get("output_format") or "")
-            if declared not in {"png", "jpeg", "webp"}:
-                raise fail(Outcome.MALFORMED, "the image data is not PNG, JPEG or WebP")
-            mime = f"image/{declared}"
+        prepared = whole_image(decode_image(item["b64_json"], fail), fail)
         usage = body.get("usage")
         return GenerationResult(
-            data=image,
-            mime=mime,
+            data=prepared.data,
+            mime=prepared.mime,
             latency_ms=latency_ms,
             model_version=spec.id,
             usage=usage if isinstance(usage, dict) else {},
             text=str(item.get("revised_prompt") or ""),
+            prepared=prepared,
         )

@@ -302,6 +302,9 @@ class BatchBook:
         elif variant == "malformed":
             part = {"inlineData": {"mimeType": "image/png", "data": "%%% not base64 %%%"}}
             answer = {"response": {"candidates": [{"content": {"parts": [part]}}]}}
+        elif variant == "garbage_image":
+            part = {"inlineData": {"mimeType": "image/png", "data": self.wire.GARBAGE_PNG}}
+            answer = {"response": {"candidates": [{"content": {"parts": [part]}}]}}
         else:
             answer = {"error": self._line_error(batch.model, variant, rng)}
         answer["metadata"] = {"key": line.key}

@@ -41,7 +41,7 @@ ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9"
 IMAGE_SIZES = ("1K", "2K", "4K")
 VARIANTS = (
     "blocked", "overloaded", "unavailable", "rate_limited", "quota_day", "server_error",
-    "no_image", "bad_request", "auth", "not_found", "malformed",
+    "no_image", "bad_request", "auth", "not_found", "malformed", "garbage_image",
 )  # fmt: skip
 # Words that act on a whole batch in Batch mode (batches.py) and on nothing else:
 # `sandbox:batch_expired[=<hours>]`, `sandbox:batch_failed`, `sandbox:batch_slow=<hours>`.
@@ -53,7 +53,13 @@ TRIGGER = re.compile(
     r"(?:@(?P<model>[A-Za-z0-9._\-]+))?(?:\*(?P<times>\d+))?"
 )
 # What a variant counts as in the call log (the taxonomy's words).
-OUTCOME_OF = {"quota_day": "rate_limited"}
+OUTCOME_OF = {"quota_day": "rate_limited", "garbage_image": "malformed"}
+# `sandbox:garbage_image`: a 200 whose image opens as a 1024×1024 PNG (signature, header,
+# the start of its pixel data) and then is garbage cut short: only a full decode tells.
+GARBAGE_PNG = base64.b64encode(
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x04\x00\x00\x00\x04\x00\x08\x02"
+    b"\x00\x00\x00\xf0\x7f\xbc\xd4\x00\x00\x10\x00IDAT" + b"garbage " * 8
+).decode()
 OVERLOAD_MESSAGES = (
     "The model is overloaded. Please try again later.",
     "This model is currently experiencing high demand. Spikes in demand are usually "
@@ -564,6 +570,12 @@ class Handler(BaseHTTPRequestHandler):
                 200,
                 b'{"candidates": [{"content": {"role": "model", "parts": [{"inlineData": {"mimeT',
             )
+        if variant == "garbage_image":
+            part = {"inlineData": {"mimeType": "image/png", "data": GARBAGE_PNG}}
+            return 200, {
+                "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP"}],
+                "modelVersion": model, "responseId": response_id,
+            }  # fmt: skip
         if variant == "overloaded":
             return 503, _google_error(503, "UNAVAILABLE", rng.choice(OVERLOAD_MESSAGES))
         if variant in GEMINI_ERRORS:
@@ -638,6 +650,9 @@ class Handler(BaseHTTPRequestHandler):
             return 200, {"created": int(time.time()), "data": []}, {}
         if variant == "malformed":
             return 200, b'{"created": 1, "data": [{"b64_js', {}
+        if variant == "garbage_image":
+            data = [{"b64_json": GARBAGE_PNG, "revised_prompt": None}]
+            return 200, {"created": int(time.time()), "data": data, "output_format": "png"}, {}
         if variant in OPENAI_ERRORS:
             status, message, type_, code = OPENAI_ERRORS[variant]
             return status, _openai_error(message, type_, code), {}

@@ -165,6 +165,22 @@ def test_it_fails_a_blocked_prompt_at_once_without_downgrading(chain, workers, a
     assert [c["model"] for c in chain.calls()] == [PRO]
 
 
+def test_it_takes_a_garbled_image_for_a_malformed_answer_and_goes_on(chain, workers, alice, team):
+    # Issue 13, item 9: an image with a valid header over garbage was a success for the
+    # breaker, then the worker's decode raised and the request hung until its lease.
+    workers.start(1)
+    prompt = f"sandbox:garbage_image@{PRO}*1 a lighthouse"
+    (request,) = submit(alice, team, Submission(prompt=prompt))
+    (row,) = wait_for_all([request], timeout=60)
+    assert row.status == Status.SUCCEEDED, failures([row])
+    first, second = row.attempts.order_by("number")
+    assert (first.model, first.outcome) == (PRO, "malformed")
+    assert "not readable" in first.message
+    assert (second.model, second.outcome) == (PRO, "success")
+    assert row.images.get().width > 0
+    assert [c["outcome"] for c in chain.calls()] == ["malformed", "success"]
+
+
 def test_it_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
     chain, workers, alice, team, redis_conn
 ):

@@ -85,6 +85,7 @@ OPENAI_STATUS = {"blocked": 400, "auth": 401}
         ("auth", Outcome.AUTH, 403),
         ("not_found", Outcome.NOT_FOUND, 404),
         ("malformed", Outcome.MALFORMED, 200),
+        ("garbage_image", Outcome.MALFORMED, 200),
     ],
 )
 @pytest.mark.parametrize("spec", [PRO, FLASH, GPT], ids=["pro", "flash", "openai"])

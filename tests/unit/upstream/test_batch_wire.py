@@ -8,9 +8,10 @@ from generator.resilience.taxonomy import Outcome
 from generator.upstream.base import GenerationCall, GenerationResult, UpstreamError
 from generator.upstream.gemini import GeminiProvider
 from generator.upstream.gemini_batch import BatchLine, GeminiBatchClient
+from tests.media import picture
 
 PRO = DEFAULT_MODELS["gemini-3-pro-image-preview"]
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
+PNG = picture("PNG")  # whole: the provider decodes what it delivers
 CLIENT = GeminiBatchClient(GeminiProvider("http://unused.invalid", "key-123456"))
 
 

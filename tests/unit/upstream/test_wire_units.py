@@ -14,13 +14,16 @@ from generator.upstream import transport
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
 from generator.upstream.gemini import GeminiProvider
 from generator.upstream.openai_images import OpenAIImagesProvider, size_for
+from generator.upstream.sandbox.server import GARBAGE_PNG
+from tests.media import picture
 
 PRO = DEFAULT_MODELS["gemini-3-pro-image-preview"]
 FLASH = DEFAULT_MODELS["gemini-2.5-flash-image"]
 GPT = DEFAULT_MODELS["gpt-image-1"]
 KEY = "AIzaSy-secret-key-123456"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
-JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 20
+# Whole images: a provider decodes what it delivers (a header alone is MALFORMED).
+PNG = picture("PNG")
+JPEG = picture("JPEG")
 
 
 @pytest.fixture
@@ -186,6 +189,29 @@ def test_it_reports_a_200_without_a_final_image_as_no_image(mock_upstream, body)
 @pytest.mark.parametrize("body", ['{"candidates": [', "<html>oops</html>", [1, 2]])
 def test_it_reports_unreadable_200_bodies_as_malformed(mock_upstream, body):
     assert gemini_error(mock_upstream, 200, body).outcome == Outcome.MALFORMED
+
+
+def test_it_reports_an_image_that_only_looks_like_one_as_malformed(mock_upstream):
+    # Issue 13, item 9: a valid PNG header over garbage was a success until the worker
+    # failed to decode it, after the breaker had counted it.
+    part = {"inlineData": {"mimeType": "image/png", "data": GARBAGE_PNG}}
+    body = {"candidates": [{"content": {"parts": [part]}, "finishReason": "STOP"}]}
+    error = gemini_error(mock_upstream, 200, body)
+    assert error.outcome == Outcome.MALFORMED
+    assert "not readable" in error.message
+    body = {"created": 1, "data": [{"b64_json": GARBAGE_PNG}], "output_format": "png"}
+    assert openai_error(mock_upstream, 200, body).outcome == Outcome.MALFORMED
+
+
+def test_it_hands_the_worker_the_image_decoded_whole(mock_upstream):
+    result, _ = gemini_call(mock_upstream, 200, PRO_SUCCESS)
+    assert result.prepared is not None
+    assert (result.prepared.mime, result.prepared.width, result.prepared.height) == (
+        "image/jpeg",
+        64,
+        48,
+    )
+    assert result.prepared.thumbnail.startswith(b"RIFF")
 
 
 OVERLOADED = {
