@@ -549,3 +549,35 @@ def test_it_follows_next_to_a_page_of_this_site(client_for, alice, done):
         reverse("generator:favourite", args=[done.pk]), {"next": "/gallery/?scope=mine"}
     )
     assert response["Location"] == "/gallery/?scope=mine"
+
+
+FORM_BODY = "strategy=quality-first&aspect_ratio=1:1&image_size=1K&count=1&prompt="
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        # A lone surrogate as UTF-8 would encode it (browsers never do): Django reads
+        # the invalid bytes as U+FFFD.
+        (FORM_BODY + "a%ED%A0%80b", "application/x-www-form-urlencoded"),
+        # A charset that can spell one: Django refuses the body.
+        (
+            FORM_BODY.encode() + b"a\\ud800b",
+            "application/x-www-form-urlencoded; charset=unicode_escape",
+        ),
+        (FORM_BODY + "a%00b", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_it_never_stores_what_a_database_cannot_hold_from_the_web_form(
+    client_for, alice, body, content_type
+):
+    # Issue 13, items 4 and 7 on the web: a lone surrogate was a 500 at insert.
+    client = client_for(alice)
+    client.raise_request_exception = False
+    response = client.post(reverse("generator:prompt"), body, content_type=content_type)
+    assert response.status_code in (200, 302, 400)
+    for prompt in GenerationRequest.objects.values_list("prompt", flat=True):
+        assert "\x00" not in prompt
+        assert not any("\ud800" <= c <= "\udfff" for c in prompt)
+    if "%00" in str(body):
+        assert "Null characters are not allowed" in response.content.decode()
