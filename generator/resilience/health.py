@@ -102,7 +102,7 @@ class Health:
         """Give back whatever slot `holder` booked on `models` (a downgrade, a cancel,
         the end of a request)."""
         for model in models:
-            self.limiter.release(model, holder)
+            self.limiter.release(model, holder, self._quotas(model))
 
     def record(
         self,

@@ -88,6 +88,8 @@ def test_it_keeps_the_median_latency_of_successes(health):
 
 
 def test_it_the_snapshot_shows_the_limiters_next_free_time(clock):
-    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
+    health = Health(
+        MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1, margin_s=0)
+    )
     assert health.acquire(PRO)[0]
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60
