@@ -153,9 +153,13 @@ def variants() -> dict[str, Regime]:
     )
     drill = ((0.0, calm), (600.0, peak), (2400.0, profiles["outage"]))
     what = "calm 10 min, peak 30 min, Pro outage 20 min"
+    quota = regimes()["quota"]
     return {
         r.name: r
         for r in (
+            replace(
+                quota, name="quota-3h", description=quota.description + "; 3 hours", minutes=180
+            ),
             Regime(
                 "harsh-peak",
                 "Pro in 90 % episodes from the start, 25 % between",
@@ -242,6 +246,8 @@ class Request:
     model: str = ""
     calls: int = 0
     rate_limited: int = 0
+    pro_calls: int = 0  # calls to Pro that the upstream answered (not 429)
+    pro_ok: int = 0
     worker_s: float = 0.0
     attempts: list = field(default_factory=list)
     phase: int = 0  # the clairvoyant's: which model of the chain it is on
@@ -258,8 +264,11 @@ def arrivals(seed: int, regime: Regime) -> list[Request]:
         requests.append(Request(submitted=t))
 
 
-def _called(request: Request, verdict) -> Outcome:
+def _called(request: Request, verdict, model: str = "") -> Outcome:
     request.calls += 1
+    if model == PRO and verdict.outcome != "rate_limited":
+        request.pro_calls += 1
+        request.pro_ok += verdict.outcome == "success"
     request.worker_s += verdict.latency_s
     outcome = Outcome(verdict.outcome)
     request.rate_limited += outcome == Outcome.RATE_LIMITED
@@ -287,7 +296,7 @@ def simulate(regime: Regime, seed: int, client) -> list[Request]:
         if kind == "done":
             free += 1
             model, verdict = requests[i].pending
-            _called(requests[i], verdict)
+            _called(requests[i], verdict, model)
             again = client.called(i, requests[i], model, verdict)
             if again is not None:
                 heapq.heappush(events, (max(again, t), next(seq), "ready", i))
@@ -441,7 +450,7 @@ def run_naive(regime: Regime, seed: int) -> list[Request]:
         for model in CHAINS["quality-first"]:
             for n in range(3):
                 verdict = yield t, model
-                outcome = _called(r, verdict)
+                outcome = _called(r, verdict, model)
                 t += verdict.latency_s
                 if outcome == Outcome.SUCCESS:
                     r.done, r.model = t, model
@@ -505,6 +514,8 @@ def figures(requests: list[Request]) -> dict:
         "p95": q(0.95),
         "p99": q(0.99),
         "worker_s": sum(r.worker_s for r in requests) / d,
+        "pro_calls": sum(r.pro_calls for r in requests) / n,
+        "pro_rate": sum(r.pro_ok for r in requests) / max(sum(r.pro_calls for r in requests), 1),
     }
 
 
@@ -551,6 +562,24 @@ TARGETS_HEADER = (
     "| calls ≤ naive | no self 429 | delivered ≥ 99.5 % "
     "| stability-first p95 ≤ 1.1 × before |\n|---|---|---|---|---|---|---|---|"
 )
+
+
+PRO_HEADER = (
+    "| regime | client | Pro calls / request | Pro success rate p | Pro share s "
+    "| calls / image | 1 + s (1/p − 1) |\n|---|---|---|---|---|---|---|"
+)
+
+
+def pro_row(regime: str, client: str, f: dict) -> str:
+    """Where Pro's calls succeed independently with chance p and Flash delivers at the
+    first call, calls per image are 1 + s (1/p − 1) whatever the policy (Wald's
+    identity: Pro calls = s / p): more Pro share costs calls at the same rate for all."""
+    p, share = f["pro_rate"], f["pro"]
+    wald = 1 + share * (1 / p - 1) if p else math.nan
+    return (
+        f"| {regime} | {client} | {f['pro_calls']:.2f} | {p:.3f} | {share:.1%} "
+        f"| {f['calls']:.2f} | {wald:.2f} |"
+    )
 
 
 def sweep(known: dict[str, Regime], names, seed_list, patiences, path: Path) -> None:
@@ -668,7 +697,7 @@ def main(argv=None):
         "bound": run_bound,
     }
     print(HEADER)
-    checks = []
+    checks, pro_rows = [], []
     for name in names:
         results = {}
         for client, run in clients.items():
@@ -676,6 +705,7 @@ def main(argv=None):
             pooled = [r for seed in args.seeds for r in run(known[name], seed)]
             results[client] = figures(pooled)
             print(row(name, client, results[client]), flush=True)
+        pro_rows += [pro_row(name, c, results[c]) for c in ("chain", "naive")]
         checks.append(
             targets(
                 known[name],
@@ -688,6 +718,9 @@ def main(argv=None):
     print("\nIssue 12's targets for the chain (quality-first, default wait limit):\n")
     print(TARGETS_HEADER)
     print("\n".join(checks))
+    print("\nPro calls and what they bought (calls answered, 429s left out):\n")
+    print(PRO_HEADER)
+    print("\n".join(pro_rows))
 
 
 if __name__ == "__main__":
