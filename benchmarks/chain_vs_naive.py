@@ -160,6 +160,12 @@ def variants() -> dict[str, Regime]:
             replace(
                 quota, name="quota-3h", description=quota.description + "; 3 hours", minutes=180
             ),
+            replace(
+                quota,
+                name="quota-hidden",
+                description="as quota, but the catalogue says 20 RPM: the limiter must learn 2",
+                quotas=CATALOGUE,
+            ),
             Regime(
                 "harsh-peak",
                 "Pro in 90 % episodes from the start, 25 % between",
@@ -428,6 +434,16 @@ class Clairvoyant:
         if verdict.outcome == "success":
             r.done, r.model = t, model
             return None
+        if verdict.outcome == "rate_limited":  # its limiter learns as the chain's does
+            latency_ms = int(verdict.latency_s * 1000)
+            scope = "day" if verdict.quota_dim == "rpd" else "minute"
+            self.health.record(
+                model,
+                Outcome.RATE_LIMITED,
+                latency_ms,
+                retry_after_s=verdict.retry_s,
+                quota_scope=scope,
+            )
         return t
 
 

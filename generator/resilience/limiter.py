@@ -54,6 +54,8 @@ class LimiterConfig:
     late_s: float = 10.0  # how late a booked slot may still be used
     # Added to the window: transit time and clock differences (real seconds, not scaled).
     margin_s: float = 0.25
+    # How long a limit learned from the upstream's 429s is kept (then the catalogue's again).
+    learn_s: float = 3600.0
 
     def __post_init__(self):
         if not 0 < self.safety <= 1:
@@ -64,6 +66,8 @@ class LimiterConfig:
             raise ValueError("the lateness allowed for a booked slot must not be negative")
         if self.margin_s < 0:
             raise ValueError("the margin of the quota window must not be negative")
+        if self.learn_s <= 0:
+            raise ValueError("a learned limit must be kept for a positive time")
 
     @property
     def window_s(self) -> float:
@@ -184,12 +188,10 @@ local function keep()
   end
 end
 
-local function record_call()
-  if n > 0 then
-    redis.call('ZADD', log, s(now), 'c:' .. redis.call('INCR', seq))
-    redis.call('PEXPIRE', seq, math.ceil((window + 60) * 1000))
-    keep()
-  end
+local function record_call()  -- every call, for what a 429 may teach (Limiter.learn)
+  redis.call('ZADD', log, s(now), 'c:' .. redis.call('INCR', seq))
+  redis.call('PEXPIRE', seq, math.ceil((window + 60) * 1000))
+  keep()
 end
 
 if mode == 'release' then
@@ -282,11 +284,10 @@ def _slot_twin(db: MemoryStore, keys, args):
         for key, _, reset_at in counters:
             db.set(key, max(0, db.get(key, now, 0) + delta), reset_at + 60)
 
-    def record_call() -> None:
-        if n > 0:
-            number = db.get(seq_key, now, 0) + 1
-            db.set(seq_key, number)
-            log[f"c:{number}"] = now
+    def record_call() -> None:  # every call, for what a 429 may teach (Limiter.learn)
+        number = db.get(seq_key, now, 0) + 1
+        db.set(seq_key, number)
+        log[f"c:{number}"] = now
 
     if mode == "release":
         if own is None:
@@ -345,8 +346,61 @@ def _read_twin(db: MemoryStore, keys, args):
     return [made] + [None if db.get(k, now) is None else str(db.get(k, now)) for k in keys[1:]]
 
 
+# KEYS: the log, the learned limit. ARGV: now, window, the limit kept to (0: none),
+# how long to keep what is learned (ms). A per-minute 429 came back for a call the log
+# admitted: the upstream allows fewer calls in a window than the log held with it, so
+# keep to one fewer than that (and to at least one), for a while. Returns the new limit.
+_LEARN_LUA = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local made = 0
+local since = string.format('(%.17g', now - window)
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since, ARGV[1])) do
+  if string.sub(m, 1, 2) == 'c:' then made = made + 1 end
+end
+local kept = redis.call('GET', KEYS[2])
+local current = 0
+if kept then
+  local value, until_ = string.match(kept, '^(%d+):(.+)$')
+  if tonumber(until_) > now then current = tonumber(value) end
+end
+if current <= 0 then current = limit end
+if current <= 0 or made < current then current = made end
+local learned = math.max(1, current - 1)
+local until_ = now + tonumber(ARGV[4]) / 1000
+redis.call('SET', KEYS[2], learned .. ':' .. string.format('%.17g', until_), 'PX', ARGV[4])
+return learned
+"""
+
+
+def _learn_twin(db: MemoryStore, keys, args):
+    now, window, limit, keep_ms = float(args[0]), float(args[1]), int(args[2]), int(args[3])
+    log = db.get(keys[0], now, {})
+    made = sum(1 for m, t in log.items() if m.startswith("c:") and now - window < t <= now)
+    current = _learned(db.get(keys[1], now), now) or limit
+    if current <= 0 or made < current:
+        current = made
+    learned = max(1, current - 1)
+    until = now + keep_ms / 1000
+    db.set(keys[1], f"{learned}:{until!r}", until)
+    return learned
+
+
+def _learned(raw, now: float) -> int:
+    """The learned limit kept as "limit:until" (0: none, or no longer)."""
+    if raw is None:
+        return 0
+    value, _, until = str(raw).partition(":")
+    return int(value) if float(until) > now else 0
+
+
+def _get_twin(db: MemoryStore, keys, args):
+    return db.get(keys[0], float(args[0]))
+
+
 SLOT = Script(_SLOT_LUA, _slot_twin)
 READ = Script(_READ_LUA, _read_twin)
+LEARN = Script(_LEARN_LUA, _learn_twin)
+GET = Script("return redis.call('GET', KEYS[1])", _get_twin)
 
 
 class Limiter:
@@ -380,12 +434,34 @@ class Limiter:
         n = max(1, math.floor(self.rate(quotas.rpd)))
         return [Counter(f"limit:{model}:rpd:{day}", n, reset)]
 
+    def per_window(self, model: str, quotas: Quotas) -> int:
+        """The calls in any window the workers keep to: the catalogue's, or fewer if the
+        upstream's 429s taught so (0: no limit)."""
+        learned = self._learned(model)
+        return min(quotas.per_window or learned, learned) if learned else quotas.per_window
+
+    def _learned(self, model: str) -> int:
+        now = self.clock.now()
+        return _learned(self.store.run(GET, [f"limit:{model}:learned"], [repr(now)]), now)
+
+    def learn(self, model: str, quotas: Quotas) -> int:
+        """A per-minute 429 came back although the log admitted the call: the upstream
+        (or other clients of the project) leaves fewer calls a window than the log
+        allowed. Keep to one fewer than the calls in the last window, for `learn_s`;
+        each further 429 lowers it again. Returns the new limit."""
+        now = self.clock.now()
+        keys = [f"limit:{model}:log", f"limit:{model}:learned"]
+        keep_ms = math.ceil(self.config.learn_s * 1000)
+        args = [repr(now), repr(self.config.window_s), quotas.per_window, keep_ms]
+        return int(self.store.run(LEARN, keys, args))
+
     def _slot(self, mode, model, quotas, holder="", not_after=0.0, not_before=None):
         now = self.clock.now()
         counters = self._counters(model, quotas, now)
         keys = [f"limit:{model}:log", f"limit:{model}:seq"] + [c.key for c in counters]
         args: list = [mode, repr(now), holder, repr(not_after), repr(not_before or now)]
-        args += [repr(self.config.late_s), repr(self.config.window_s), quotas.per_window]
+        n = self.per_window(model, quotas)
+        args += [repr(self.config.late_s), repr(self.config.window_s), n]
         for c in counters:
             args += [c.limit, repr(c.reset_at)]
         return self.store.run(SLOT, keys, args)
@@ -439,9 +515,10 @@ class Limiter:
         keys = [f"limit:{model}:log"] + [c.key for c in counters]
         values = self.store.run(READ, keys, [repr(now), repr(self.config.minute_s)])
         result = {}
+        learned = self._learned(model)
         for name, limit in (("rpm", quotas.rpm), ("ipm", quotas.ipm)):
             if limit:
-                rate = self.rate(limit)
+                rate = self.rate(min(limit, learned) if learned else limit)
                 result[name] = {
                     "used": int(values[0]),
                     "limit": int(rate) if rate.is_integer() else round(rate, 2),

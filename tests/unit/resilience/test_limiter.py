@@ -219,3 +219,46 @@ def test_it_a_released_booking_gives_its_daily_count_back(store, clock):
     assert not limiter.take(PRO, quotas)[0]
     limiter.release(PRO, "a", quotas)
     assert limiter.take(PRO, quotas)[0]
+
+
+# --- what the upstream's 429s teach -------------------------------------------------------
+
+
+def test_it_learns_a_smaller_quota_from_a_429_and_sends_no_call_into_another(store, clock):
+    """The catalogue says 20 a minute, the upstream (written apart from ours, or shared
+    with other clients) allows 2: after its first 429 the limiter keeps to 2 a window,
+    and replayed through that upstream the later calls meet no 429."""
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
+    quotas = Quotas(rpm=20)
+    t = clock.now()
+    assert all(limiter.take(PRO, quotas)[0] for _ in range(3))  # the 3rd meets a 429
+    assert limiter.learn(PRO, quotas) == 2
+    assert limiter.usage(PRO, quotas)["rpm"]["limit"] == 2
+    calls = []
+    for i in range(30):
+        booked, slot = limiter.book(PRO, quotas, f"r{i}", not_after=t + 3600)
+        assert booked
+        calls.append(slot)
+    assert replay([t, t, *calls], 2) == dict.fromkeys(
+        ("token bucket", "fixed minute", "sliding minute"), True
+    )
+    assert len([c for c in calls if c < t + 600]) == 18  # 2 a minute from t + 60 s: all of it
+
+
+def test_it_each_further_429_lowers_the_learned_limit_and_it_is_forgotten_later(store, clock):
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0, learn_s=3600))
+    quotas = Quotas(rpm=20)
+    for _ in range(5):
+        limiter.take(PRO, quotas)
+    assert limiter.learn(PRO, quotas) == 4
+    assert limiter.learn(PRO, quotas) == 3  # a 429 although we kept to 4: fewer still
+    clock.advance(3601)
+    assert limiter.usage(PRO, quotas)["rpm"]["limit"] == 20
+
+
+def test_it_a_model_without_a_known_quota_learns_one(store, clock):
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
+    for _ in range(4):
+        assert limiter.take("unknown", Quotas())[0]
+    assert limiter.learn("unknown", Quotas()) == 3
+    assert [limiter.take("unknown", Quotas())[0] for _ in range(3)] == [False] * 3
