@@ -647,10 +647,10 @@ def pro_row(regime: str, client: str, f: dict) -> str:
     first call, calls per image are 1 + s (1/p − 1) whatever the policy (Wald's
     identity: Pro calls = s / p): more Pro share costs calls at the same rate for all."""
     p, share = f["pro_rate"], f["pro"]
-    wald = 1 + share * (1 / p - 1) if p else math.nan
+    wald = f"{1 + share * (1 / p - 1):.2f}" if p else "—"
     return (
         f"| {regime} | {client} | {f['pro_calls']:.2f} | {p:.3f} | {share:.1%} "
-        f"| {f['calls']:.2f} | {wald:.2f} |"
+        f"| {f['calls']:.2f} | {wald} |"
     )
 
 
