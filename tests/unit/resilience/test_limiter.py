@@ -3,8 +3,12 @@
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from generator.resilience.clock import VirtualClock
 from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
+from generator.resilience.stores import MemoryStore
 
 PRO = "gemini-3-pro-image-preview"
 
@@ -262,3 +266,48 @@ def test_it_a_model_without_a_known_quota_learns_one(store, clock):
         assert limiter.take("unknown", Quotas())[0]
     assert limiter.learn("unknown", Quotas()) == 3
     assert [limiter.take("unknown", Quotas())[0] for _ in range(3)] == [False] * 3
+
+
+# --- whatever the callers do --------------------------------------------------------------
+
+steps = st.lists(
+    st.tuples(
+        st.sampled_from(["take", "book", "use", "release"]),
+        st.integers(0, 3),  # which request
+        st.floats(0, 20),  # seconds that pass first (but before using a booking)
+        st.floats(0, 12),  # how late a booked request comes for its slot
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(quota=st.integers(1, 4), safety=st.sampled_from([1.0, 0.85]), ops=steps)
+def test_it_no_upstream_answers_429_whatever_the_callers_do(quota, safety, ops):
+    """Requests take slots now, book them, come late for them or give them up, in any
+    order: the calls that go pass a token bucket, a fixed minute and a sliding minute of
+    the quota alike."""
+    clock = VirtualClock(1_700_000_000.0)
+    limiter = Limiter(MemoryStore(), clock, LimiterConfig(safety=safety, margin_s=0.0))
+    quotas, calls, booked = Quotas(rpm=quota), [], {}
+    for op, who, wait, late in ops:
+        if op != "use":
+            clock.advance(wait)
+        holder = f"r{who}"
+        if op == "take" and limiter.take(PRO, quotas)[0]:
+            calls.append(clock.now())
+        elif op == "book":
+            ok, slot = limiter.book(PRO, quotas, holder, not_after=clock.now() + 600)
+            if ok:
+                booked[holder] = slot
+        elif op == "use" and holder in booked:
+            clock.t = max(clock.now(), booked.pop(holder) + late)
+            granted, _ = limiter.take(PRO, quotas, holder)
+            if granted:
+                calls.append(clock.now())
+        elif op == "release":
+            limiter.release(PRO, holder, quotas)
+            booked.pop(holder, None)
+    assert replay(calls, quota) == dict.fromkeys(
+        ("token bucket", "fixed minute", "sliding minute"), True
+    )
