@@ -532,7 +532,8 @@ def test_it_keeps_the_prompt_of_a_signed_out_submission_through_the_login(client
 
 
 @pytest.mark.parametrize(
-    "target", ["/\\evil.com", "//evil.com", "https://evil.com/", "/\\/evil.com", "\\\\evil.com"]
+    "target",
+    ["/\\evil.com", "//evil.com", "https://evil.com/", "/\\/evil.com", "\\\\evil.com", "0", "x"],
 )
 def test_it_never_follows_next_to_another_site(client_for, alice, done, target):
     # Issue 13, item 11: "/\evil.com" passed the prefix check; browsers read it as
