@@ -100,10 +100,12 @@ def requests_ahead_of(requests, now: datetime | None = None) -> dict:
     ready = GenerationRequest.objects.filter(
         Q(status=Status.QUEUED) | Q(status=Status.WAITING, waiting_until__lte=now)
     ).annotate(ready_at=ready_at)
-    # The request itself never counts: its ready_at equals `at` and its id is not < its own.
+    # The request itself never counts (its row may have moved since it was read).
     counts = ready.aggregate(
         **{
-            f"ahead_{i}": Count("pk", filter=Q(ready_at__lt=at) | Q(ready_at=at, id__lt=pk))
+            f"ahead_{i}": Count(
+                "pk", filter=(Q(ready_at__lt=at) | Q(ready_at=at, id__lt=pk)) & ~Q(pk=pk)
+            )
             for i, (pk, at) in enumerate(mine.items())
         }
     )
