@@ -22,9 +22,9 @@ QUEUE = "default"
 
 
 # One Redis client (its connection pool) per URL and process. django_rq builds a new
-# client, so a new connection and its handshake, at every get_queue(): 5-30 ms on
-# every submission's answer (docs/benchmarks.md, "Submit latency"). redis-py's pool is
-# thread-safe and starts afresh in a forked child.
+# client, so a new connection and its handshake, at every get_queue(): 2-4 ms on every
+# submission's answer on a quiet machine, tens under load (docs/benchmarks.md, "Submit
+# latency"). redis-py's pool is thread-safe and starts afresh in a forked child.
 _clients: dict[str, redis.Redis] = {}
 
 

@@ -1,5 +1,5 @@
 """Enqueueing reuses one Redis connection pool per process instead of connecting anew at
-every submission (issue 17: the connection and its handshake cost 5-30 ms a submit)."""
+every submission (issue 17: the connection and its handshake cost milliseconds a submission)."""
 
 from generator import queue
 
