@@ -69,9 +69,9 @@ def test_it_leaves_sqlite_without_a_trigram_index(db):
     assert "req_prompt_trgm" not in indexes
 
 
-def _gallery_queries(client) -> tuple[int, str]:
+def _gallery_queries(client, page="generator:gallery") -> tuple[int, str]:
     with CaptureQueriesContext(connection) as queries:
-        body = client.get(reverse("generator:gallery")).content.decode()
+        body = client.get(reverse(page)).content.decode()
     return len(queries), body
 
 
@@ -86,6 +86,17 @@ def test_it_renders_a_page_of_live_cards_in_as_many_queries_as_one(client_for, a
     six, body = _gallery_queries(client)
     assert six == one
     assert "next in line" in body and "5 ahead of you" in body
+
+
+def test_it_renders_the_start_pages_live_cards_in_as_many_queries_as_one(client_for, alice, team):
+    client = client_for(alice)
+    make_request(alice, team, status=Status.QUEUED, prompt="queued 0")
+    one, _ = _gallery_queries(client, "home")
+    for n in range(1, 4):
+        make_request(alice, team, status=Status.QUEUED, prompt=f"queued {n}")
+    four, body = _gallery_queries(client, "home")
+    assert four == one
+    assert "3 ahead of you" in body
 
 
 def test_it_gives_each_card_the_status_its_own_page_shows(alice, charlie, team):
