@@ -21,8 +21,19 @@ JOB = "generator.jobs.advance"
 QUEUE = "default"
 
 
+# One Redis client (its connection pool) per URL and process. django_rq builds a new
+# client, so a new connection and its handshake, at every get_queue(): 2-4 ms on every
+# submission's answer on a quiet machine, tens under load (docs/benchmarks.md, "Submit
+# latency"). redis-py's pool is thread-safe and starts afresh in a forked child.
+_clients: dict[str, redis.Redis] = {}
+
+
 def get_queue():
-    return django_rq.get_queue(QUEUE)
+    url = settings.RQ_QUEUES[QUEUE]["URL"]
+    client = _clients.get(url)
+    if client is None:
+        client = _clients.setdefault(url, django_rq.get_connection(QUEUE))
+    return django_rq.get_queue(QUEUE, connection=client)
 
 
 def job_id(request_id, step: int) -> str:

@@ -24,7 +24,7 @@ from generator import files
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
 from generator.models import GenerationRequest, Status, Strategy
-from generator.status import status_dict, status_view
+from generator.status import status_dict, status_view, status_views
 from quotas.errors import QuotaExceeded
 from quotas.selectors import quota_summary
 
@@ -207,8 +207,11 @@ def gallery(request):
             "pk", flat=True
         )
     )
+    # Every card's status in two queries, not two a live card (attempts, queue place).
+    views = status_views(page)
     for row in page:
         row.is_favourite = row.pk in favourites
+        row.status_now = views[row.pk]
     next_query = None
     if next_before:
         query = request.GET.copy()
