@@ -109,8 +109,9 @@ class PreparedImage:
     thumbnail: bytes  # WebP
 
 
-def prepare_generated_image(data: bytes) -> PreparedImage:
-    """Decode the upstream's bytes once: the same pixels are checked and thumbnailed.
+def prepare_generated_image(data: bytes, *, thumbnail: bool = True) -> PreparedImage:
+    """Decode the upstream's bytes once: the same pixels are checked and thumbnailed
+    (unless `thumbnail` is False: add_thumbnail() makes it later, out of the step).
     Raises ImageRejected for anything that is not a whole PNG, JPEG or WebP image."""
     with _decode(data, GENERATED_MAX_PIXELS) as decoded:
         return PreparedImage(
@@ -118,8 +119,23 @@ def prepare_generated_image(data: bytes) -> PreparedImage:
             mime=FORMAT_MIME[decoded.format],
             width=decoded.width,
             height=decoded.height,
-            thumbnail=make_thumbnail(decoded),
+            thumbnail=make_thumbnail(decoded) if thumbnail else b"",
         )
+
+
+def add_thumbnail(image: Image) -> bool:
+    """Make the thumbnail of a stored image that has none yet (a delivery leaves it to
+    its own job, after its commit); False if it had one already."""
+    if image.thumbnail:
+        return False
+    with image.file.open("rb") as handle:
+        data = handle.read()
+    with _decode(data, GENERATED_MAX_PIXELS) as decoded:
+        thumbnail = make_thumbnail(decoded)
+    name = image.file.name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    image.thumbnail.save(f"{name}.webp", ContentFile(thumbnail), save=False)
+    image.save(update_fields=["thumbnail"])
+    return True
 
 
 def save_generated_image(request: GenerationRequest, prepared: PreparedImage) -> Image:
@@ -143,7 +159,8 @@ def save_generated_image(request: GenerationRequest, prepared: PreparedImage) ->
     image.file.save(
         f"{name}.{MIME_EXTENSION[prepared.mime]}", ContentFile(prepared.data), save=False
     )
-    image.thumbnail.save(f"{name}.webp", ContentFile(prepared.thumbnail), save=False)
+    if prepared.thumbnail:
+        image.thumbnail.save(f"{name}.webp", ContentFile(prepared.thumbnail), save=False)
     image.save()
     return image
 

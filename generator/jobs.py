@@ -20,9 +20,10 @@ import redis
 from django.db import transaction
 from django.utils import timezone
 
+from generator import queue
 from generator.caller import calls
-from generator.images import prepare_generated_image, save_generated_image
-from generator.models import Attempt, Expect, GenerationRequest, Status
+from generator.images import add_thumbnail, prepare_generated_image, save_generated_image
+from generator.models import Attempt, Expect, GenerationRequest, Image, Status
 from generator.reasons import words
 from generator.resilience import chain
 from generator.resilience.catalogue import get_catalogue
@@ -53,6 +54,12 @@ def advance(request_id: str, step: int) -> str:
         return "stale"
     request = GenerationRequest.objects.select_related("team").get(pk=request_id)
     return StepRunner(request, me).run()
+
+
+def thumbnail(image_id: str) -> str:
+    """The thumbnail of a delivered image (queued when its delivery committed)."""
+    image = Image.objects.filter(pk=image_id).first()
+    return "made" if image is not None and add_thumbnail(image) else "nothing to do"
 
 
 def record(request_id: str, step: int, caller: str) -> str:
@@ -185,9 +192,9 @@ class StepRunner:
 
     def _deliver(self, spec, result, attempt: Attempt) -> str:
         request = self.request
-        # Decoded, checked and thumbnailed before the transaction: it holds no lock while
-        # Pillow works.
-        prepared = prepare_generated_image(result.data)
+        # Decoded and checked before the transaction: it holds no lock while Pillow
+        # works. The thumbnail is made by its own job once the image is delivered.
+        prepared = prepare_generated_image(result.data, thumbnail=False)
         with transaction.atomic():
             done = request.finish(
                 Status.SUCCEEDED,
@@ -206,7 +213,8 @@ class StepRunner:
                 return "lost-claim"
             # Written inside the transaction: the request is seen as done only once its
             # image is in storage and in the database.
-            save_generated_image(request, prepared)
+            image = save_generated_image(request, prepared)
+            transaction.on_commit(lambda: queue.enqueue_thumbnail(image.pk))
             reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
             self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
         return "succeeded"
