@@ -124,8 +124,8 @@ def prepare_generated_image(data: bytes, *, thumbnail: bool = True) -> PreparedI
 
 
 def add_thumbnail(image: Image) -> bool:
-    """Make the thumbnail of a stored image that has none yet (a delivery leaves it to
-    its own job, after its commit); False if it had one already."""
+    """Make the thumbnail of a stored image that has none yet (a delivery makes it after
+    its commit); False if it had one already."""
     if image.thumbnail:
         return False
     with image.file.open("rb") as handle:

@@ -20,10 +20,9 @@ import redis
 from django.db import transaction
 from django.utils import timezone
 
-from generator import queue
 from generator.caller import calls
 from generator.images import add_thumbnail, prepare_generated_image, save_generated_image
-from generator.models import Attempt, Expect, GenerationRequest, Image, Status
+from generator.models import Attempt, Expect, GenerationRequest, Status
 from generator.reasons import words
 from generator.resilience import chain
 from generator.resilience.catalogue import get_catalogue
@@ -54,12 +53,6 @@ def advance(request_id: str, step: int) -> str:
         return "stale"
     request = GenerationRequest.objects.select_related("team").get(pk=request_id)
     return StepRunner(request, me).run()
-
-
-def thumbnail(image_id: str) -> str:
-    """The thumbnail of a delivered image (queued when its delivery committed)."""
-    image = Image.objects.filter(pk=image_id).first()
-    return "made" if image is not None and add_thumbnail(image) else "nothing to do"
 
 
 def record(request_id: str, step: int, caller: str) -> str:
@@ -193,7 +186,7 @@ class StepRunner:
     def _deliver(self, spec, result, attempt: Attempt) -> str:
         request = self.request
         # Decoded and checked before the transaction: it holds no lock while Pillow
-        # works. The thumbnail is made by its own job once the image is delivered.
+        # works. The thumbnail is made once the delivery has committed.
         prepared = prepare_generated_image(result.data, thumbnail=False)
         with transaction.atomic():
             done = request.finish(
@@ -214,9 +207,15 @@ class StepRunner:
             # Written inside the transaction: the request is seen as done only once its
             # image is in storage and in the database.
             image = save_generated_image(request, prepared)
-            transaction.on_commit(lambda: queue.enqueue_thumbnail(image.pk))
             reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
             self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
+        # Delivered and visible: the thumbnail now, outside the transaction (in this step
+        # rather than a job of its own, which would cost RQ's bookkeeping again). Until it
+        # exists, or if this fails, the page shows the image itself.
+        try:
+            add_thumbnail(image)
+        except Exception:
+            log.exception("request=%s thumbnail failed", request.pk)
         return "succeeded"
 
     def _fail(self, outcome: Outcome, reason: str) -> str:

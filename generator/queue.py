@@ -21,7 +21,6 @@ log = logging.getLogger("steadyshot.queue")
 
 JOB = "generator.jobs.advance"
 RECORD = "generator.jobs.record"
-THUMBNAIL = "generator.jobs.thumbnail"
 QUEUE = "default"
 
 
@@ -88,18 +87,6 @@ def enqueue_record(request_id, step: int, holder: str):
         failure_ttl=7 * 24 * 3600,
         at_front=True,
     )
-
-
-def enqueue_thumbnail(image_id) -> None:
-    """Queue the thumbnail of a delivered image (generator.jobs.thumbnail): made after
-    the delivery commits, so the step's transaction never waits on Pillow. If Redis is
-    away the image is shown in full size instead, which is still correct."""
-    try:
-        get_queue().enqueue(
-            THUMBNAIL, str(image_id), job_id=f"thumb-{image_id}", result_ttl=60, at_front=True
-        )
-    except redis.exceptions.RedisError:
-        log.exception("image=%s thumbnail not queued", image_id)
 
 
 @_redis_blips

@@ -1,5 +1,5 @@
-"""A delivered image gets its thumbnail from its own job, after the delivery commits;
-until then the thumbnail's address shows the image itself."""
+"""A delivered image gets its thumbnail after the delivery commits; until then the
+thumbnail's address shows the image itself."""
 
 import io
 
@@ -8,7 +8,6 @@ from django.urls import reverse
 from PIL import Image as PILImage
 
 from generator.images import add_thumbnail, prepare_generated_image, save_generated_image
-from generator.jobs import thumbnail
 from tests.media import picture
 from tests.unit.generator.test_views import make_request
 
@@ -35,8 +34,8 @@ def test_it_shows_the_image_itself_until_its_thumbnail_is_made(delivered, alice,
     assert _shown(client_for(alice), delivered) == ("image/png", "PNG")
 
 
-def test_it_makes_the_thumbnail_in_its_own_job_once(delivered, alice, client_for):
-    assert thumbnail(str(delivered.pk)) == "made"
+def test_it_makes_the_thumbnail_once(delivered, alice, client_for):
+    assert add_thumbnail(delivered)
     delivered.refresh_from_db()
     assert _shown(client_for(alice), delivered) == ("image/webp", "WEBP")
-    assert not add_thumbnail(delivered)  # a duplicate job changes nothing
+    assert not add_thumbnail(delivered)  # a second time changes nothing
