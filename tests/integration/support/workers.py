@@ -3,6 +3,7 @@
 the sandbox, exactly as in production, with a caller process (`manage.py caller`) that
 makes their upstream calls."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -99,9 +100,7 @@ class Workers:
 
     def kill(self, index: int) -> None:
         """SIGKILL: no warm shutdown, no chance to hand anything back."""
-        process = self.processes[index]
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        _kill_tree(self.processes[index])
 
     def kill_holder(self, claimed_by: str) -> None:
         """SIGKILL the worker or caller that holds a request (`claimed_by` is the
@@ -121,11 +120,24 @@ class Workers:
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                _kill_tree(process)
 
     def output(self) -> str:
         return "\n".join(p.read_text() for p in self.logs if p.exists())
+
+
+def _kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a worker and its children (RQ's scheduler runs in a forked process: list
+    it before the worker dies, as an orphan is re-parented and no longer its child)."""
+    try:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    process.kill()
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+    process.wait()
 
 
 @pytest.fixture
