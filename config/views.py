@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET
 
 from generator.forms import PromptForm
 from generator.models import GenerationRequest
+from generator.status import status_views
 from quotas.selectors import quota_summary
 
 log = logging.getLogger("steadyshot.health")
@@ -29,6 +30,10 @@ def home(request):
         .prefetch_related("images")
         .order_by("-created", "-id")[:HOME_RECENT]
     )
+    # The cards' status in two queries, not two a live card (as the gallery does).
+    views = status_views(recent)
+    for row in recent:
+        row.status_now = views[row.pk]
     context = {
         "team": team,
         "form": PromptForm(),

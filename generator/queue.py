@@ -3,7 +3,6 @@ enqueued for, never model instances (see GenerationRequest.step): `advance` star
 step, `record` finishes one whose upstream call a caller made (generator/caller)."""
 
 import logging
-import os
 from datetime import datetime
 
 import django_rq
@@ -24,17 +23,19 @@ RECORD = "generator.jobs.record"
 QUEUE = "default"
 
 
-_queues: dict = {}
+# One Redis client (its connection pool) per URL and process. django_rq builds a new
+# client, so a new connection and its handshake, at every get_queue(): 2-4 ms on every
+# submission's answer on a quiet machine, tens under load (docs/benchmarks.md, "Submit
+# latency"). redis-py's pool is thread-safe and starts afresh in a forked child.
+_clients: dict[str, redis.Redis] = {}
 
 
 def get_queue():
-    """The queue, one per process and Redis URL: django_rq's get_queue() opens a new
-    connection at every call (~8 ms, more than a step's own Redis work)."""
-    key = (os.getpid(), settings.RQ_QUEUES[QUEUE]["URL"])
-    queue = _queues.get(key)
-    if queue is None:
-        queue = _queues[key] = django_rq.get_queue(QUEUE)
-    return queue
+    url = settings.RQ_QUEUES[QUEUE]["URL"]
+    client = _clients.get(url)
+    if client is None:
+        client = _clients.setdefault(url, django_rq.get_connection(QUEUE))
+    return django_rq.get_queue(QUEUE, connection=client)
 
 
 def job_id(request_id, step: int) -> str:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Case, DateTimeField, F, Q, When
+from django.db.models import Case, Count, DateTimeField, F, Q, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from generator.models import GenerationRequest, QuotaState, Status
+from generator.models import Attempt, GenerationRequest, QuotaState, Status
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,17 @@ def ready_since(request: GenerationRequest, now: datetime) -> datetime | None:
 def requests_ahead(request: GenerationRequest, now: datetime | None = None) -> int | None:
     """How many requests of any team became ready for a worker before this one and are
     still waiting for one; None when this request is not waiting for a worker."""
+    return requests_ahead_of([request], now).get(request.pk)
+
+
+def requests_ahead_of(requests, now: datetime | None = None) -> dict:
+    """requests_ahead() of each of `requests` waiting for a worker, by pk, in one query
+    whatever their number (a gallery page of queued cards asks once, not once a card):
+    one count per request over the ready rows, each with its own FILTER."""
     now = now or timezone.now()
-    mine = ready_since(request, now)
-    if mine is None:
-        return None
+    mine = {r.pk: at for r in requests if (at := ready_since(r, now)) is not None}
+    if not mine:
+        return {}
     ready_at = Case(
         When(status=Status.WAITING, then=F("waiting_until")),
         default=Coalesce(F("handed_over"), F("created")),
@@ -93,11 +100,47 @@ def requests_ahead(request: GenerationRequest, now: datetime | None = None) -> i
     ready = GenerationRequest.objects.filter(
         Q(status=Status.QUEUED) | Q(status=Status.WAITING, waiting_until__lte=now)
     ).annotate(ready_at=ready_at)
-    return (
-        ready.filter(Q(ready_at__lt=mine) | Q(ready_at=mine, id__lt=request.id))
-        .exclude(pk=request.pk)
-        .count()
+    # The request itself never counts (its row may have moved since it was read).
+    counts = ready.aggregate(
+        **{
+            f"ahead_{i}": Count(
+                "pk", filter=(Q(ready_at__lt=at) | Q(ready_at=at, id__lt=pk)) & ~Q(pk=pk)
+            )
+            for i, (pk, at) in enumerate(mine.items())
+        }
     )
+    return {pk: counts[f"ahead_{i}"] for i, pk in enumerate(mine)}
+
+
+def _attempt_counts(requests) -> dict:
+    """The attempt rows of each active request of `requests`, by pk, in one query."""
+    active = [r.pk for r in requests if not r.is_final]
+    if not active:
+        return {}
+    rows = (
+        Attempt.objects.filter(request__in=active)
+        .values_list("request")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return dict(rows)
+
+
+def status_views(requests, now: datetime | None = None) -> dict:
+    """status_view() of each of `requests`, by pk, in two queries whatever their number
+    (the gallery's page): their attempts and their places in the queue, counted as sets."""
+    now = now or timezone.now()
+    attempts = _attempt_counts(requests)
+    ahead = requests_ahead_of(requests, now)
+    return {
+        r.pk: status_view(
+            r,
+            attempts=r.attempt_count if r.is_final else attempts.get(r.pk, 0),
+            now=now,
+            ahead=ahead.get(r.pk),
+        )
+        for r in requests
+    }
 
 
 def _worker_wait(ahead: int) -> str:
@@ -129,13 +172,21 @@ def _cost(request: GenerationRequest) -> str:
     return "nothing charged"
 
 
+_COUNT = object()  # status_view(ahead=…) not given: counted here when needed
+
+
 def status_view(
-    request: GenerationRequest, attempts: int | None = None, now: datetime | None = None
+    request: GenerationRequest,
+    attempts: int | None = None,
+    now: datetime | None = None,
+    ahead=_COUNT,
 ) -> StatusView:
     """The view of `request` now. `attempts` is the number of attempt rows the caller
     shows (the detail page's timeline); without it they are counted here, so the count
-    always matches the timeline rather than a counter written a moment apart."""
+    always matches the timeline rather than a counter written a moment apart. `ahead`:
+    its requests_ahead() when the caller counted it (status_views()), else counted here."""
     now = now or timezone.now()
+    queue_place = ahead
     if attempts is None:
         # A finished request wrote its last attempt before it ended; an active one may be
         # between writing its counter and its attempt row, so its rows are counted.
@@ -151,6 +202,9 @@ def status_view(
     ahead = None
     waiting_until = None
 
+    def place() -> int | None:
+        return requests_ahead(request, now) if queue_place is _COUNT else queue_place
+
     if request.cancel_requested and request.is_active:
         label = "Canceling"
         if status == Status.RUNNING:
@@ -158,7 +212,7 @@ def status_view(
         else:
             text = "Canceling…"
     elif status == Status.QUEUED:
-        ahead = requests_ahead(request, now)
+        ahead = place()
         if falling_back:
             why = _sentence(request.fallback_reason) or f"Falling back to {model}."
             text = f"Falling back: {why} Queued for {model}, {_worker_wait(ahead)}."
@@ -178,7 +232,7 @@ def status_view(
             text = f"Waiting to retry {model} at {at:%H:%M:%S}. {reason}".strip()
         else:
             # The retry is due but every worker is busy: say so, never a time in the past.
-            ahead = requests_ahead(request, now)
+            ahead = place()
             text = f"The retry of {model} is due, {_worker_wait(ahead)}. {reason}".strip()
     elif status == Status.SCHEDULED:
         if request.waiting_until and request.waiting_until > now:

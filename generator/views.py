@@ -27,7 +27,7 @@ from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
 from generator.images import MIME_EXTENSION, reference_dimensions
 from generator.models import GenerationRequest, ReferenceImage, Status, Strategy
-from generator.status import status_dict, status_view
+from generator.status import status_dict, status_view, status_views
 from quotas.errors import QuotaExceeded
 from quotas.selectors import quota_summary
 
@@ -230,8 +230,11 @@ def gallery(request):
             "pk", flat=True
         )
     )
+    # Every card's status in two queries, not two a live card (attempts, queue place).
+    views = status_views(page)
     for row in page:
         row.is_favourite = row.pk in favourites
+        row.status_now = views[row.pk]
     next_query = None
     if next_before:
         query = request.GET.copy()

@@ -14,5 +14,6 @@ def model_name(model_id: str) -> str:
 
 @register.filter
 def status_view(request: GenerationRequest):
-    """The request's status view (generator/status.py): `{% with s=r|status_view %}`."""
-    return status.status_view(request)
+    """The request's status view (generator/status.py): `{% with s=r|status_view %}`;
+    the one the view computed for the whole page (status_views()) when it did."""
+    return getattr(request, "status_now", None) or status.status_view(request)
