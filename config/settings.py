@@ -143,6 +143,12 @@ RATELIMIT_FAIL_OPEN = True
 # back to the queue for another worker (generator/worker.py).
 RQ = {"WORKER_CLASS": "generator.worker.StepWorker"}
 WORKER_STOP_GRACE_SECONDS = env_float("WORKER_STOP_GRACE_SECONDS", 25.0)
+# The upstream calls themselves are made by caller processes (`manage.py caller`,
+# generator/caller): `make run` starts CALLERS of them, each keeping at most
+# CALLER_CONCURRENCY calls in flight at once (the rest wait in Redis). On SIGTERM a
+# caller's calls get WORKER_STOP_GRACE_SECONDS to finish, then are handed back.
+CALLERS = env_int("CALLERS", 1)
+CALLER_CONCURRENCY = env_int("CALLER_CONCURRENCY", 256)
 
 # --- Upstream ---------------------------------------------------------------------------
 # With no GEMINI_API_KEY every provider talks to the local sandbox server (never to a
@@ -159,6 +165,12 @@ MODEL_CATALOGUE_FILE = env_str("MODEL_CATALOGUE_FILE")
 # Multiplies every duration of the retry policy, breakers and limiters (and the
 # sandbox's): 0.01 runs an hour of upstream behaviour in 36 s, for drills and tests.
 TIME_SCALE = env_float("TIME_SCALE", 1.0)
+# What TIME_SCALE must not shrink below, in real seconds (docs/jobs.md, "Real time"):
+# these measure this machine (a queue behind busy workers, the scheduler's one-second
+# tick), not the upstream's behaviour. At TIME_SCALE 0.0001 a request's 1200 s budget
+# would be 0.12 s and every request that waited in the queue would fail "out of time".
+# Leases, grace periods, timeouts and the cron's ticks are real seconds already.
+REQUEST_BUDGET_FLOOR_S = env_float("REQUEST_BUDGET_FLOOR_S", 120.0)
 
 # --- Jobs ------------------------------------------------------------------------------
 # A running request's lease: the worker renews it every third of this while it waits on

@@ -2,9 +2,10 @@
 
 Prepares the database and a demo account, then starts Redis (unless REDIS_URL is set),
 the sandbox upstream (unless GEMINI_API_KEY is set), a local S3 server when
-STORAGE=s3-local, the web server and WORKERS RQ workers. Each child's output is prefixed
-with its name. Ctrl-C (or SIGTERM) stops every child cleanly; if any child dies, the
-others are stopped too, so a half-running product is never left behind.
+STORAGE=s3-local, the web server, WORKERS RQ workers and CALLERS caller processes (the
+workers' upstream calls). Each child's output is prefixed with its name. Ctrl-C (or
+SIGTERM) stops every child cleanly; if any child dies, the others are stopped too, so a
+half-running product is never left behind.
 
 ROLES runs a subset, for several hosts sharing one database, Redis and bucket
 (docs/deploy.md): the product's roles `web`, `workers`, `cron`, and the shared services
@@ -201,6 +202,9 @@ def main() -> int:
                     manage("rqworker", "--with-scheduler", "--name", f"{os.uname().nodename}-{os.getpid()}-{n + 1}", "maintenance", "default"),
                 )
             )  # fmt: skip
+        # The workers' upstream calls, hundreds at once per caller (generator/caller).
+        for n in range(int(env.get("CALLERS", "1")) if "workers" in chosen else 0):
+            children.append(Child(f"caller{n + 1}", manage("caller")))
         for i, child in enumerate(children):
             child.colour = COLOURS[i % len(COLOURS)]
             if child.process is None:

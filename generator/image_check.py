@@ -102,11 +102,12 @@ class PreparedImage:
     mime: str  # what the bytes really are, whatever the upstream claimed
     width: int
     height: int
-    thumbnail: bytes  # WebP
+    thumbnail: bytes  # WebP; empty until the delivery has committed
 
 
-def prepare_generated_image(data: bytes) -> PreparedImage:
-    """Decode the upstream's bytes once: the same pixels are checked and thumbnailed.
+def prepare_generated_image(data: bytes, *, thumbnail: bool = True) -> PreparedImage:
+    """Decode the upstream's bytes once: the same pixels are checked and thumbnailed
+    (unless `thumbnail` is False: a delivery makes it after its commit, thumbnail_of()).
     Raises ImageRejected for anything that is not a whole PNG, JPEG or WebP image."""
     with _decode(data, GENERATED_MAX_PIXELS) as decoded:
         return PreparedImage(
@@ -114,5 +115,11 @@ def prepare_generated_image(data: bytes) -> PreparedImage:
             mime=FORMAT_MIME[decoded.format],
             width=decoded.width,
             height=decoded.height,
-            thumbnail=make_thumbnail(decoded),
+            thumbnail=make_thumbnail(decoded) if thumbnail else b"",
         )
+
+
+def thumbnail_of(data: bytes) -> bytes:
+    """The WebP thumbnail of a generated image's bytes (ImageRejected if not one)."""
+    with _decode(data, GENERATED_MAX_PIXELS) as decoded:
+        return make_thumbnail(decoded)

@@ -21,11 +21,26 @@ from generator.image_check import (
     PreparedImage,
     inspect,
     prepare_generated_image,
+    thumbnail_of,
 )
 from generator.models import GenerationRequest, Image, ReferenceImage
 
 # Callers of this module use these as its own (jobs, batching, the tests).
 __all__ = ["ImageRejected", "inspect", "prepare_generated_image"]
+
+
+def add_thumbnail(image: Image) -> bool:
+    """Make the thumbnail of a stored image that has none yet (a delivery makes it after
+    its commit); False if it had one already."""
+    if image.thumbnail:
+        return False
+    with image.file.open("rb") as handle:
+        data = handle.read()
+    thumbnail = thumbnail_of(data)
+    name = image.file.name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    image.thumbnail.save(f"{name}.webp", ContentFile(thumbnail), save=False)
+    image.save(update_fields=["thumbnail"])
+    return True
 
 
 def save_generated_image(request: GenerationRequest, prepared: PreparedImage) -> Image:
@@ -49,7 +64,8 @@ def save_generated_image(request: GenerationRequest, prepared: PreparedImage) ->
     image.file.save(
         f"{name}.{MIME_EXTENSION[prepared.mime]}", ContentFile(prepared.data), save=False
     )
-    image.thumbnail.save(f"{name}.webp", ContentFile(prepared.thumbnail), save=False)
+    if prepared.thumbnail:
+        image.thumbnail.save(f"{name}.webp", ContentFile(prepared.thumbnail), save=False)
     image.save()
     return image
 

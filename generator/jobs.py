@@ -1,24 +1,27 @@
-"""RQ entry points: one step of a request per job, never a sleep.
+"""RQ entry points: one step of a request per job (or two, around a call), never a sleep.
 
-A step claims the request with a filtered UPDATE on (status, step), asks the policy what
-to do, makes at most one upstream call, records it as an Attempt, asks the policy again
-and hands the request back to the queue (now, or at a later time through the workers'
-scheduler), delivers it, or fails it with a reason a person can read. Every write after
-the claim is filtered on the claim too, so a step that lost its claim (its worker was
-presumed dead and the reconciler took the request back) can change nothing.
+A step claims the request with a filtered UPDATE on (status, step) and asks the policy
+what to do (`advance`). To call a model it passes the claim to the queue of calls and
+ends: a caller process makes the call among hundreds of others (generator/caller) and
+queues `record`, which takes the claim back from it, records the call as an Attempt,
+asks the policy again and hands the request back to the queue (now, or at a later
+time through the workers' scheduler), delivers it, or fails it with a reason a person
+can read. Every write after the claim is filtered on the claim too, so a step that lost
+its claim (its worker or caller was presumed dead and the reconciler took the request
+back) can change nothing.
 """
 
 import logging
 import os
 import socket
-import threading
 from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
-from django.db import connection, transaction
+import redis
+from django.db import transaction
 from django.utils import timezone
 
-from generator.images import prepare_generated_image, save_generated_image
+from generator.caller import calls
+from generator.images import add_thumbnail, prepare_generated_image, save_generated_image
 from generator.models import Attempt, Expect, GenerationRequest, Status
 from generator.reasons import words
 from generator.resilience import chain
@@ -27,13 +30,13 @@ from generator.resilience.from_settings import policy_config_from_settings
 from generator.resilience.health import Health
 from generator.resilience.policy import Action, AttemptRecord, Code, Decision, Reason
 from generator.resilience.taxonomy import USER_MESSAGES, Outcome
-from generator.upstream.base import GenerationCall, InputImage, UpstreamError
-from generator.upstream.registry import get_provider
 
 log = logging.getLogger("steadyshot.jobs")
 # One line per upstream call, in logfmt, for log pipelines: request, model, outcome,
 # latency and the decision taken after it, with its reason code and words.
 attempt_log = logging.getLogger("steadyshot.attempt")
+
+ANSWER_LOST = "The answer of the last call was lost before it was recorded; calling again."
 
 
 def worker_name() -> str:
@@ -50,6 +53,23 @@ def advance(request_id: str, step: int) -> str:
         return "stale"
     request = GenerationRequest.objects.select_related("team").get(pk=request_id)
     return StepRunner(request, me).run()
+
+
+def record(request_id: str, step: int, caller: str) -> str:
+    """The end of a step whose call `caller` made: take the claim from it, then record
+    the answer and act on it. A caller that lost the step meanwhile, or a duplicate of
+    this job, finds nothing to take."""
+    me = worker_name()
+    if not GenerationRequest.objects.pass_claim(request_id, step, caller, me):
+        calls.drop_answer(request_id, step)
+        log.info("request=%s step=%s stale answer: nothing to record", request_id, step)
+        return "stale"
+    request = GenerationRequest.objects.select_related("team").get(pk=request_id)
+    runner = StepRunner(request, me)
+    answer = calls.take_answer(request_id, step)
+    if answer is None:
+        return runner.call_again()
+    return runner.record(answer, caller)
 
 
 class StepRunner:
@@ -74,34 +94,39 @@ class StepRunner:
         return self._apply(decision, attempt=None)
 
     def _call(self, decision: Decision) -> str:
+        """Pass the call to the callers (generator/caller) and end this part of the step."""
         request = self.request
         spec = self.catalogue[decision.model]
-        fallback = self._fallback_words(decision)
-        # The row already names the model the last hand-over planned; write only when the
-        # policy chose another one now.
-        if (spec.id != request.current_model or fallback) and not request.show_call(
-            self.hold, spec.id, fallback
-        ):
+        if not request.send_to_caller(self.hold, spec.id, self._fallback_words(decision)):
             return "lost-claim"
-        call = GenerationCall(
-            model=spec,
+        call = calls.Call(
+            request_id=str(request.pk),
+            step=request.step,
+            model=spec.id,
             prompt=request.prompt,
             aspect_ratio=request.aspect_ratio,
             image_size=spec.deliverable_size(request.image_size),
-            references=tuple(self._references()),
-            request_id=str(request.id),
+            references=tuple((ref.file.name, ref.mime) for ref in request.references.all()),
         )
-        started = timezone.now()
-        with Heartbeat(request.pk, self.me):
-            try:
-                result = get_provider(spec).generate(call)
-                error = None
-            except UpstreamError as exc:
-                result, error = None, exc
-        if error is None:
-            self.health.record(spec.id, Outcome.SUCCESS, result.latency_ms)
-            attempt = self._record_attempt(spec, started, Outcome.SUCCESS, result.latency_ms)
-            return self._deliver(spec, result, attempt)
+        try:
+            calls.send(call)
+        except redis.exceptions.RedisError:
+            # The lease runs out and the reconciler takes the request back, as when a
+            # caller dies: nothing more to do here.
+            log.exception("request=%s step=%s call not queued", request.pk, request.step)
+        return "calling"
+
+    def record(self, answer: calls.Answer, caller: str) -> str:
+        """The call's answer: fed to the shared health, recorded, then acted on."""
+        spec = self.catalogue[self.request.current_model]
+        if answer.error is None:
+            latency_ms = answer.result.latency_ms
+            self.health.record(spec.id, Outcome.SUCCESS, latency_ms)
+            attempt = self._record_attempt(
+                spec, answer.started, Outcome.SUCCESS, latency_ms, caller=caller
+            )
+            return self._deliver(spec, answer.result, attempt)
+        error = answer.error
         self.health.record(
             spec.id,
             error.outcome,
@@ -109,10 +134,20 @@ class StepRunner:
             retry_after_s=error.retry_after_s,
             quota_scope=error.quota_scope,
         )
-        attempt = self._record_attempt(spec, started, error.outcome, error.latency_ms, error)
+        attempt = self._record_attempt(
+            spec, answer.started, error.outcome, error.latency_ms, error, caller=caller
+        )
         if self._cancel_requested():
             return self._finish_canceled(attempt)
         return self._apply(chain.ask(self._ticket(), self.health, self.config), attempt=attempt)
+
+    def call_again(self) -> str:
+        """The answer vanished from Redis (flushed, expired): the next step decides and
+        calls again, as after a worker that died holding an undelivered success."""
+        handed = self.request.hand_over(
+            self.hold, model=self.request.current_model, reason=ANSWER_LOST
+        )
+        return "requeued" if handed else "lost-claim"
 
     # --- outcomes -------------------------------------------------------------------
 
@@ -150,9 +185,9 @@ class StepRunner:
 
     def _deliver(self, spec, result, attempt: Attempt) -> str:
         request = self.request
-        # Decoded, checked and thumbnailed before the transaction: it holds no lock while
-        # Pillow works.
-        prepared = result.prepared or prepare_generated_image(result.data)
+        # Decoded and checked before the transaction: it holds no lock while Pillow
+        # works. The thumbnail is made once the delivery has committed.
+        prepared = result.prepared or prepare_generated_image(result.data, thumbnail=False)
         with transaction.atomic():
             done = request.finish(
                 Status.SUCCEEDED,
@@ -171,9 +206,16 @@ class StepRunner:
                 return "lost-claim"
             # Written inside the transaction: the request is seen as done only once its
             # image is in storage and in the database.
-            save_generated_image(request, prepared)
+            image = save_generated_image(request, prepared)
             reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
             self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
+        # Delivered and visible: the thumbnail now, outside the transaction (in this step
+        # rather than a job of its own, which would cost RQ's bookkeeping again). Until it
+        # exists, or if this fails, the page shows the image itself.
+        try:
+            add_thumbnail(image)
+        except Exception:
+            log.exception("request=%s thumbnail failed", request.pk)
         return "succeeded"
 
     def _fail(self, outcome: Outcome, reason: str) -> str:
@@ -237,12 +279,9 @@ class StepRunner:
             ),
         )
 
-    def _references(self):
-        for ref in self.request.references.all():
-            with ref.file.open("rb") as handle:
-                yield InputImage(data=handle.read(), mime=ref.mime)
-
-    def _record_attempt(self, spec, started, outcome, latency_ms, error=None) -> Attempt:
+    def _record_attempt(
+        self, spec, started, outcome, latency_ms, error=None, *, caller: str
+    ) -> Attempt:
         # Numbered after the attempts this step read, not after the request's counter: a
         # step that died after its call left an attempt the counter never saw.
         number = self.attempts[-1].number + 1 if self.attempts else 1
@@ -262,7 +301,7 @@ class StepRunner:
             quota_scope=error.quota_scope if error else "",
             retry_after_ms=retry_ms,
             message=(error.message if error else "")[:500],
-            worker=self.me,
+            worker=caller,
         )
         self.attempts.append(attempt)
         return attempt
@@ -299,33 +338,3 @@ class StepRunner:
         if not decision.downgraded_from or decision.reason is None:
             return ""
         return words(decision.reason.cause or decision.reason, GenerationRequest.model_name)
-
-
-class Heartbeat:
-    """Renews the request's lease while the worker waits on the upstream, from a thread
-    with its own database connection. A worker that dies stops renewing: the reconciler
-    sees the expired lease and takes the request back."""
-
-    def __init__(self, request_pk, me: str):
-        self.request_pk = request_pk
-        self.me = me
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-    def _run(self):
-        lease = settings.LEASE_SECONDS
-        try:
-            while not self.stop.wait(lease / 3):
-                GenerationRequest.objects.renew_lease(self.request_pk, self.me)
-        except Exception:  # the lease just expires; the reconciler recovers the request
-            log.exception("request=%s heartbeat failed", self.request_pk)
-        finally:
-            connection.close()

@@ -119,6 +119,10 @@ class ReferenceImage(models.Model):
         return f"{self.width}×{self.height} {self.mime}"
 
 
+# `claimed_by` of a running step whose call waits in Redis for a caller process.
+CALLS_HOLDER = "calls"
+
+
 @dataclass(frozen=True)
 class Expect:
     """What a writer believes about a request's row. A transition writes only while it is
@@ -245,13 +249,24 @@ class GenerationRequestQuerySet(models.QuerySet):
             status_reason=reason[:300]
         )
 
-    def renew_lease(self, pk, worker: str) -> bool:
-        """The worker is still alive and still holds the request: extend its lease."""
+    def pass_claim(self, pk, step: int, holder: str, to: str) -> bool:
+        """Hand a running step from `holder` to `to` with a fresh lease: a call from the
+        worker that chose it to the caller that makes it (holder CALLS_HOLDER), its
+        answer from the caller to the worker that records it. Only while `holder` still
+        holds that step: a call or an answer the reconciler took back meanwhile (its
+        lease ran out) is dropped by whoever comes late."""
         lease = timedelta(seconds=settings.LEASE_SECONDS)
         return bool(
-            self.filter(pk=pk, status=Status.RUNNING, claimed_by=worker).update(
-                lease_until=timezone.now() + lease
+            self.filter(pk=pk, step=step, status=Status.RUNNING, claimed_by=holder).update(
+                claimed_by=to, lease_until=timezone.now() + lease
             )
+        )
+
+    def renew_leases(self, pks, worker: str) -> int:
+        """A caller's heartbeat: one UPDATE for every call it has in flight."""
+        lease = timedelta(seconds=settings.LEASE_SECONDS)
+        return self.filter(pk__in=pks, status=Status.RUNNING, claimed_by=worker).update(
+            lease_until=timezone.now() + lease
         )
 
 
@@ -472,11 +487,20 @@ class GenerationRequest(models.Model):
             GenerationRequest.objects.filter(pk=self.pk, **expect.filter()).update(**fields)
         )
 
-    def show_call(self, expect: Expect, model: str, fallback_reason: str = "") -> bool:
-        """The step is calling `model` now (the page says "Running on …")."""
-        fields = {"current_model": model, "status_reason": ""}
+    def send_to_caller(self, expect: Expect, model: str, fallback_reason: str = "") -> bool:
+        """The step calls `model` now: the page says "Running on …" and the claim passes
+        to the queue of calls (CALLS_HOLDER) with a fresh lease, until a caller takes
+        it (generator/caller). No caller within the lease: the reconciler takes the
+        request back, like a dead worker's."""
+        lease = timedelta(seconds=settings.LEASE_SECONDS)
+        fields = {
+            "current_model": model,
+            "status_reason": "",
+            "claimed_by": CALLS_HOLDER,
+            "lease_until": timezone.now() + lease,
+        }
         if fallback_reason:
-            fields["fallback_reason"] = fallback_reason
+            fields["fallback_reason"] = fallback_reason[:300]
         if not self._move(expect, **fields):
             return False
         for name, value in fields.items():

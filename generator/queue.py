@@ -1,5 +1,6 @@
 """Handing requests to the RQ workers. Jobs carry the request id and the step they were
-enqueued for, never model instances (see GenerationRequest.step)."""
+enqueued for, never model instances (see GenerationRequest.step): `advance` starts a
+step, `record` finishes one whose upstream call a caller made (generator/caller)."""
 
 import logging
 from datetime import datetime
@@ -18,6 +19,7 @@ from tenacity import (
 log = logging.getLogger("steadyshot.queue")
 
 JOB = "generator.jobs.advance"
+RECORD = "generator.jobs.record"
 QUEUE = "default"
 
 
@@ -60,7 +62,7 @@ def enqueue(request, *, at: datetime | None = None):
         return None
 
 
-@retry(
+_redis_blips = retry(
     retry=retry_if_exception_type(
         (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
     ),
@@ -68,6 +70,27 @@ def enqueue(request, *, at: datetime | None = None):
     wait=wait_exponential_jitter(initial=0.1, max=1.0),
     reraise=True,
 )
+
+
+@_redis_blips
+def enqueue_record(request_id, step: int, holder: str):
+    """Queue the recording of a call's answer (generator.jobs.record), at the front and
+    outside the team's limit: the step was admitted when it started, its lease runs,
+    and its answer waits in Redis."""
+    return get_queue().enqueue(
+        RECORD,
+        str(request_id),
+        step,
+        holder,
+        job_id=f"rec-{request_id}-{step}",
+        job_timeout=settings.JOB_TIMEOUT_SECONDS,
+        result_ttl=600,
+        failure_ttl=7 * 24 * 3600,
+        at_front=True,
+    )
+
+
+@_redis_blips
 def _enqueue(request, at: datetime | None):
     """Per-team fairness: at most TEAM_CONCURRENCY jobs of one team are queued or running at
     once (RQ's RateLimit holds the rest back in Redis), so one team's burst of 100

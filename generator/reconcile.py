@@ -22,7 +22,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from generator import queue
-from generator.models import Expect, GenerationRequest, QuotaState, Status
+from generator.models import CALLS_HOLDER, Expect, GenerationRequest, QuotaState, Status
 
 log = logging.getLogger("steadyshot.reconcile")
 
@@ -71,11 +71,14 @@ def _recover_expired_leases(now, report):
             ):
                 report.failed += 1
             continue
+        # A call that no caller took within its lease (none running, or all restarting)
+        # was never made: it goes round again without counting as a worker lost.
+        lost = int(request.claimed_by != CALLS_HOLDER)
         if request.hand_over(
             seen,
             model=request.current_model,
             reason="Recovered after its worker stopped; trying again.",
-            recoveries=F("recoveries") + 1,
+            recoveries=F("recoveries") + lost,
             handed_over=now,
         ):
             report.recovered += 1

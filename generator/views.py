@@ -473,4 +473,7 @@ def original(request, request_id):
 def thumbnail(request, request_id):
     found = _get_request_for_user(request, request_id)
     image = _image_of(found)
+    if not image.thumbnail:
+        # Delivered a moment ago: its thumbnail is still being made (generator/jobs.py).
+        return files.stream(image.file, image.mime, max_age=0)
     return files.stream(image.thumbnail, "image/webp")

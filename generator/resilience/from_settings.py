@@ -1,6 +1,7 @@
 """The policy's, breakers' and limiters' settings as frozen dataclasses, every duration
 multiplied by settings.TIME_SCALE (one knob compresses all of them for drills and
-tests). The only module of the chain's logic that reads Django settings."""
+tests), but never below its real-time floor where it has one (the request budget's:
+REQUEST_BUDGET_FLOOR_S). The only module of the chain's logic that reads Django settings."""
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -26,7 +27,9 @@ def policy_config_from_settings() -> PolicyConfig:
             backoff_cap_s=settings.POLICY_BACKOFF_CAP_S * k,
             rate_limited_default_s=settings.POLICY_RATE_LIMITED_DEFAULT_S * k,
             min_wait_s=settings.POLICY_MIN_WAIT_S * k,
-            request_budget_s=settings.POLICY_REQUEST_BUDGET_S * k,
+            request_budget_s=max(
+                settings.POLICY_REQUEST_BUDGET_S * k, settings.REQUEST_BUDGET_FLOOR_S
+            ),
             expected_call_s=settings.POLICY_EXPECTED_CALL_S * k,
             expected_failure_s=settings.POLICY_EXPECTED_FAILURE_S * k,
             patience_s=settings.POLICY_QUALITY_PATIENCE_S * k,

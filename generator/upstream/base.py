@@ -78,6 +78,7 @@ def whole_image(data: bytes, fail) -> PreparedImage:
     if not data:
         raise fail(Outcome.MALFORMED, "the image data is empty")
     try:
-        return prepare_generated_image(data)
+        # The thumbnail is made once the delivery has committed (generator.images).
+        return prepare_generated_image(data, thumbnail=False)
     except ImageRejected as exc:
         raise fail(Outcome.MALFORMED, f"the image is not readable: {exc}") from None

@@ -55,16 +55,18 @@ class GeminiProvider:
             config["imageConfig"] = image_config
         return {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
 
+    def exchange(self, call: GenerationCall) -> dict:
+        """Where and what to POST for `call` (post_json's, or agenerate's, arguments)."""
+        return {
+            "base_url": self.base_url,
+            "path": f"/{self.api_version}/models/{call.model.id}:generateContent",
+            "body": self.request_body(call),
+            "headers": {"x-goog-api-key": self.api_key},
+            "redact": self.redact,
+        }
+
     def generate(self, call: GenerationCall) -> GenerationResult:
-        spec = call.model
-        body, latency_ms = post_json(
-            self.base_url,
-            f"/{self.api_version}/models/{spec.id}:generateContent",
-            body=self.request_body(call),
-            headers={"x-goog-api-key": self.api_key},
-            spec=spec,
-            redact=self.redact,
-        )
+        body, latency_ms = post_json(**self.exchange(call), spec=call.model)
         return self.parse_success(body, call, latency_ms)
 
     def parse_success(self, body: dict, call: GenerationCall, latency_ms: int) -> GenerationResult:

@@ -52,20 +52,26 @@ class OpenAIImagesProvider:
             "response_format": "b64_json",
         }
 
-    def generate(self, call: GenerationCall) -> GenerationResult:
-        spec = call.model
+    def exchange(self, call: GenerationCall) -> dict:
+        """Where and what to POST for `call` (post_json's, or agenerate's, arguments)."""
         if call.references:
             raise UpstreamError(
-                Outcome.BAD_REQUEST, f"{spec.id}: this provider does not edit images"
+                Outcome.BAD_REQUEST, f"{call.model.id}: this provider does not edit images"
             )
-        body, latency_ms = post_json(
-            self.base_url,
-            "/images/generations",
-            body=self.request_body(call),
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            spec=spec,
-            redact=self.redact,
-        )
+        return {
+            "base_url": self.base_url,
+            "path": "/images/generations",
+            "body": self.request_body(call),
+            "headers": {"Authorization": f"Bearer {self.api_key}"},
+            "redact": self.redact,
+        }
+
+    def generate(self, call: GenerationCall) -> GenerationResult:
+        body, latency_ms = post_json(**self.exchange(call), spec=call.model)
+        return self.parse_success(body, call, latency_ms)
+
+    def parse_success(self, body: dict, call: GenerationCall, latency_ms: int) -> GenerationResult:
+        spec = call.model
         fail = partial(answer_error, spec, latency_ms, self.redact)
         data = body.get("data")
         if not isinstance(data, list):

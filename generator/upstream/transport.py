@@ -1,7 +1,9 @@
 """What both providers share: pooled httpx clients, timeouts, transport errors, error
 bodies and the 429 details (RetryInfo, QuotaFailure), mapped to the taxonomy.
 
-Only the upstream package imports httpx (see base.py).
+Only the upstream package imports httpx (see base.py). A call is made either blocking
+(`post_json`: Batch mode, the tests) or on an event loop (`agenerate`: the caller,
+generator/caller, which keeps hundreds of calls in flight in one process).
 """
 
 import base64
@@ -9,8 +11,10 @@ import binascii
 import json
 import os
 import re
+import ssl
 import threading
 import time
+from functools import cache
 
 import httpx
 
@@ -19,9 +23,17 @@ from generator.resilience.taxonomy import Outcome
 from generator.upstream.base import UpstreamError
 
 # One client per (process, base URL): connections are reused between calls, and a forked
-# RQ work horse never shares a socket with its parent (the pid is part of the key).
+# process never shares a socket with its parent (the pid is part of the key).
 _clients: dict[tuple[int, str], httpx.Client] = {}
 _clients_lock = threading.Lock()
+
+
+@cache
+def ssl_context() -> ssl.SSLContext:
+    """One TLS context per process, shared by every client: loading the CA bundle costs
+    ~50 ms, which httpx pays for each new client (even one that only speaks plain
+    http) unless it is handed a context."""
+    return ssl.create_default_context()
 
 
 def client_for(base_url: str) -> httpx.Client:
@@ -34,9 +46,36 @@ def client_for(base_url: str) -> httpx.Client:
                 client = httpx.Client(
                     limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
                     follow_redirects=False,
+                    verify=ssl_context(),
                 )
                 _clients[key] = client
     return client
+
+
+class AsyncClients:
+    """The event loop's clients, one per base URL (the caller's: generator/caller). Each
+    call in flight holds one connection for its whole length, so the pool is as large
+    as the number of calls the caller allows at once."""
+
+    def __init__(self, max_connections: int):
+        self.limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def get(self, base_url: str) -> httpx.AsyncClient:
+        client = self._clients.get(base_url)
+        if client is None:
+            client = httpx.AsyncClient(
+                limits=self.limits, follow_redirects=False, verify=ssl_context()
+            )
+            self._clients[base_url] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
 
 def timeout_for(spec: ModelSpec) -> httpx.Timeout:
@@ -81,9 +120,33 @@ def post_json(
             base_url + path, json=body, headers=headers, timeout=timeout_for(spec)
         )
     except httpx.HTTPError as exc:
-        outcome, message = _transport_failure(exc, spec, redact)
-        raise UpstreamError(outcome, message, latency_ms=_ms(started)) from exc
-    latency_ms = _ms(started)
+        raise _no_answer(exc, spec, redact, started) from exc
+    return _json_answer(response, spec, _ms(started), redact)
+
+
+async def agenerate(clients: AsyncClients, provider, call):
+    """One call of `provider` (gemini.py, openai_images.py: anything with `exchange()`
+    and `parse_success()`) on the event loop, through `clients`: the GenerationResult,
+    or its UpstreamError raised. The same exchange, errors and parsing as the
+    provider's blocking `generate()` (post_json)."""
+    x = provider.exchange(call)
+    spec, redact = call.model, x["redact"]
+    started = time.monotonic()
+    try:
+        response = await clients.get(x["base_url"]).post(
+            x["base_url"] + x["path"],
+            json=x["body"],
+            headers=x["headers"],
+            timeout=timeout_for(spec),
+        )
+    except httpx.HTTPError as exc:
+        raise _no_answer(exc, spec, redact, started) from exc
+    answer, latency_ms = _json_answer(response, spec, _ms(started), redact)
+    return provider.parse_success(answer, call, latency_ms)
+
+
+def _json_answer(response: httpx.Response, spec: ModelSpec, latency_ms: int, redact: Redactor):
+    """(the JSON object of a 200 answer, latency_ms), or the UpstreamError it means."""
     if response.status_code != 200:
         raise error_from_response(response, spec, latency_ms, redact)
     answer = json_or_none(response)
@@ -121,9 +184,14 @@ def send(
             timeout=timeout_for(spec),
         )
     except httpx.HTTPError as exc:
-        outcome, message = _transport_failure(exc, spec, redact)
-        raise UpstreamError(outcome, message, latency_ms=_ms(started)) from exc
+        raise _no_answer(exc, spec, redact, started) from exc
     return response, _ms(started)
+
+
+def _no_answer(exc: httpx.HTTPError, spec: ModelSpec, redact: Redactor, started: float):
+    """The UpstreamError of a call that got no answer (TIMEOUT or NETWORK)."""
+    outcome, message = _transport_failure(exc, spec, redact)
+    return UpstreamError(outcome, message, latency_ms=_ms(started))
 
 
 def _transport_failure(exc: httpx.HTTPError, spec: ModelSpec, redact: Redactor):

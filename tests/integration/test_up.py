@@ -73,6 +73,7 @@ def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
     assert process.returncode == 0, output
     assert f"Demo account created: {email} / {password}" in output
     assert "worker1 |" in output and "Listening on maintenance, default" in output
+    assert "caller1 |" in output and "taking calls, at most 256 at once" in output
     assert "sandbox | Sandbox listening on http://127.0.0.1:" in output
     # Every child is gone: nothing listens on the port or the socket any more.
     with pytest.raises(httpx.TransportError):

@@ -1,6 +1,7 @@
 """Real RQ workers for integration tests: separate processes running
 `manage.py rqworker --with-scheduler` against the test database, the test Redis and
-the sandbox, exactly as in production."""
+the sandbox, exactly as in production, with a caller process (`manage.py caller`) that
+makes their upstream calls."""
 
 import contextlib
 import os
@@ -34,9 +35,13 @@ class Workers:
     def __init__(self, env: dict):
         self.env = env
         self.processes: list[subprocess.Popen] = []
+        self.callers: list[subprocess.Popen] = []
         self.logs: list[Path] = []
 
     def start(self, count: int = 1, log_dir: Path | None = None) -> None:
+        """`count` workers, and a caller if none is running."""
+        if not any(c.poll() is None for c in self.callers):
+            self.start_caller(log_dir=log_dir)
         for _ in range(count):
             n = len(self.processes) + 1
             log_path = (log_dir or Path(self.env["VAR_DIR"])) / f"worker{n}.log"
@@ -61,6 +66,23 @@ class Workers:
                 )
             )
 
+    def start_caller(self, log_dir: Path | None = None, concurrency: int | None = None):
+        """One `manage.py caller`, as `make run` starts it; returns its process."""
+        n = len(self.callers) + 1
+        log_path = (log_dir or Path(self.env["VAR_DIR"])) / f"caller{n}.log"
+        self.logs.append(log_path)
+        args = ["--concurrency", str(concurrency)] if concurrency else []
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "caller", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        self.callers.append(process)
+        self.processes.append(process)
+        return process
+
     def start_cron(self, log_dir: Path | None = None) -> None:
         """`manage.py rqcron config.cron`, as `make run` starts it: the periodic jobs
         (the batcher among them) go to the maintenance queue these workers serve."""
@@ -78,25 +100,17 @@ class Workers:
 
     def kill(self, index: int) -> None:
         """SIGKILL: no warm shutdown, no chance to hand anything back."""
-        process = self.processes[index]
-        # RQ runs each job in a forked work horse: list it before the worker dies (an
-        # orphan is re-parented and no longer shows as its child), then kill both.
-        horses = _children(process.pid)
-        process.send_signal(signal.SIGKILL)
-        for child in horses:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-        process.wait()
+        _kill_tree(self.processes[index])
 
     def kill_holder(self, claimed_by: str) -> None:
-        """SIGKILL the worker whose work horse holds a request (`claimed_by` is the
-        host:pid of the process running the job)."""
+        """SIGKILL the worker or caller that holds a request (`claimed_by` is the
+        host:pid of the process running its step or making its call)."""
         pid = int(claimed_by.rsplit(":", 1)[1])
         for index, process in enumerate(self.processes):
-            if process.poll() is None and (process.pid == pid or pid in _children(process.pid)):
+            if process.poll() is None and process.pid == pid:
                 self.kill(index)
                 return
-        raise AssertionError(f"no live worker runs {claimed_by}")
+        raise AssertionError(f"no live worker or caller holds {claimed_by}")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -106,19 +120,24 @@ class Workers:
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+                _kill_tree(process)
 
     def output(self) -> str:
         return "\n".join(p.read_text() for p in self.logs if p.exists())
 
 
-def _children(pid: int) -> list[int]:
+def _kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a worker and its children (RQ's scheduler runs in a forked process: list
+    it before the worker dies, as an orphan is re-parented and no longer its child)."""
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     except OSError:
-        return []
-    return [int(x) for x in text.split()]
+        children = []
+    process.kill()
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+    process.wait()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""A worker asked to stop (SIGTERM: a deploy, a rolling restart) loses nothing: its
-current step finishes within WORKER_STOP_GRACE_SECONDS, or is handed back to the queue
-for another worker at once, without waiting for the lease and the reconciler."""
+"""A caller asked to stop (SIGTERM: a deploy, a rolling restart) loses nothing: its
+calls in flight finish within WORKER_STOP_GRACE_SECONDS, or are handed back to the
+queue for another caller at once, without waiting for the lease and the reconciler.
+(A worker's step no longer waits on the upstream: it ends within milliseconds.)"""
 
 import signal
 import time
@@ -8,9 +9,10 @@ import time
 import pytest
 
 from generator.admission import Submission, submit
+from generator.caller import calls
+from generator.caller.process import HANDED_BACK
 from generator.jobs import advance
-from generator.models import Attempt, GenerationRequest, Image, Status
-from generator.worker import HANDED_BACK
+from generator.models import CALLS_HOLDER, Attempt, GenerationRequest, Image, Status
 from tests.integration.generator.test_chain import wait_for_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -29,50 +31,53 @@ def stoppable(settings, tmp_path, sandbox_settings, workers):
     return workers
 
 
-def _running(request, timeout=60.0) -> GenerationRequest:
+def _calling(request, workers, timeout=60.0) -> GenerationRequest:
+    """The request's row once the caller has taken its call."""
+    caller = f":{workers.callers[-1].pid}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = GenerationRequest.objects.get(pk=request.pk)
-        if row.status == Status.RUNNING:
+        if row.status == Status.RUNNING and row.claimed_by.endswith(caller):
             return row
         time.sleep(0.05)
-    pytest.fail(f"the request did not start within {timeout:.0f} s")
+    pytest.fail(f"the caller did not take the call within {timeout:.0f} s")
 
 
-def _stop(workers, index=0, timeout=60.0) -> None:
-    process = workers.processes[index]
+def _stop_caller(workers, timeout=60.0) -> None:
+    process = workers.callers[-1]
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=timeout)
 
 
-def test_it_hands_a_long_step_back_and_another_worker_delivers_it(stoppable, alice, team):
+def test_it_hands_a_long_call_back_and_another_caller_delivers_it(stoppable, alice, team):
     stoppable.env["WORKER_STOP_GRACE_SECONDS"] = "1"
     stoppable.start(1)
     # The first call takes 30 s (300 emulated seconds), far past the grace.
     (request,) = submit(alice, team, Submission(prompt="a fox sandbox:slow=300*1"))
-    held = _running(request)
+    held = _calling(request, stoppable)
 
-    _stop(stoppable)
+    _stop_caller(stoppable)
 
     row = GenerationRequest.objects.get(pk=request.pk)
-    assert row.status == Status.QUEUED, stoppable.output()[-2000:]
-    assert (row.step, row.status_reason, row.recoveries) == (held.step + 1, HANDED_BACK, 0)
-    stoppable.start(1)
+    assert row.status in (Status.QUEUED, Status.RUNNING), stoppable.output()[-2000:]
+    assert (row.step, row.recoveries) == (held.step + 1, 0)
+    assert row.status_reason == HANDED_BACK or row.claimed_by == CALLS_HOLDER
+    stoppable.start_caller()
     (done,) = wait_for_all([request], timeout=120)
     assert done.status == Status.SUCCEEDED, done.error_message
     assert Image.objects.filter(request=done).count() == 1
 
 
-def test_it_lets_a_step_finish_within_the_grace(stoppable, alice, team):
+def test_it_lets_a_call_finish_within_the_grace(stoppable, alice, team):
     stoppable.env["WORKER_STOP_GRACE_SECONDS"] = "120"
     stoppable.start(1)
     # 3 s: well inside the grace.
     (request,) = submit(alice, team, Submission(prompt="a fox sandbox:slow=30*1"))
-    _running(request)
+    _calling(request, stoppable)
 
-    _stop(stoppable, timeout=120)
+    _stop_caller(stoppable, timeout=120)
 
-    row = GenerationRequest.objects.get(pk=request.pk)
+    (row,) = wait_for_all([request], timeout=60)
     assert row.status == Status.SUCCEEDED, stoppable.output()[-2000:]
     assert row.attempts.count() == 1
 
@@ -81,15 +86,15 @@ def test_it_calls_again_when_a_stopped_step_left_a_success_undelivered(
     sandbox_settings, redis_conn, settings, tmp_path, alice, team
 ):
     """A step handed back (or whose worker died) after its call succeeded but before the
-    image was stored: the next step must call again, not hand over forever."""
+    image was stored: the next step must call again, not hand over forever. (Without a
+    caller running, the call waits in Redis for one.)"""
     settings.MEDIA_ROOT = tmp_path / "media"
     (request,) = submit(alice, team, Submission(prompt="a fox"))
     Attempt.objects.create(
         request=request, number=1, model=PRO, provider="gemini", outcome="success", latency_ms=900
     )
 
-    assert advance(str(request.pk), request.step) == "succeeded"
+    assert advance(str(request.pk), request.step) == "calling"
     row = GenerationRequest.objects.get(pk=request.pk)
-    assert row.status == Status.SUCCEEDED
-    assert Image.objects.filter(request=row).count() == 1
-    assert row.attempts.count() == 2
+    assert (row.status, row.claimed_by, row.current_model) == (Status.RUNNING, CALLS_HOLDER, PRO)
+    assert redis_conn.llen(calls.CALLS_KEY) == 1

@@ -1,0 +1,259 @@
+"""Benchmark: what one image costs the workers and the caller (issue 17).
+
+    createdb -h 127.0.0.1 -U postgres caller_bench
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/caller_bench \\
+    REDIS_URL=redis://127.0.0.1:6393/0 \\
+        .venv/bin/python benchmarks/cost_per_image.py --workers 1 --requests 300 --slow-calls 150
+
+Migrates the database, FLUSHES the Redis database REDIS_URL names, then starts the
+sandbox, --workers RQ workers (`rqworker --with-scheduler`, as `make run`) and one caller
+(`manage.py caller`) with TIME_SCALE 0.0001, and measures two things:
+
+1. zero latency: --requests quality-first requests submitted at once (through
+   generator.admission, in this process) while the sandbox answers at once; delivered
+   per second per worker, and the CPU time each process spent per request (/proc);
+2. slow upstream: the sandbox's clock set to real time and --slow-calls requests whose
+   every call takes --slow seconds (`sandbox:slow=`): (a) end to end, the most calls in
+   flight at once (the sandbox's count); (b) the caller alone: the calls are queued
+   while no caller runs, then a fresh caller, measured once ready, takes them all: the
+   most in flight at once and its resident memory then, against before, per call.
+
+Everything runs on loopback; the processes are stopped at the end.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from config.up import manage  # noqa: E402
+
+CALLS_KEY = "steadyshot:calls"  # generator.caller.calls.CALLS_KEY, read before Django is set up
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime + stime, and those of its children waited for (RQ's forked work horses)
+    return sum(int(f) for f in fields[11:15]) / TICK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def settled_rss(pid: int) -> float:
+    """The process's RSS once it stopped growing (Django and the caller loaded)."""
+    time.sleep(3)
+    last = rss_mb(pid)
+    while True:
+        time.sleep(1)
+        now = rss_mb(pid)
+        if abs(now - last) < 0.1:
+            return now
+        last = now
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Popen:
+    log = (log_dir / f"{name}.log").open("w")
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_final(ids, timeout: float) -> tuple[float, dict]:
+    from collections import Counter
+
+    from generator.models import FINAL_STATUSES, GenerationRequest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = GenerationRequest.objects.filter(pk__in=ids).values_list("status", flat=True)
+        states = Counter(rows)
+        if sum(states[s] for s in FINAL_STATUSES) == len(ids):
+            return time.monotonic(), dict(states)
+        time.sleep(0.1)
+    raise SystemExit(f"not final after {timeout:.0f} s: {dict(states)}")
+
+
+def submit_slow(args, user, team, tag: str) -> list:
+    from generator.admission import Submission, submit
+
+    ids = []
+    for n in range(args.slow_calls):
+        prompt = f"sandbox:slow={args.slow:g} a slow lighthouse {tag}{n}"
+        ids += [r.pk for r in submit(user, team, Submission(prompt=prompt))]
+    return ids
+
+
+def watch(sandbox_url: str, pid: int, idle: float, args) -> tuple[int, float]:
+    """(the most calls in flight at once, the caller's RSS then) until they are done."""
+    peak, peak_rss = 0, idle
+    deadline = time.monotonic() + args.slow * 4 + 60
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{sandbox_url}/_sandbox/state", timeout=5).json()
+        if state["in_flight"] > peak:
+            peak, peak_rss = state["in_flight"], rss_mb(pid)
+        if state["max_in_flight"] >= args.slow_calls or (peak and not state["in_flight"]):
+            break
+        time.sleep(0.1)
+    return peak, peak_rss
+
+
+def slow_round(args, user, team, sandbox_url: str, pid: int, tag: str):
+    idle = rss_mb(pid)
+    ids = submit_slow(args, user, team, tag)
+    peak, peak_rss = watch(sandbox_url, pid, idle, args)
+    _, states = wait_final(ids, timeout=args.slow * 4 + 120)
+    httpx.post(f"{sandbox_url}/_sandbox/reset", json={}, timeout=10)
+    httpx.post(f"{sandbox_url}/_sandbox/time-scale", json={"scale": 1.0}, timeout=10)
+    return peak, idle, peak_rss, states
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--slow-calls", type=int, default=150)
+    parser.add_argument("--slow", type=float, default=5.0, help="seconds per slow call")
+    parser.add_argument(
+        "--no-caller",
+        action="store_true",
+        help="the code before the callers (main before issue 17): workers make the calls",
+    )
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+        raise SystemExit("Set DATABASE_URL (a scratch Postgres) and REDIS_URL (a scratch Redis).")
+
+    sandbox_url = f"http://127.0.0.1:{free_port()}"
+    log_dir = Path(os.environ.get("VAR_DIR", ROOT / "var")) / "bench-cost"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "SANDBOX_URL": sandbox_url,
+        "TIME_SCALE": "0.0001",
+        # 200 s at this scale: main before issue 17 had no floor (REQUEST_BUDGET_FLOOR_S).
+        "POLICY_REQUEST_BUDGET_S": "2000000",
+        "PYTHONUNBUFFERED": "1",
+        "VAR_DIR": str(log_dir),
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("GEMINI_API_KEY", None)
+    os.environ.update({k: env[k] for k in ("SANDBOX_URL", "TIME_SCALE", "VAR_DIR")})
+    subprocess.run(manage("migrate", "--noinput", "-v0"), cwd=ROOT, env=env, check=True)
+
+    import django
+
+    django.setup()
+    import redis
+
+    from accounts.models import Team, User
+    from generator.admission import Submission, submit
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
+    stamp = time.time_ns()
+    user = User.objects.create_user(f"bench-{stamp}@example.com", "x", name="Bench")
+    team = Team.create_with_owner(f"Bench {stamp}", user)
+    user.switch_team(team)
+
+    processes = {"sandbox": start("sandbox", manage("sandbox"), env, log_dir)}
+    for n in range(args.workers):
+        processes[f"worker{n + 1}"] = start(
+            f"worker{n + 1}",
+            manage("rqworker", "--with-scheduler", "--name", f"bench-{stamp}-{n}", "default"),
+            env,
+            log_dir,
+        )
+    if not args.no_caller:
+        processes["caller"] = start("caller", manage("caller"), env, log_dir)
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{sandbox_url}/_sandbox/state", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        time.sleep(3)  # the workers and the caller load Django
+        print(f"load average before: {os.getloadavg()}")
+
+        # 1. Zero latency.
+        pids = {name: p.pid for name, p in processes.items()}
+        cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
+        started = time.monotonic()
+        ids = []
+        for n in range(args.requests):
+            ids += [r.pk for r in submit(user, team, Submission(prompt=f"a lighthouse {n}"))]
+        submitted = time.monotonic()
+        ended, states = wait_final(ids, timeout=600)
+        elapsed = ended - started
+        print(f"\nzero latency: {args.requests} requests, {args.workers} worker(s): {states}")
+        print(f"  submitted in {submitted - started:.1f} s, all final after {elapsed:.1f} s")
+        print(f"  delivered per second per worker: {args.requests / elapsed / args.workers:.2f}")
+        for name, pid in pids.items():
+            spent = cpu_s(pid) - cpu_before[name]
+            print(f"  CPU per request, {name}: {spent / args.requests * 1000:.1f} ms")
+        print(f"  load average after: {os.getloadavg()}")
+
+        # 2. Every call takes --slow seconds.
+        httpx.post(f"{sandbox_url}/_sandbox/reset", json={}, timeout=10)
+        httpx.post(f"{sandbox_url}/_sandbox/time-scale", json={"scale": 1.0}, timeout=10)
+        name = "worker1" if args.no_caller else "caller"
+        caller = processes[name]
+        # a. End to end: the workers start the calls as fast as they can.
+        peak, idle, peak_rss, states = slow_round(args, user, team, sandbox_url, caller.pid, "a")
+        print(
+            f"\nslow upstream, end to end: {args.slow_calls} requests, every call {args.slow:g} s"
+        )
+        print(f"  {states}; most calls in flight at once: {peak}")
+        print(f"  {name} RSS: {idle:.1f} MB before, {peak_rss:.1f} MB at the peak")
+        if args.no_caller:
+            return
+        # b. The caller alone: the calls are queued first (no caller running), then a
+        # fresh caller, measured once it is ready, takes them all at once.
+        caller.send_signal(signal.SIGTERM)
+        caller.wait(timeout=60)
+        conn = redis.Redis.from_url(os.environ["REDIS_URL"])
+        ids = submit_slow(args, user, team, "b")
+        while conn.llen(CALLS_KEY) < len(ids):
+            time.sleep(0.2)
+        conn.rename(CALLS_KEY, f"{CALLS_KEY}:held")
+        processes["caller"] = caller = start("caller-b", manage("caller"), env, log_dir)
+        idle = settled_rss(caller.pid)
+        conn.rename(f"{CALLS_KEY}:held", CALLS_KEY)
+        peak, peak_rss = watch(sandbox_url, caller.pid, idle, args)
+        _, states = wait_final(ids, timeout=args.slow * 4 + 120)
+        per_call = (peak_rss - idle) * 1024 / peak if peak else 0
+        print(f"\nslow upstream, one caller given {args.slow_calls} calls at once: {states}")
+        print(f"  most calls in flight at once: {peak}")
+        print(f"  caller RSS: {idle:.1f} MB ready, {peak_rss:.1f} MB with {peak} in flight")
+        print(f"  memory per call in flight: {per_call:.0f} KB")
+    finally:
+        for process in processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    main()
