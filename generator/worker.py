@@ -28,6 +28,7 @@ from django.db import close_old_connections, connection
 from rq import Worker
 from rq.utils import now
 
+from generator import scheduling
 from generator.models import Expect, GenerationRequest
 from generator.queue import JOB
 
@@ -38,6 +39,13 @@ HANDED_BACK = "Handed back by a worker that was stopping (a restart); queued aga
 
 class StepWorker(Worker):
     _grace_timer: threading.Timer | None = None
+
+    def _start_scheduler(self, *args, **kwargs):
+        # A restart after a crash: free the dead scheduler's lock first, and keep looking
+        # (generator/scheduling.py).
+        scheduling.prepare(self)
+        super()._start_scheduler(*args, **kwargs)
+        scheduling.watch(self)
 
     def setup_work_horse_signals(self):
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,96 @@
+"""A restart after a crash resumes delayed retries at once (issue 13): the lock of a
+SIGKILLed scheduler is taken over, and the reconciler moves scheduled jobs that no
+scheduler moved in time."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rq.scheduler import SCHEDULER_LOCKING_KEY_TEMPLATE
+
+from generator import queue
+from generator.admission import Submission, submit
+from generator.models import GenerationRequest, Status
+from generator.reconcile import reconcile
+from tests.integration.generator.test_chain import wait_for_all
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+LOCK = SCHEDULER_LOCKING_KEY_TEMPLATE % queue.QUEUE
+# RQ alone starts no scheduler for 10 minutes after such a restart: every figure below
+# is a small fraction of that.
+RQ_RETRY_S = 600
+
+
+def _until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    pytest.fail(f"{what} within {timeout:.0f} s")
+
+
+def _waiting(request) -> GenerationRequest:
+    def check():
+        row = GenerationRequest.objects.get(pk=request.pk)
+        return row if row.status == Status.WAITING and row.waiting_until else None
+
+    return _until(check, 60, "the request did not wait for a retry")
+
+
+def test_it_runs_a_delayed_retry_soon_after_a_restart_that_follows_a_sigkill(
+    settings, tmp_path, sandbox_settings, workers, redis_conn, alice, team
+):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    # Emulated time at half speed: the sandbox's 429 asks for 15-60 s, 7.5-30 s here.
+    settings.TIME_SCALE = 0.5
+    sandbox_settings.reset()
+    workers.env["TIME_SCALE"] = "0.5"
+    workers.start(1)
+    _until(lambda: redis_conn.get(LOCK), 60, "the worker never took the scheduler lock")
+
+    (request,) = submit(alice, team, Submission(prompt="a fox sandbox:rate_limited*1"))
+    waiting = _waiting(request)
+    # SIGKILL the worker and its scheduler process: the lock stays in Redis (61 s TTL).
+    workers.kill(0)
+    killed_at = timezone.now()
+    assert waiting.waiting_until > killed_at, "the retry was due before the kill"
+    assert redis_conn.get(LOCK) is not None
+
+    workers.start(1)
+    (done,) = wait_for_all([request], timeout=RQ_RETRY_S / 5)
+
+    assert done.status == Status.SUCCEEDED, workers.output()[-3000:]
+    retry = done.attempts.order_by("number").last()
+    late = (retry.started - waiting.waiting_until).total_seconds()
+    assert late < RQ_RETRY_S / 10, f"the retry ran {late:.0f} s after its time"
+    assert "scheduler lock of queue default released" in workers.output()
+
+
+def test_it_moves_a_scheduled_job_that_no_scheduler_moved_in_time(
+    settings, redis_conn, sandbox_settings, alice, team
+):
+    # No worker, so no scheduler: two requests whose retries were due, one long ago.
+    first, second = (submit(alice, team, Submission(prompt=p))[0] for p in ("a fox", "a hen"))
+    rq_queue = queue.get_queue()
+    rq_queue.empty()
+    now = timezone.now()
+    overdue = now - timedelta(seconds=settings.RECONCILE_OVERDUE_SECONDS + 60)
+    just_due = now - timedelta(seconds=1)
+    for request, at in ((first, overdue), (second, just_due)):
+        GenerationRequest.objects.filter(pk=request.pk).update(
+            status=Status.WAITING, waiting_until=at
+        )
+        queue.enqueue(request, at=at)
+
+    report = reconcile(now)
+
+    assert report.overdue == 1
+    assert rq_queue.job_ids == [queue.job_id(first.pk, first.step)]
+    scheduled = rq_queue.scheduled_job_registry.get_job_ids()
+    assert scheduled == [queue.job_id(second.pk, second.step)]
+    # Run again: nothing moves twice.
+    assert reconcile(now).overdue == 0
