@@ -33,14 +33,20 @@ def _up(env: dict) -> subprocess.Popen:
     )
 
 
-def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
-    port = _free_port()
+def _whole_product_env(tmp_path, port: int) -> dict:
+    """make run's environment for everything on SQLite and its own Redis in tmp_path."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
     }
     env.update(VAR_DIR=str(tmp_path), PORT=str(port), WORKERS="1", WEB_PROCESSES="1")
+    return env
+
+
+def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
+    port = _free_port()
+    env = _whole_product_env(tmp_path, port)
     process = _up(env)
     try:
         deadline = time.monotonic() + 90
@@ -146,12 +152,7 @@ def test_it_refuses_a_second_start_in_the_same_checkout_and_leaves_the_first_run
     tmp_path,
 ):
     port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(VAR_DIR=str(tmp_path), PORT=str(port), WORKERS="1", WEB_PROCESSES="1")
+    env = _whole_product_env(tmp_path, port)
     first = _up(env)
     try:
         _wait_healthy(port, first)
