@@ -5,7 +5,7 @@ would otherwise never finish and hands them back to the queue:
 - running requests whose lease expired (their worker died mid-call: SIGKILL, OOM, a
   machine lost);
 - queued or waiting requests whose RQ job is gone (Redis restarted or flushed) or ended
-  without moving the request on;
+  without moving the request on, or started by a worker that died before claiming it;
 - scheduled jobs (delayed retries) overdue by more than RECONCILE_OVERDUE_SECONDS: no
   RQ scheduler ran (generator/scheduling.py); they go to their queue now;
 and settles quota left reserved on finished requests. Every change is a filtered UPDATE
@@ -91,12 +91,24 @@ def _recover_expired_leases(now, report):
             report.recovered += 1
 
 
-def _job_is_lost(request, connection) -> bool:
+def _job_is_lost(request, connection, old) -> bool:
     try:
         job = Job.fetch(queue.job_id(request.id, request.step), connection=connection)
     except NoSuchJobError:
         return True
-    return job.get_status(refresh=False) in _DEAD
+    status = job.get_status(refresh=False)
+    if status in _DEAD:
+        return True
+    # Started by a worker that died (SIGKILL) before its work horse claimed the request:
+    # a horse claims within a second of the start, so a request still queued at that
+    # step long after its job started will never be claimed by it, and RQ marks such a
+    # job failed only in its maintenance, up to 10 minutes later.
+    return (
+        status == JobStatus.STARTED
+        and request.status == Status.QUEUED
+        and job.started_at is not None
+        and job.started_at.timestamp() < old.timestamp()
+    )
 
 
 def _requeue_lost_jobs(now, report):
@@ -106,7 +118,7 @@ def _requeue_lost_jobs(now, report):
         status__in=[Status.QUEUED, Status.WAITING], handed_over__lt=old
     )
     for request in waiting:
-        if not _job_is_lost(request, connection):
+        if not _job_is_lost(request, connection, old):
             continue
         # A wait that has not run out yet stays a wait; an overdue one runs now.
         at = request.waiting_until

@@ -2,13 +2,13 @@
 SIGKILLed scheduler is taken over, and the reconciler moves scheduled jobs that no
 scheduler moved in time."""
 
-import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from rq.scheduler import SCHEDULER_LOCKING_KEY_TEMPLATE
 
+from drills.run import wait_for
 from generator import queue
 from generator.admission import Submission, submit
 from generator.models import GenerationRequest, Status
@@ -23,22 +23,12 @@ LOCK = SCHEDULER_LOCKING_KEY_TEMPLATE % queue.QUEUE
 RQ_RETRY_S = 600
 
 
-def _until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    pytest.fail(f"{what} within {timeout:.0f} s")
-
-
 def _waiting(request) -> GenerationRequest:
     def check():
         row = GenerationRequest.objects.get(pk=request.pk)
         return row if row.status == Status.WAITING and row.waiting_until else None
 
-    return _until(check, 60, "the request did not wait for a retry")
+    return wait_for(check, 60, "the request did not wait for a retry")
 
 
 def test_it_runs_a_delayed_retry_soon_after_a_restart_that_follows_a_sigkill(
@@ -50,7 +40,7 @@ def test_it_runs_a_delayed_retry_soon_after_a_restart_that_follows_a_sigkill(
     sandbox_settings.reset()
     workers.env["TIME_SCALE"] = "0.5"
     workers.start(1)
-    _until(lambda: redis_conn.get(LOCK), 60, "the worker never took the scheduler lock")
+    wait_for(lambda: redis_conn.get(LOCK), 60, "the worker never took the scheduler lock")
 
     (request,) = submit(alice, team, Submission(prompt="a fox sandbox:rate_limited*1"))
     waiting = _waiting(request)
@@ -94,3 +84,24 @@ def test_it_moves_a_scheduled_job_that_no_scheduler_moved_in_time(
     assert scheduled == [queue.job_id(second.pk, second.step)]
     # Run again: nothing moves twice.
     assert reconcile(now).overdue == 0
+
+
+def test_it_requeues_a_request_whose_worker_died_between_starting_its_job_and_claiming_it(
+    settings, redis_conn, sandbox_settings, alice, team
+):
+    (request,) = submit(alice, team, Submission(prompt="a fox"))
+    job = queue.get_queue().fetch_job(queue.job_id(request.pk, request.step))
+    # What a worker leaves when it is SIGKILLed right after taking the job: the job
+    # "started" in Redis, the request still queued (its work horse never claimed it).
+    long_ago = timezone.now() - timedelta(seconds=settings.RECONCILE_GRACE_SECONDS + 60)
+    job.set_status("started")
+    job.started_at = long_ago
+    job.save()
+    GenerationRequest.objects.filter(pk=request.pk).update(handed_over=long_ago)
+
+    report = reconcile()
+
+    assert report.requeued == 1
+    row = GenerationRequest.objects.get(pk=request.pk)
+    assert (row.status, row.step) == (Status.QUEUED, request.step + 1)
+    assert queue.job_id(row.pk, row.step) in queue.get_queue().job_ids
