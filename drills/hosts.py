@@ -348,9 +348,8 @@ class Sampler(threading.Thread):
 
 
 def verify(load: Load, hosts: list[Host], tokens: list[str], report: dict) -> list[str]:
-    from django.apps import apps
 
-    from generator.models import GenerationRequest, Image, QuotaState, Status
+    from generator.models import GenerationRequest, Image, Status
 
     problems = []
     accepted = dict(load.accepted)
@@ -416,7 +415,20 @@ def verify(load: Load, hosts: list[Host], tokens: list[str], report: dict) -> li
     if unreadable:
         problems.append(f"{unreadable} of {reads} image reads through the hosts failed")
 
-    # The quota ledger: every reservation settled exactly once, by a charge or a refund.
+    report["ledger"] = ledger(len(rows), states)
+    if not report["ledger"]["balanced"]:
+        problems.append(f"the quota ledger does not balance: {report['ledger']}")
+    return problems
+
+
+def ledger(requests: int, states: Counter) -> dict:
+    """The quota ledger's totals, and whether it balances: `requests` reserved, each
+    settled exactly once (a charge per success, a refund per failure or cancel), as much
+    released as reserved, nothing still reserved. `states` counts the requests' statuses."""
+    from django.apps import apps
+
+    from generator.models import GenerationRequest, QuotaState, Status
+
     entry = next(m for m in apps.get_models() if m.__name__ == "UsageEntry")
     kinds = Counter()
     settled_per_request = Counter()
@@ -430,27 +442,22 @@ def verify(load: Load, hosts: list[Host], tokens: list[str], report: dict) -> li
             settled_per_request[e.request_id] += 1
     still_reserved = GenerationRequest.objects.filter(quota_state=QuotaState.RESERVED).count()
     balanced = (
-        kinds["reserve"] == len(rows)
+        kinds["reserve"] == requests
         and kinds["charge"] == states[Status.SUCCEEDED]
         and kinds["refund"] == states[Status.FAILED] + states[Status.CANCELED]
         and reserved_usd == released_usd
         and all(n == 1 for n in settled_per_request.values())
         and still_reserved == 0
     )
-    report.update(
-        ledger={
-            "reserved_images": kinds["reserve"],
-            "charged_images": kinds["charge"],
-            "refunded_images": kinds["refund"],
-            "reserved_usd": str(reserved_usd),
-            "released_usd": str(released_usd),
-            "still_reserved": still_reserved,
-            "balanced": balanced,
-        }
-    )
-    if not balanced:
-        problems.append(f"the quota ledger does not balance: {report['ledger']}")
-    return problems
+    return {
+        "reserved_images": kinds["reserve"],
+        "charged_images": kinds["charge"],
+        "refunded_images": kinds["refund"],
+        "reserved_usd": str(reserved_usd),
+        "released_usd": str(released_usd),
+        "still_reserved": still_reserved,
+        "balanced": balanced,
+    }
 
 
 def _final():
