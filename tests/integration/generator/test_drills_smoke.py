@@ -53,13 +53,10 @@ def test_it_ends_each_request_once_after_redis_is_flushed(
     drill, settings, redis_conn, alice, team
 ):
     # Accepted and queued, then Redis loses every job before a worker takes them.
-    requests = [
-        submit(alice, team, Submission(prompt=f"drill-{n} a plover"))[0] for n in range(3)
-    ]
+    requests = [submit(alice, team, Submission(prompt=f"drill-{n} a plover"))[0] for n in range(3)]
     redis_conn.flushdb()
     drill.start(1)
 
     later = timezone.now() + timedelta(seconds=settings.RECONCILE_GRACE_SECONDS + 1)
     assert reconcile(later).requeued == 3
     _assert_each_ended_once(requests)
-
