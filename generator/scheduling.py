@@ -151,17 +151,22 @@ def watch(worker) -> threading.Thread:
     (RQ alone would try again only after 10 minutes)."""
     interval = settings.SCHEDULER_CHECK_SECONDS
 
+    def stopping() -> bool:
+        # An idle worker asked to stop raises StopRequested and never sets
+        # _stop_requested; a scheduler started then would keep the worker from exiting.
+        return worker._stop_requested or worker._shutdown_requested_date is not None
+
     def loop():
-        while not worker._stop_requested:
+        while not stopping():
             time.sleep(interval)
             scheduler = worker.scheduler
-            if worker._stop_requested or scheduler is None:
+            if stopping() or scheduler is None:
                 continue
             if scheduler._process is not None and scheduler._process.is_alive():
                 continue
             try:
                 prepare(worker)
-                if scheduler.acquire_locks(auto_start=True):
+                if not stopping() and scheduler.acquire_locks(auto_start=True):
                     log.warning("worker %s runs the scheduler now", worker.name)
             except RedisError:
                 log.exception("scheduler watchdog: Redis unavailable; trying again")

@@ -2,17 +2,22 @@
 SIGKILLed scheduler is taken over, and the reconciler moves scheduled jobs that no
 scheduler moved in time."""
 
+import os
+import socket
+import subprocess
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rq.scheduler import SCHEDULER_LOCKING_KEY_TEMPLATE
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
+from rq.utils import utcformat
 
 from drills.run import wait_for
 from generator import queue
 from generator.admission import Submission, submit
 from generator.models import GenerationRequest, Status
 from generator.reconcile import reconcile
+from generator.scheduling import release_stale_locks
 from tests.integration.generator.test_chain import wait_for_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -105,3 +110,43 @@ def test_it_requeues_a_request_whose_worker_died_between_starting_its_job_and_cl
     row = GenerationRequest.objects.get(pk=request.pk)
     assert (row.status, row.step) == (Status.QUEUED, request.step + 1)
     assert queue.job_id(row.pk, row.step) in queue.get_queue().job_ids
+
+
+@pytest.mark.parametrize(
+    ("host", "pid", "beat_s_ago", "released"),
+    [
+        ("another-host", 1, 60, True),  # silent for a minute: dead wherever it runs
+        ("another-host", 1, 2, False),  # beating: alive, though its pid is not ours to see
+        (socket.gethostname(), os.getpid(), 2, False),  # a live process here, beating
+        (socket.gethostname(), os.getpid(), 60, True),  # alive here but stuck: silent
+    ],
+)
+def test_it_releases_only_the_lock_of_a_scheduler_that_is_dead(
+    redis_conn, settings, host, pid, beat_s_ago, released
+):
+    beat = timezone.now() - timedelta(seconds=beat_s_ago)
+    redis_conn.set(LOCK, "old-scheduler", ex=61)
+    redis_conn.hset(
+        SCHEDULER_KEY_TEMPLATE % "old-scheduler",
+        mapping={"hostname": host, "pid": str(pid), "last_heartbeat": utcformat(beat)},
+    )
+
+    freed = release_stale_locks(redis_conn, [queue.QUEUE], settings.SCHEDULER_STALE_SECONDS)
+
+    assert (freed == [queue.QUEUE]) is released
+    assert (redis_conn.get(LOCK) is None) is released
+
+
+def test_it_releases_the_lock_of_a_dead_process_on_this_host_at_once(redis_conn, settings):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    redis_conn.set(LOCK, "old-scheduler", ex=61)
+    redis_conn.hset(
+        SCHEDULER_KEY_TEMPLATE % "old-scheduler",
+        mapping={
+            "hostname": socket.gethostname(),
+            "pid": str(dead.pid),
+            "last_heartbeat": utcformat(timezone.now()),
+        },
+    )
+    assert release_stale_locks(redis_conn, [queue.QUEUE], 20) == [queue.QUEUE]
