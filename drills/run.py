@@ -50,6 +50,9 @@ ROOT = hosts.ROOT
 DIR = ROOT / "var" / "drills"
 BASE_DATABASE_URL = os.environ.get("DRILL_DATABASE_URL", "")
 DRAIN_S = 300  # the longest wait for the last requests to end
+# The steady load under every drill: one submission this often (seconds), which two
+# workers keep up with at TIME_SCALE 0.1 (a 20-40 s Pro call takes 2-4 s).
+STEADY_EVERY = float(os.environ.get("DRILL_STEADY_EVERY", "2.0"))
 # A retry later than this after its time, or after the restarted product was ready:
 # the scheduler did not resume (RQ alone: up to 600 s).
 RETRY_LATE_LIMIT_S = 60
@@ -450,7 +453,7 @@ def run_one(name: str) -> int:
         tokens = hosts.make_tokens(max(3, LOAD_USERS))
         supervisor = Supervisor(stack)
         supervisor.start()
-        load_ = Load([stack], tokens)
+        load_ = Load([stack], tokens, every=STEADY_EVERY)
         load_.start()
         say(f"{name}: make run up on {stack.url} in {report['ready_s']} s; steady load on")
         time.sleep(10)
