@@ -414,6 +414,8 @@ def run_one(name: str) -> int:
     body, options = DRILLS[name]
     url = database_url(name)
     report: dict = {"drill": name, "command": f"make drills DRILL={name}"}
+    report["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    report["load_average_at_start"] = round(os.getloadavg()[0], 1)
     report["database"] = "postgres" if url else "sqlite"
     if name == "postgres-drop" and not url:
         report["skipped"] = "needs DRILL_DATABASE_URL on Postgres"
@@ -493,6 +495,7 @@ def run_one(name: str) -> int:
         with contextlib.suppress(Exception):
             redis.kill()
     report["duration_s"] = round(time.monotonic() - began)
+    report["load_average_at_end"] = round(os.getloadavg()[0], 1)
     report["problems"] = problems
     (DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
