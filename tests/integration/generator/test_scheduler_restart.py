@@ -56,12 +56,13 @@ def test_it_runs_a_delayed_retry_soon_after_a_restart_that_follows_a_sigkill(
     assert redis_conn.get(LOCK) is not None
 
     workers.start(1)
-    (done,) = wait_for_all([request], timeout=RQ_RETRY_S / 5)
+    (done,) = wait_for_all([request], timeout=RQ_RETRY_S / 2)
 
     assert done.status == Status.SUCCEEDED, workers.output()[-3000:]
     retry = done.attempts.order_by("number").last()
     late = (retry.started - waiting.waiting_until).total_seconds()
-    assert late < RQ_RETRY_S / 10, f"the retry ran {late:.0f} s after its time"
+    # Generous for a busy machine (the restart itself takes seconds), far below RQ's 600.
+    assert late < RQ_RETRY_S / 3, f"the retry ran {late:.0f} s after its time"
     assert "scheduler lock of queue default released" in workers.output()
 
 
