@@ -61,8 +61,9 @@ LOAD_RATE = float(os.environ.get("DRILL_LOAD_RATE", "1.0"))  # submissions per s
 LOAD_MINUTES = float(os.environ.get("DRILL_LOAD_MINUTES", "2"))
 LOAD_WORKERS = os.environ.get("DRILL_LOAD_WORKERS", "4")
 PRO = "gemini-3-pro-image-preview"
-# The upstream drills' read timeout (real seconds), far below the built-in 120-180 s.
-READ_TIMEOUT_S = 3.0
+# The upstream-hang drill's read timeout (real seconds): above a slow Pro call (40 s
+# emulated, 4 s real) on a busy machine, far below the built-in 120-180 s.
+READ_TIMEOUT_S = 10.0
 
 
 class Stack(Host):
