@@ -358,8 +358,9 @@ BREAKER_DEAD_AFTER = env_int("BREAKER_DEAD_AFTER", 40)
 BREAKER_PROBE_S = env_float("BREAKER_PROBE_S", 10.0)
 BREAKER_PROBE_MAX_S = env_float("BREAKER_PROBE_MAX_S", 30.0)
 BREAKER_PROBE_LEASE_S = env_float("BREAKER_PROBE_LEASE_S", 200.0)
-# The workers together use at most this share of each catalogue quota (RPM, IPM, RPD).
-LIMITER_SAFETY = env_float("LIMITER_SAFETY", 0.85)
+# The workers together use at most this share of each catalogue quota (RPM, IPM, RPD);
+# below 1 for other clients of the same Cloud project (docs/resilience.md, "Quotas").
+LIMITER_SAFETY = env_float("LIMITER_SAFETY", 1.0)
 # A booked quota slot used this much late still counts as that slot (the scheduler and the
 # queue are not punctual); later, the booking is void and the step takes a new slot.
 LIMITER_LATE_S = env_float("LIMITER_LATE_S", 10.0)

@@ -102,7 +102,7 @@ class Health:
         """Give back whatever slot `holder` booked on `models` (a downgrade, a cancel,
         the end of a request)."""
         for model in models:
-            self.limiter.release(model, holder)
+            self.limiter.release(model, holder, self._quotas(model))
 
     def record(
         self,
@@ -126,10 +126,15 @@ class Health:
             if quota_scope == "day":
                 _, reset = self.limiter.day_window(now)
                 self.store.set_until(f"quota-out:{model}", reset, reset, now)
-            elif retry_after_s:
-                # Somebody else in the project used the quota: nobody calls before then.
-                until = now + retry_after_s
-                self.store.set_until(f"cooldown:{model}", until, until, now)
+            else:
+                # The upstream allows fewer calls than the limiter let through (its
+                # quota is smaller than the catalogue's, or other clients of the
+                # project use it): keep to fewer from now on.
+                learned = self.limiter.learn(model, self._quotas(model))
+                log.warning("model=%s per-minute 429: now %d calls a window", model, learned)
+                if retry_after_s:  # and nobody calls before the server's delay
+                    until = now + retry_after_s
+                    self.store.set_until(f"cooldown:{model}", until, until, now)
 
     # --- for the policy ------------------------------------------------------------------
 

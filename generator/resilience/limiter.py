@@ -1,27 +1,39 @@
 """The client-side limiter for the upstream quotas in the catalogue, shared by every
 worker through a Store.
 
-Google enforces RPM and images per minute as token buckets per Cloud project (several
-keys share one quota), and requests per day as a count that resets at midnight Pacific.
-The limiter mirrors that: a GCRA bucket per per-minute quota and a fixed-window counter
-per day, all taken in one atomic operation (one Lua script in Redis) so that no two
-workers can take the last slot, and a call that would break any quota takes none. Each
-limit is scaled by a safety factor (85 % by default): calls in flight, clock skew and
-other clients of the same project must not turn our traffic into 429s. The scaled rate
-stays fractional: 85 % of 2 requests a minute is 1.7 a minute, one every 35 s, not 1.
+Google enforces requests and images per minute per Cloud project (several keys share
+one quota) and requests per day as a count that resets at midnight Pacific. Other
+upstreams count a minute differently: a token bucket, a fixed calendar minute, a
+sliding window. The limiter keeps to all of them at once with a sliding log: at most N
+calls in any window of one minute (N: the smaller of the model's RPM and IPM), which
+each of those semantics accepts (a token bucket of N refilled N a minute admits any
+such sequence; a fixed minute is one such window), and which uses the whole quota over
+time (N calls a minute). The log holds the calls made and the slots booked; taking a
+slot is one atomic operation (one Lua script in Redis), so no two workers can take the
+last slot, and a call that would break any quota takes none. A per-day quota is a
+fixed-window counter.
+
+`safety` (1 by default) is the share of each quota the workers use: below 1 the window
+is stretched (N calls in any minute / safety), so the rate is exactly safety × N and no
+fraction is rounded away. `margin_s` stretches the window a little more, for the time a
+call takes to reach the upstream and clocks that differ: two calls recorded a minute
+apart must not arrive less than a minute apart.
 
 A slot is a time at which one call may go. `take()` asks for one now. A request that
 will wait for a model whose quota has no headroom `book()`s the earliest free slot in
-the future instead, first come first served across every worker: the GCRA bucket moves
-on by one interval per slot booked, so the next request books the next slot, and a
-request that sees its slot lies beyond its patience books nothing. The booking is kept
-under the request's id; its next step calls in that slot (`take()` with the same
-holder). A booking given up (a downgrade, a cancel) is `release()`d: its slot becomes
-free for the next caller at that time, so no quota is lost. A booked slot used a little
-late (the scheduler and the queue are not punctual) still counts as that slot, up to
-`late_s`; after that the booking is void and the step takes a new one.
+the future instead, first come first served across every worker: the slot enters the
+log, so the next request books the next free one, and a request that sees its slot lies
+beyond its patience books nothing. The booking is kept under the request's id; its next
+step calls in that slot (`take()` with the same holder). A booking given up (a
+downgrade, a cancel) is `release()`d: it leaves the log, and its slot is free for the
+next caller. A booked slot is recorded in the log at the time the call really goes: a
+holder a little late (the scheduler and the queue are not punctual) checks its call
+against the calls already made and, if it no longer fits, its booking moves to the
+earliest time that does (later holders move on in turn); a booking not used within
+`late_s` is void.
 """
 
+import bisect
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,14 +42,20 @@ from zoneinfo import ZoneInfo
 from generator.resilience.clock import Clock
 from generator.resilience.stores import MemoryStore, Script, Store
 
+EPS = 1e-6  # seconds: sums of float times must not lose a slot
+
 
 @dataclass(frozen=True)
 class LimiterConfig:
-    safety: float = 0.85  # the share of each catalogue quota the workers may use
+    safety: float = 1.0  # the share of each catalogue quota the workers may use
     minute_s: float = 60.0  # the length of a "per minute" quota
     day_s: float = 86400.0  # the length of a "per day" quota (shorter in scaled drills)
     day_zone: str = "America/Los_Angeles"  # Google resets daily quotas at Pacific midnight
     late_s: float = 10.0  # how late a booked slot may still be used
+    # Added to the window: transit time and clock differences (real seconds, not scaled).
+    margin_s: float = 0.25
+    # How long a limit learned from the upstream's 429s is kept (then the catalogue's again).
+    learn_s: float = 3600.0
 
     def __post_init__(self):
         if not 0 < self.safety <= 1:
@@ -46,6 +64,15 @@ class LimiterConfig:
             raise ValueError("quota periods must be positive")
         if self.late_s < 0:
             raise ValueError("the lateness allowed for a booked slot must not be negative")
+        if self.margin_s < 0:
+            raise ValueError("the margin of the quota window must not be negative")
+        if self.learn_s <= 0:
+            raise ValueError("a learned limit must be kept for a positive time")
+
+    @property
+    def window_s(self) -> float:
+        """The sliding window in which at most N calls go."""
+        return self.minute_s / self.safety + self.margin_s
 
 
 @dataclass(frozen=True)
@@ -56,16 +83,11 @@ class Quotas:
     ipm: int | None = None
     rpd: int | None = None
 
-
-@dataclass(frozen=True)
-class Bucket:
-    """A GCRA rate: at most `capacity` calls at once, refilled one per `interval_s`
-    (equivalent to a token bucket of that capacity, as Google enforces its quotas). Its
-    key holds the theoretical arrival time (TAT) of the next call."""
-
-    key: str
-    interval_s: float
-    capacity: int
+    @property
+    def per_window(self) -> int:
+        """Calls in any window (0: no per-minute quota): every call counts against both."""
+        limits = [q for q in (self.rpm, self.ipm) if q]
+        return min(limits) if limits else 0
 
 
 @dataclass(frozen=True)
@@ -80,187 +102,305 @@ class Counter:
 
 # --- the shared state: the Lua script with its in-memory twin ----------------------------
 #
-# KEYS: the bookings (holder -> slot time), the freed slots (former holder -> slot time),
-# then the buckets, then the counters. ARGV: mode, now, holder, not_after, not_before,
-# late_s, the number of buckets, (interval, capacity) per bucket, (limit, reset_at) per
-# counter. Modes:
-#   take     a slot now: the holder's own booking if it is due, else a freed or a new
-#            slot if one is free now. {1, slot} or {0, when one would be}
+# The log: a sorted set of calls made ("c:<n>", scored by when) and slots booked
+# ("b:<holder>", scored by the slot). KEYS: the log, its sequence, then the per-day
+# counters. ARGV: mode, now, holder, not_after, not_before, late_s, window_s, N (calls
+# per window, 0: none), then (limit, reset_at) per counter. A time fits the log if no
+# run of N + 1 entries with it spans less than the window. Modes:
+#   take     a call now: the holder's own booking if it is due and the call still fits
+#            the calls made (if not, the booking moves to the earliest time that does:
+#            {0, that time}), else a new slot if one fits now. {1, now} or {0, when}
 #   book     the holder's booking, or the earliest free slot if it is not after
 #            not_after (then booked). {1, slot} or {0, the earliest slot}
 #   peek     {1 if a slot is free now else 0, the earliest slot, the holder's booking
 #            or -1}; changes nothing
-#   release  drop the holder's booking; its slot, if still to come, is freed for others
+#   release  drop the holder's booking (the day's count gives it back)
 # A slot is never earlier than not_before (a 429 from the upstream holds every caller
 # back until then).
 _SLOT_LUA = """
 local mode, now, holder = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local not_after, not_before, late = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local nb = tonumber(ARGV[7])
-local booked, freed = KEYS[1], KEYS[2]
--- Bookings and freed slots more than late_s in the past are void.
-redis.call('ZREMRANGEBYSCORE', booked, '-inf', '(' .. (now - late))
-redis.call('ZREMRANGEBYSCORE', freed, '-inf', '(' .. (now - late))
-local own = holder ~= '' and tonumber(redis.call('ZSCORE', booked, holder)) or nil
+local window, n = tonumber(ARGV[7]), tonumber(ARGV[8])
+local log, seq = KEYS[1], KEYS[2]
+local eps = 1e-6
+local me = holder ~= '' and ('b:' .. holder) or ''
+local function s(x) return string.format('%.17g', x) end
 
-local function keep(key, at)
-  local ms = math.ceil((at - now + late + 60) * 1000)
-  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+-- Calls no window from now on can hold are forgotten; bookings past late_s are void.
+redis.call('ZREMRANGEBYSCORE', log, '-inf', '(' .. s(now - math.max(window, late)))
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', log, '-inf', '(' .. s(now - late))) do
+  if string.sub(m, 1, 2) == 'b:' then redis.call('ZREM', log, m) end
+end
+local own = me ~= '' and tonumber(redis.call('ZSCORE', log, me)) or nil
+
+local function entries(upto)  -- the times in the log up to `upto`, but the holder's
+  local raw = redis.call('ZRANGEBYSCORE', log, '-inf', upto == math.huge and '+inf' or s(upto), 'WITHSCORES')
+  local times = {}
+  for i = 1, #raw, 2 do
+    if raw[i] ~= me then times[#times + 1] = tonumber(raw[i + 1]) end
+  end
+  return times
+end
+
+local function fits(times, t)
+  if n <= 0 then return true end
+  local p = 1
+  while p <= #times and times[p] <= t do p = p + 1 end
+  local function at(i)
+    if i < p then return times[i] elseif i == p then return t else return times[i - 1] end
+  end
+  for k = math.max(1, p - n), math.min(p, #times + 1 - n) do
+    if at(k + n) - at(k) < window - eps then return false end
+  end
+  return true
+end
+
+local function earliest(times, from)
+  if fits(times, from) then return from end
+  for i = 1, #times do
+    local c = times[i] + window
+    if c > from and fits(times, c) then return c end
+  end
+  return from
+end
+
+local function day_floor(from)
+  for j = 3, #KEYS do
+    local limit, reset_at = tonumber(ARGV[7 + 2 * (j - 2)]), tonumber(ARGV[8 + 2 * (j - 2)])
+    if tonumber(redis.call('GET', KEYS[j]) or 0) >= limit then from = math.max(from, reset_at) end
+  end
+  return from
+end
+
+local function count_day(delta)
+  for j = 3, #KEYS do
+    local reset_at = tonumber(ARGV[8 + 2 * (j - 2)])
+    local c = tonumber(redis.call('GET', KEYS[j]) or 0) + delta
+    if c < 0 then c = 0 end
+    redis.call('SET', KEYS[j], c, 'PX', math.ceil((reset_at - now + 60) * 1000))
+  end
+end
+
+local function keep()
+  local last = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')
+  if #last > 0 then
+    redis.call('PEXPIRE', log, math.ceil((tonumber(last[2]) - now + window + late + 60) * 1000))
+  end
+end
+
+local function record_call()  -- every call, for what a 429 may teach (Limiter.learn)
+  redis.call('ZADD', log, s(now), 'c:' .. redis.call('INCR', seq))
+  redis.call('PEXPIRE', seq, math.ceil((window + 60) * 1000))
+  keep()
 end
 
 if mode == 'release' then
   if not own then return {0, '-1'} end
-  redis.call('ZREM', booked, holder)
-  if own >= now then
-    redis.call('ZADD', freed, own, holder)
-    keep(freed, own)
-  end
-  return {1, tostring(own)}
+  redis.call('ZREM', log, me)
+  count_day(-1)
+  return {1, s(own)}
 end
-if own and mode ~= 'peek' then
-  if mode == 'book' or own <= now + 1e-6 then
-    if mode == 'take' then redis.call('ZREM', booked, holder) end
-    return {1, tostring(own)}
+if own and mode == 'book' then return {1, s(own)} end
+if own and mode == 'take' then
+  if own > now + eps then return {0, s(own)} end
+  -- Due: the call goes now if it fits the calls made and the slots due by now.
+  local past = entries(now + eps)
+  local at = earliest(past, math.max(now, not_before))
+  if at <= now + eps then
+    redis.call('ZREM', log, me)
+    record_call()
+    return {1, s(now)}
   end
-  return {0, tostring(own)}
+  redis.call('ZADD', log, s(at), me)
+  keep()
+  return {0, s(at)}
 end
 
--- The earliest new slot that every bucket and counter allows.
-local slot = math.max(now, not_before)
-for i = 1, nb do
-  local interval, capacity = tonumber(ARGV[6 + 2 * i]), tonumber(ARGV[7 + 2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[2 + i]) or now)
-  slot = math.max(slot, tat - interval * (capacity - 1))
-end
-local base = 7 + 2 * nb
-for j = 1, #KEYS - 2 - nb do
-  local limit, reset_at = tonumber(ARGV[base + 2 * j - 1]), tonumber(ARGV[base + 2 * j])
-  if tonumber(redis.call('GET', KEYS[2 + nb + j]) or 0) >= limit then
-    slot = math.max(slot, reset_at)
-  end
-end
--- A freed slot, if it is not later: someone else's booking given back.
-local first = redis.call('ZRANGE', freed, 0, 0, 'WITHSCORES')
-local reuse = nil
-if #first > 0 and math.max(tonumber(first[2]), now, not_before) <= slot then
-  reuse = first[1]
-  slot = math.max(tonumber(first[2]), now, not_before)
-end
-
--- A microsecond of tolerance below: sums of float intervals must not lose a slot.
+local times = entries(math.huge)
+local from = day_floor(math.max(now, not_before))
+local slot = earliest(times, from)
 if mode == 'peek' then
-  return {slot <= now + 1e-6 and 1 or 0, tostring(slot), own and tostring(own) or '-1'}
+  return {slot <= now + eps and 1 or 0, s(slot), own and s(own) or '-1'}
 end
-if mode == 'take' and slot > now + 1e-6 then return {0, tostring(slot)} end
-if mode == 'book' and slot > not_after then return {0, tostring(slot)} end
-if reuse then
-  redis.call('ZREM', freed, reuse)
-else
-  for i = 1, nb do
-    local interval = tonumber(ARGV[6 + 2 * i])
-    local tat = math.max(tonumber(redis.call('GET', KEYS[2 + i]) or now), slot) + interval
-    redis.call('SET', KEYS[2 + i], tostring(tat), 'PX', math.ceil((tat - now + 1) * 1000))
-  end
-  for j = 1, #KEYS - 2 - nb do
-    local reset_at = tonumber(ARGV[base + 2 * j])
-    redis.call('INCR', KEYS[2 + nb + j])
-    redis.call('PEXPIRE', KEYS[2 + nb + j], math.ceil((reset_at - now + 60) * 1000))
-  end
+if mode == 'take' then
+  if slot > now + eps then return {0, s(slot)} end
+  record_call()
+  count_day(1)
+  return {1, s(now)}
 end
-if mode == 'book' then
-  redis.call('ZADD', booked, slot, holder)
-  keep(booked, slot)
-end
-return {1, tostring(slot)}
+if slot > not_after then return {0, s(slot)} end
+redis.call('ZADD', log, s(slot), me)
+keep()
+count_day(1)
+return {1, s(slot)}
 """
+
+
+def _fits(times: list[float], t: float, window: float, n: int) -> bool:
+    """Whether a call at `t` keeps every run of n + 1 entries at least a window long."""
+    if n <= 0:
+        return True
+    p = bisect.bisect_right(times, t)
+    merged = [*times[:p], t, *times[p:]]
+    # 0-based: t sits at p; the runs that hold it start at p - n .. p.
+    for k in range(max(0, p - n), min(p, len(merged) - 1 - n) + 1):
+        if merged[k + n] - merged[k] < window - EPS:
+            return False
+    return True
+
+
+def _earliest(times: list[float], start: float, window: float, n: int) -> float:
+    if _fits(times, start, window, n):
+        return start
+    for e in times:
+        c = e + window
+        if c > start and _fits(times, c, window, n):
+            return c
+    return start
 
 
 def _slot_twin(db: MemoryStore, keys, args):
     mode, now, holder = args[0], float(args[1]), args[2]
     not_after, not_before, late = float(args[3]), float(args[4]), float(args[5])
-    nb = int(args[6])
-    booked_key, freed_key = keys[0], keys[1]
-    # The sets as dicts; entries more than late_s in the past are void.
-    booked = {h: t for h, t in db.get(booked_key, now, {}).items() if t >= now - late}
-    freed = {h: t for h, t in db.get(freed_key, now, {}).items() if t >= now - late}
-    db.set(booked_key, booked)
-    db.set(freed_key, freed)
-    own = booked.get(holder) if holder else None
+    window, n = float(args[6]), int(args[7])
+    log_key, seq_key = keys[0], keys[1]
+    counters = [
+        (keys[j], int(args[8 + 2 * (j - 2)]), float(args[9 + 2 * (j - 2)]))
+        for j in range(2, len(keys))
+    ]
+    me = f"b:{holder}" if holder else ""
+    log = {
+        m: t
+        for m, t in db.get(log_key, now, {}).items()
+        if t >= now - max(window, late) and not (m.startswith("b:") and t < now - late)
+    }
+    db.set(log_key, log)
+    own = log.get(me) if me else None
+
+    def entries(upto: float) -> list[float]:
+        return sorted(t for m, t in log.items() if m != me and t <= upto)
+
+    def count_day(delta: int) -> None:
+        for key, _, reset_at in counters:
+            db.set(key, max(0, db.get(key, now, 0) + delta), reset_at + 60)
+
+    def record_call() -> None:  # every call, for what a 429 may teach (Limiter.learn)
+        number = db.get(seq_key, now, 0) + 1
+        db.set(seq_key, number)
+        log[f"c:{number}"] = now
 
     if mode == "release":
         if own is None:
             return [0, "-1"]
-        del booked[holder]
-        if own >= now:
-            freed[holder] = own
+        del log[me]
+        count_day(-1)
         return [1, repr(own)]
-    if own is not None and mode != "peek":
-        if mode == "book" or own <= now + 1e-6:
-            if mode == "take":
-                del booked[holder]
-            return [1, repr(own)]
-        return [0, repr(own)]
+    if own is not None and mode == "book":
+        return [1, repr(own)]
+    if own is not None and mode == "take":
+        if own > now + EPS:
+            return [0, repr(own)]
+        at = _earliest(entries(now + EPS), max(now, not_before), window, n)
+        if at <= now + EPS:
+            del log[me]
+            record_call()
+            return [1, repr(now)]
+        log[me] = at
+        return [0, repr(at)]
 
-    buckets = [(keys[2 + i], float(args[7 + 2 * i]), int(args[8 + 2 * i])) for i in range(nb)]
-    base = 7 + 2 * nb
-    counters = [
-        (keys[2 + nb + j], int(args[base + 2 * j]), float(args[base + 2 * j + 1]))
-        for j in range(len(keys) - 2 - nb)
-    ]
-    slot = max(now, not_before)
-    for key, interval, capacity in buckets:
-        tat = float(db.get(key, now, now))
-        slot = max(slot, tat - interval * (capacity - 1))
+    start = max(now, not_before)
     for key, limit, reset_at in counters:
         if db.get(key, now, 0) >= limit:
-            slot = max(slot, reset_at)
-    reuse = None
-    if freed:
-        first = min(freed, key=lambda h: (freed[h], h))
-        if max(freed[first], now, not_before) <= slot:
-            reuse, slot = first, max(freed[first], now, not_before)
-
-    if mode == "peek":  # with the Lua script's tolerance of a microsecond
-        return [1 if slot <= now + 1e-6 else 0, repr(slot), "-1" if own is None else repr(own)]
-    if mode == "take" and slot > now + 1e-6:
+            start = max(start, reset_at)
+    slot = _earliest(entries(math.inf), start, window, n)
+    if mode == "peek":
+        return [1 if slot <= now + EPS else 0, repr(slot), "-1" if own is None else repr(own)]
+    if mode == "take":
+        if slot > now + EPS:
+            return [0, repr(slot)]
+        record_call()
+        count_day(1)
+        return [1, repr(now)]
+    if slot > not_after:
         return [0, repr(slot)]
-    if mode == "book" and slot > not_after:
-        return [0, repr(slot)]
-    if reuse is not None:
-        del freed[reuse]
-    else:
-        for key, interval, _ in buckets:
-            tat = max(float(db.get(key, now, now)), slot) + interval
-            db.set(key, tat, tat + 1)
-        for key, _, reset_at in counters:
-            db.set(key, db.get(key, now, 0) + 1, reset_at + 60)
-    if mode == "book":
-        booked[holder] = slot
+    log[me] = slot
+    count_day(1)
     return [1, repr(slot)]
 
 
-# KEYS: buckets then counters. Returns their raw values (a TAT, a count or nil).
+# KEYS: the log, then the counters. ARGV: now, window. The calls made in the last window
+# and the counts.
 _READ_LUA = """
-return redis.call('MGET', unpack(KEYS))
+local since = string.format('(%.17g', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+local made = redis.call('ZCOUNT', KEYS[1], since, ARGV[1])
+local result = {made}
+for j = 2, #KEYS do result[#result + 1] = redis.call('GET', KEYS[j]) end
+return result
 """
 
 
 def _read_twin(db: MemoryStore, keys, args):
-    now = float(args[0])
-    values = [db.get(key, now) for key in keys]
-    return [None if v is None else repr(v) if isinstance(v, float) else str(v) for v in values]
+    now, window = float(args[0]), float(args[1])
+    log = db.get(keys[0], now, {})
+    made = sum(1 for t in log.values() if now - window < t <= now)
+    return [made] + [None if db.get(k, now) is None else str(db.get(k, now)) for k in keys[1:]]
+
+
+# KEYS: the log, the learned limit. ARGV: now, window, the limit kept to (0: none),
+# how long to keep what is learned (ms). A per-minute 429 came back for a call the log
+# admitted: the upstream allows fewer calls in a window than the log held with it, so
+# keep to one fewer than that (and to at least one), for a while. Returns the new limit.
+_LEARN_LUA = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local made = 0
+local since = string.format('(%.17g', now - window)
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since, ARGV[1])) do
+  if string.sub(m, 1, 2) == 'c:' then made = made + 1 end
+end
+local kept = redis.call('GET', KEYS[2])
+local current = 0
+if kept then
+  local value, until_ = string.match(kept, '^(%d+):(.+)$')
+  if tonumber(until_) > now then current = tonumber(value) end
+end
+if current <= 0 then current = limit end
+if current <= 0 or made < current then current = made end
+local learned = math.max(1, current - 1)
+local until_ = now + tonumber(ARGV[4]) / 1000
+redis.call('SET', KEYS[2], learned .. ':' .. string.format('%.17g', until_), 'PX', ARGV[4])
+return learned
+"""
+
+
+def _learn_twin(db: MemoryStore, keys, args):
+    now, window, limit, keep_ms = float(args[0]), float(args[1]), int(args[2]), int(args[3])
+    log = db.get(keys[0], now, {})
+    made = sum(1 for m, t in log.items() if m.startswith("c:") and now - window < t <= now)
+    current = _learned(db.get(keys[1], now), now) or limit
+    if current <= 0 or made < current:
+        current = made
+    learned = max(1, current - 1)
+    until = now + keep_ms / 1000
+    db.set(keys[1], f"{learned}:{until!r}", until)
+    return learned
+
+
+def _learned(raw, now: float) -> int:
+    """The learned limit kept as "limit:until" (0: none, or no longer)."""
+    if raw is None:
+        return 0
+    value, _, until = str(raw).partition(":")
+    return int(value) if float(until) > now else 0
+
+
+def _get_twin(db: MemoryStore, keys, args):
+    return db.get(keys[0], float(args[0]))
 
 
 SLOT = Script(_SLOT_LUA, _slot_twin)
 READ = Script(_READ_LUA, _read_twin)
-
-
-def _bucket_used(raw, bucket: Bucket, now: float) -> int:
-    """Slots in use in a GCRA bucket: how far its theoretical arrival time is ahead."""
-    if raw is None:
-        return 0
-    ahead = float(raw) - now
-    return max(0, min(bucket.capacity, math.ceil(ahead / bucket.interval_s - 1e-9)))
+LEARN = Script(_LEARN_LUA, _learn_twin)
+GET = Script("return redis.call('GET', KEYS[1])", _get_twin)
 
 
 class Limiter:
@@ -287,33 +427,41 @@ class Limiter:
         index = math.floor((now + offset) / self.config.day_s)
         return f"d{index}", (index + 1) * self.config.day_s - offset
 
-    def _limits(self, model: str, quotas: Quotas, now: float):
-        buckets, counters, names = [], [], []
-        for name, limit in (("rpm", quotas.rpm), ("ipm", quotas.ipm)):
-            if limit:
-                rate = self.rate(limit)
-                # The burst is whole calls; the refill keeps the fraction.
-                capacity = max(1, math.floor(rate))
-                buckets.append(
-                    Bucket(f"limit:{model}:{name}", self.config.minute_s / rate, capacity)
-                )
-                names.append((name, int(rate) if rate.is_integer() else round(rate, 2)))
-        if quotas.rpd:
-            day, reset = self.day_window(now)
-            n = max(1, math.floor(self.rate(quotas.rpd)))
-            counters.append(Counter(f"limit:{model}:rpd:{day}", n, reset))
-            names.append(("rpd", n))
-        return buckets, counters, names
+    def _counters(self, model: str, quotas: Quotas, now: float) -> list[Counter]:
+        if not quotas.rpd:
+            return []
+        day, reset = self.day_window(now)
+        n = max(1, math.floor(self.rate(quotas.rpd)))
+        return [Counter(f"limit:{model}:rpd:{day}", n, reset)]
+
+    def per_window(self, model: str, quotas: Quotas) -> int:
+        """The calls in any window the workers keep to: the catalogue's, or fewer if the
+        upstream's 429s taught so (0: no limit)."""
+        learned = self._learned(model)
+        return min(quotas.per_window or learned, learned) if learned else quotas.per_window
+
+    def _learned(self, model: str) -> int:
+        now = self.clock.now()
+        return _learned(self.store.run(GET, [f"limit:{model}:learned"], [repr(now)]), now)
+
+    def learn(self, model: str, quotas: Quotas) -> int:
+        """A per-minute 429 came back although the log admitted the call: the upstream
+        (or other clients of the project) leaves fewer calls a window than the log
+        allowed. Keep to one fewer than the calls in the last window, for `learn_s`;
+        each further 429 lowers it again. Returns the new limit."""
+        now = self.clock.now()
+        keys = [f"limit:{model}:log", f"limit:{model}:learned"]
+        keep_ms = math.ceil(self.config.learn_s * 1000)
+        args = [repr(now), repr(self.config.window_s), quotas.per_window, keep_ms]
+        return int(self.store.run(LEARN, keys, args))
 
     def _slot(self, mode, model, quotas, holder="", not_after=0.0, not_before=None):
         now = self.clock.now()
-        buckets, counters, _ = self._limits(model, quotas, now)
-        keys = [f"limit:{model}:booked", f"limit:{model}:freed"]
-        keys += [b.key for b in buckets] + [c.key for c in counters]
+        counters = self._counters(model, quotas, now)
+        keys = [f"limit:{model}:log", f"limit:{model}:seq"] + [c.key for c in counters]
         args: list = [mode, repr(now), holder, repr(not_after), repr(not_before or now)]
-        args += [repr(self.config.late_s), len(buckets)]
-        for b in buckets:
-            args += [repr(b.interval_s), b.capacity]
+        n = self.per_window(model, quotas)
+        args += [repr(self.config.late_s), repr(self.config.window_s), n]
         for c in counters:
             args += [c.limit, repr(c.reset_at)]
         return self.store.run(SLOT, keys, args)
@@ -321,8 +469,9 @@ class Limiter:
     def take(
         self, model: str, quotas: Quotas, holder: str = "", not_before: float | None = None
     ) -> tuple[bool, float | None]:
-        """A slot for a call to `model` now: `holder`'s booking if it is due, else one
-        free now in every quota of the model. Refused: the time one would be."""
+        """A slot for a call to `model` now: `holder`'s booking if it is due (and the
+        call still fits the calls made), else one free now in every quota of the model.
+        Refused: the time one would be (for a holder, its booking moves there)."""
         granted, slot = self._slot("take", model, quotas, holder, not_before=not_before)
         return bool(granted), (None if granted else float(slot))
 
@@ -339,9 +488,10 @@ class Limiter:
         booked, slot = self._slot("book", model, quotas, holder, not_after, not_before)
         return bool(booked), float(slot)
 
-    def release(self, model: str, holder: str) -> float | None:
-        """Give `holder`'s booking back (its slot is freed for others); the slot or None."""
-        released, slot = self._slot("release", model, Quotas(), holder)
+    def release(self, model: str, holder: str, quotas: Quotas | None = None) -> float | None:
+        """Give `holder`'s booking back (its slot is free for others, and with `quotas`
+        its count in the day's quota too); the slot or None."""
+        released, slot = self._slot("release", model, quotas or Quotas(), holder)
         return float(slot) if released else None
 
     def peek(
@@ -357,14 +507,22 @@ class Limiter:
         return self.peek(model, quotas)[0]
 
     def usage(self, model: str, quotas: Quotas) -> dict:
-        """{"rpm": {"used": n, "limit": 17.0}, ...} against the limits the workers keep to
-        (per minute: the fractional rate)."""
+        """{"rpm": {"used": n, "limit": 20}, ...}: the calls made in the last minute
+        against each quota as the workers keep to it (per minute: safety × the quota,
+        fractional)."""
         now = self.clock.now()
-        buckets, counters, names = self._limits(model, quotas, now)
-        keys = [b.key for b in buckets] + [c.key for c in counters]
-        values = self.store.run(READ, keys, [repr(now)]) if keys else []
-        used = [_bucket_used(v, b, now) for v, b in zip(values, buckets, strict=False)]
-        used += [int(v or 0) for v in values[len(buckets) :]]
-        return {
-            name: {"used": u, "limit": limit} for (name, limit), u in zip(names, used, strict=True)
-        }
+        counters = self._counters(model, quotas, now)
+        keys = [f"limit:{model}:log"] + [c.key for c in counters]
+        values = self.store.run(READ, keys, [repr(now), repr(self.config.minute_s)])
+        result = {}
+        learned = self._learned(model)
+        for name, limit in (("rpm", quotas.rpm), ("ipm", quotas.ipm)):
+            if limit:
+                rate = self.rate(min(limit, learned) if learned else limit)
+                result[name] = {
+                    "used": int(values[0]),
+                    "limit": int(rate) if rate.is_integer() else round(rate, 2),
+                }
+        for counter, value in zip(counters, values[1:], strict=True):
+            result["rpd"] = {"used": int(value or 0), "limit": counter.limit}
+        return result

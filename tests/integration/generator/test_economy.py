@@ -164,7 +164,9 @@ def test_it_an_expired_or_failed_batch_falls_back_to_the_chain_within_the_deadli
     assert [c["model"] for c in direct_calls(economy)] == [PRO]
 
 
-def test_it_a_request_leaves_a_batch_still_running_near_its_deadline(economy, workers, alice, team):
+def test_it_a_request_leaves_a_batch_still_running_near_its_deadline(
+    economy, workers, alice, team
+):
     workers.start(1)
     # Ten hours of batch against a deadline in six: the request leaves it at three.
     [request] = order(alice, team, "sandbox:batch_slow=10 a long night", hours=6)
@@ -180,7 +182,9 @@ def test_it_a_request_leaves_a_batch_still_running_near_its_deadline(economy, wo
     assert [b["state"] for b in economy.batches()] == ["BATCH_STATE_CANCELLED"]
 
 
-def test_it_a_failed_line_goes_the_normal_way_and_a_blocked_one_fails(economy, workers, alice, team):
+def test_it_a_failed_line_goes_the_normal_way_and_a_blocked_one_fails(
+    economy, workers, alice, team
+):
     workers.start(1)
     retried = order(alice, team, "sandbox:overloaded*1 a crowded beach")
     blocked = order(alice, team, "sandbox:blocked a forbidden picture")

@@ -22,8 +22,8 @@ def test_it_is_shared_through_redis_and_reports_every_catalogue_model(redis_conn
     assert set(rows) >= {PRO, FLASH, "gpt-image-1"}
     pro = rows[PRO]
     assert pro["breaker"] == "open"
-    assert pro["quota"]["rpm"] == {"used": 8, "limit": 17}
-    assert pro["quota"]["rpd"] == {"used": 8, "limit": 850}
+    assert pro["quota"]["rpm"] == {"used": 8, "limit": 20}  # the whole quota (LIMITER_SAFETY 1)
+    assert pro["quota"]["rpd"] == {"used": 8, "limit": 1000}
     assert rows[FLASH]["breaker"] == "closed"
     assert rows[FLASH]["p50_ms"] is None
     (transition,) = two.transitions()

@@ -101,7 +101,9 @@ def test_it_changing_the_limits_starts_the_counters_again(alice, team):
     _assert_counters_match_the_ledger()
 
 
-def test_it_a_settlement_moves_only_the_counters_of_periods_still_running(monkeypatch, alice, team):
+def test_it_a_settlement_moves_only_the_counters_of_periods_still_running(
+    monkeypatch, alice, team
+):
     services.set_limits(team, images_per_day=3, images_per_month=10)
     monkeypatch.setattr(timezone, "now", lambda: datetime(2026, 11, 10, 23, 59, tzinfo=UTC))
     (request,) = _submit(alice, team)

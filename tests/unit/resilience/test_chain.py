@@ -27,7 +27,9 @@ def ticket(clock, attempts=()):
 
 def health_with_one_pro_call_a_minute(clock):
     quotas = {PRO: Quotas(rpm=1), FLASH: Quotas(rpm=150)}
-    return Health(MemoryStore(), clock, quotas, BreakerConfig(), LimiterConfig(safety=1))
+    return Health(
+        MemoryStore(), clock, quotas, BreakerConfig(), LimiterConfig(safety=1, margin_s=0)
+    )
 
 
 def test_it_calls_the_primary_and_holds_its_slot():

@@ -88,6 +88,20 @@ def test_it_keeps_the_median_latency_of_successes(health):
 
 
 def test_it_the_snapshot_shows_the_limiters_next_free_time(clock):
-    health = Health(MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1))
+    health = Health(
+        MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1, margin_s=0)
+    )
     assert health.acquire(PRO)[0]
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60
+
+
+def test_it_a_per_minute_429_teaches_the_limiter_the_upstreams_smaller_quota(clock):
+    health = Health(
+        MemoryStore(), clock, {PRO: Quotas(rpm=20)}, BREAKER, LimiterConfig(margin_s=0)
+    )
+    for _ in range(3):
+        assert health.acquire(PRO)[0]
+    health.record(PRO, Outcome.RATE_LIMITED, 200, retry_after_s=20, quota_scope="minute")
+    # From now on 2 calls a minute (the 3 just made fill it), not the catalogue's 20.
+    assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60
+    assert health.overview()[0]["quota"]["rpm"] == {"used": 3, "limit": 2}
