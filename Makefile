@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format openapi browser clean drill-hosts
+.PHONY: help install run test test-fast lint format openapi browser clean drill-hosts drills
 
 help:
 	@echo "make run        set up (venv, install, migrate, demo account) and start web, workers, Redis, sandbox"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-fast  the unit tier only: in-process, in-memory SQLite, under a minute"
 	@echo "make lint       ruff check and format check"
 	@echo "make drill-hosts three hosts on one Postgres, Redis and bucket: kill one, restart the others"
+	@echo "make drills     the failure drills and the load drill (DRILL=name for one; docs/reliability.md)"
 	@echo "make format     apply ruff formatting and safe fixes"
 	@echo "make openapi    write the API's OpenAPI document to docs/openapi.json"
 	@echo "make browser    install Debian's chromium for the browser tests (needs root or sudo)"
@@ -43,6 +44,11 @@ test-fast: install
 # docs/deploy.md: needs a Postgres where it may create steady_drill_hosts (DRILL_DATABASE_URL).
 drill-hosts: install
 	$(PY) -m drills.hosts
+
+# docs/reliability.md: every failure drill against make run's processes, or DRILL=<name>.
+# DRILL_DATABASE_URL=postgres://... runs them on Postgres (and adds the postgres-drop drill).
+drills: install
+	$(PY) -m drills.run $(DRILL)
 
 lint: install
 	$(VENV)/bin/ruff check .

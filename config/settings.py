@@ -185,6 +185,13 @@ TEAM_CONCURRENCY = env_int("TEAM_CONCURRENCY", 4)
 # Redis yet), and fails a request after this many recoveries from dead workers.
 RECONCILE_GRACE_SECONDS = env_int("RECONCILE_GRACE_SECONDS", 60)
 MAX_RECOVERIES = env_int("MAX_RECOVERIES", 3)
+# The RQ scheduler after a crash (generator/scheduling.py), real seconds: a scheduler
+# whose heartbeat (every second) is older than this is dead and its lock is released;
+# a worker without a scheduler looks this often; the reconciler moves scheduled jobs
+# overdue by more than this to their queue (no scheduler ran).
+SCHEDULER_STALE_SECONDS = env_int("SCHEDULER_STALE_SECONDS", 20)
+SCHEDULER_CHECK_SECONDS = env_float("SCHEDULER_CHECK_SECONDS", 5.0)
+RECONCILE_OVERDUE_SECONDS = env_int("RECONCILE_OVERDUE_SECONDS", 30)
 # The OpenAI-compatible endpoint answers synchronously: how long it waits for the chain
 # before answering 504 with the ids to poll on the JSON API.
 OPENAI_COMPAT_WAIT_SECONDS = env_float("OPENAI_COMPAT_WAIT_SECONDS", 300.0)

@@ -7,12 +7,17 @@ workers' upstream calls). Each child's output is prefixed with its name. Ctrl-C 
 SIGTERM) stops every child cleanly; if any child dies, the others are stopped too, so a
 half-running product is never left behind.
 
+One `make run` per VAR_DIR: the first holds an flock on VAR_DIR/up.lock (taken before
+anything starts) and writes its pid and address there; a second start refuses at once
+with a message naming the running one, and touches nothing of it (exit status 3).
+
 ROLES runs a subset, for several hosts sharing one database, Redis and bucket
 (docs/deploy.md): the product's roles `web`, `workers`, `cron`, and the shared services
 `redis`, `sandbox`, `s3`. A host that starts a shared service writes what the other
 hosts need to reach it to VAR_DIR/services.env.
 """
 
+import fcntl
 import os
 import signal
 import socket
@@ -35,6 +40,9 @@ PRODUCT_ROLES = ("web", "workers", "cron")
 SERVICE_ROLES = ("redis", "sandbox", "s3")
 # The bucket STORAGE=s3-local (the `s3` role) creates in its SeaweedFS.
 LOCAL_BUCKET = "steadyshot"
+
+
+ALREADY_RUNNING = 3  # the exit status of a second start in the same VAR_DIR
 
 
 class RolesError(Exception):
@@ -151,6 +159,10 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 2
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    where = f"http://{host}:{port}/" if "web" in chosen else f"roles {','.join(sorted(chosen))}"
+    lock = hold_run_lock(VAR_DIR / "up.lock", where)
+    if lock is None:
+        return ALREADY_RUNNING
     env.update(served_as_deployed(env, host))
 
     children: list[Child] = []
@@ -256,6 +268,32 @@ def served_as_deployed(env: dict, host: str) -> dict:
         "ALLOWED_HOSTS": env.get("ALLOWED_HOSTS") or ",".join(names),
         "HTTPS": env.get("HTTPS") or "0",
     }
+
+
+def hold_run_lock(path: Path, where: str):
+    """The open lock file once this process holds VAR_DIR's run lock (kept open for the
+    life of the process: the kernel releases the flock when it exits, however it exits),
+    or None after saying which instance holds it. Children never inherit it (Popen
+    closes every other descriptor)."""
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "pid unknown"
+        handle.close()
+        print(
+            f"Steadyshot is already running from {path.parent} ({holder}). "
+            "Stop it first (Ctrl-C in its terminal, or kill its pid), or start this one "
+            "with another VAR_DIR and PORT. Nothing was started or changed.",
+            file=sys.stderr,
+        )
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}, {where}\n")
+    handle.flush()
+    return handle
 
 
 def web_command(env: dict, host: str, port: str) -> list[str]:

@@ -179,10 +179,21 @@ class Host:
 class Load(threading.Thread):
     """Submits one request every SUBMIT_EVERY seconds to the next host in turn."""
 
-    def __init__(self, hosts: list[Host], tokens: list[str]):
+    def __init__(
+        self,
+        hosts: list[Host],
+        tokens: list[str],
+        every: float = SUBMIT_EVERY,
+        prefix: str = "drill",
+        words: str = "a lighthouse at dusk",
+    ):
         super().__init__(daemon=True)
         self.hosts = hosts
         self.tokens = tokens
+        self.every = every  # seconds between two submissions
+        self.prefix = prefix  # each submission's tag: the first word of its prompt
+        self.words = words  # the rest of the prompt (trigger words go here)
+        self.latencies: list[float] = []  # seconds each accepted submission took
         self.stopping = threading.Event()
         self.accepted: dict[str, str] = {}  # request id -> tag
         self.unknown: list[str] = []  # tags whose answer never came back
@@ -195,18 +206,19 @@ class Load(threading.Thread):
     def run(self) -> None:
         client = httpx.Client(timeout=15)
         turn = 0
-        while not self.stopping.wait(SUBMIT_EVERY):
+        while not self.stopping.wait(self.every):
             turn += 1
             self._submit(client, turn)
         client.close()
 
     def _submit(self, client: httpx.Client, turn: int) -> None:
-        tag = f"drill-{turn:05d}"
+        tag = f"{self.prefix}-{turn:05d}"
         token = self.tokens[turn % len(self.tokens)]
-        body = {"prompt": f"{tag} a lighthouse at dusk", "strategy": "quality-first"}
+        body = {"prompt": f"{tag} {self.words}", "strategy": "quality-first"}
         self.sent += 1
         for offset in range(len(self.hosts)):
             host = self.hosts[(turn + offset) % len(self.hosts)]
+            began = time.monotonic()
             try:
                 response = client.post(
                     f"{host.url}/api/v1/generations",
@@ -220,6 +232,7 @@ class Load(threading.Thread):
                 return
             self.redirected += offset > 0
             if response.status_code == 202:
+                self.latencies.append(time.monotonic() - began)
                 self.accepted[response.json()["data"][0]["id"]] = tag
                 self.per_host[host.name] += 1
             else:
@@ -231,10 +244,10 @@ class Load(threading.Thread):
 # --- the drill -------------------------------------------------------------------------
 
 
-def create_database() -> None:
+def create_database(url: str = DATABASE_URL) -> None:
     import psycopg
 
-    config = dj_database_url.parse(DATABASE_URL)
+    config = dj_database_url.parse(url)
     name = config["NAME"]
     admin = psycopg.connect(
         host=config["HOST"] or "127.0.0.1",
@@ -335,9 +348,8 @@ class Sampler(threading.Thread):
 
 
 def verify(load: Load, hosts: list[Host], tokens: list[str], report: dict) -> list[str]:
-    from django.apps import apps
 
-    from generator.models import GenerationRequest, Image, QuotaState, Status
+    from generator.models import GenerationRequest, Image, Status
 
     problems = []
     accepted = dict(load.accepted)
@@ -403,7 +415,20 @@ def verify(load: Load, hosts: list[Host], tokens: list[str], report: dict) -> li
     if unreadable:
         problems.append(f"{unreadable} of {reads} image reads through the hosts failed")
 
-    # The quota ledger: every reservation settled exactly once, by a charge or a refund.
+    report["ledger"] = ledger(len(rows), states)
+    if not report["ledger"]["balanced"]:
+        problems.append(f"the quota ledger does not balance: {report['ledger']}")
+    return problems
+
+
+def ledger(requests: int, states: Counter) -> dict:
+    """The quota ledger's totals, and whether it balances: `requests` reserved, each
+    settled exactly once (a charge per success, a refund per failure or cancel), as much
+    released as reserved, nothing still reserved. `states` counts the requests' statuses."""
+    from django.apps import apps
+
+    from generator.models import GenerationRequest, QuotaState, Status
+
     entry = next(m for m in apps.get_models() if m.__name__ == "UsageEntry")
     kinds = Counter()
     settled_per_request = Counter()
@@ -417,27 +442,22 @@ def verify(load: Load, hosts: list[Host], tokens: list[str], report: dict) -> li
             settled_per_request[e.request_id] += 1
     still_reserved = GenerationRequest.objects.filter(quota_state=QuotaState.RESERVED).count()
     balanced = (
-        kinds["reserve"] == len(rows)
+        kinds["reserve"] == requests
         and kinds["charge"] == states[Status.SUCCEEDED]
         and kinds["refund"] == states[Status.FAILED] + states[Status.CANCELED]
         and reserved_usd == released_usd
         and all(n == 1 for n in settled_per_request.values())
         and still_reserved == 0
     )
-    report.update(
-        ledger={
-            "reserved_images": kinds["reserve"],
-            "charged_images": kinds["charge"],
-            "refunded_images": kinds["refund"],
-            "reserved_usd": str(reserved_usd),
-            "released_usd": str(released_usd),
-            "still_reserved": still_reserved,
-            "balanced": balanced,
-        }
-    )
-    if not balanced:
-        problems.append(f"the quota ledger does not balance: {report['ledger']}")
-    return problems
+    return {
+        "reserved_images": kinds["reserve"],
+        "charged_images": kinds["charge"],
+        "refunded_images": kinds["refund"],
+        "reserved_usd": str(reserved_usd),
+        "released_usd": str(released_usd),
+        "still_reserved": still_reserved,
+        "balanced": balanced,
+    }
 
 
 def _final():

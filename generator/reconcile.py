@@ -5,7 +5,9 @@ would otherwise never finish and hands them back to the queue:
 - running requests whose lease expired (their worker died mid-call: SIGKILL, OOM, a
   machine lost);
 - queued or waiting requests whose RQ job is gone (Redis restarted or flushed) or ended
-  without moving the request on;
+  without moving the request on, or started by a worker that died before claiming it;
+- scheduled jobs (delayed retries) overdue by more than RECONCILE_OVERDUE_SECONDS: no
+  RQ scheduler ran (generator/scheduling.py); they go to their queue now;
 and settles quota left reserved on finished requests. Every change is a filtered UPDATE
 on the state it saw, so it is safe to run on several machines at once and alongside the
 workers.
@@ -21,7 +23,7 @@ from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from generator import queue
+from generator import queue, scheduling
 from generator.models import CALLS_HOLDER, Expect, GenerationRequest, QuotaState, Status
 
 log = logging.getLogger("steadyshot.reconcile")
@@ -34,12 +36,14 @@ _DEAD = {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINI
 class Report:
     recovered: int = 0  # taken back from dead workers
     requeued: int = 0  # jobs that had vanished from Redis
+    overdue: int = 0  # scheduled jobs no scheduler moved in time
     failed: int = 0  # gave up after too many recoveries
     settled: int = 0  # quota charged or refunded late
 
     def __str__(self):
         return (
             f"recovered {self.recovered}, re-queued {self.requeued}, "
+            f"overdue moved {self.overdue}, "
             f"failed {self.failed}, quota settled {self.settled}"
         )
 
@@ -49,8 +53,14 @@ def reconcile(now=None) -> Report:
     report = Report()
     _recover_expired_leases(now, report)
     _requeue_lost_jobs(now, report)
+    report.overdue = scheduling.enqueue_overdue(
+        queue.get_queue().connection,
+        [queue.QUEUE, "maintenance"],
+        settings.RECONCILE_OVERDUE_SECONDS,
+        now,
+    )
     _settle_quota(report)
-    if report.recovered or report.requeued or report.failed or report.settled:
+    if report.recovered or report.requeued or report.overdue or report.failed or report.settled:
         log.warning("reconcile: %s", report)
     return report
 
@@ -84,12 +94,24 @@ def _recover_expired_leases(now, report):
             report.recovered += 1
 
 
-def _job_is_lost(request, connection) -> bool:
+def _job_is_lost(request, connection, old) -> bool:
     try:
         job = Job.fetch(queue.job_id(request.id, request.step), connection=connection)
     except NoSuchJobError:
         return True
-    return job.get_status(refresh=False) in _DEAD
+    status = job.get_status(refresh=False)
+    if status in _DEAD:
+        return True
+    # Started by a worker that died (SIGKILL) before its work horse claimed the request:
+    # a horse claims within a second of the start, so a request still queued at that
+    # step long after its job started will never be claimed by it, and RQ marks such a
+    # job failed only in its maintenance, up to 10 minutes later.
+    return (
+        status == JobStatus.STARTED
+        and request.status == Status.QUEUED
+        and job.started_at is not None
+        and job.started_at.timestamp() < old.timestamp()
+    )
 
 
 def _requeue_lost_jobs(now, report):
@@ -99,7 +121,7 @@ def _requeue_lost_jobs(now, report):
         status__in=[Status.QUEUED, Status.WAITING], handed_over__lt=old
     )
     for request in waiting:
-        if not _job_is_lost(request, connection):
+        if not _job_is_lost(request, connection, old):
             continue
         # A wait that has not run out yet stays a wait; an overdue one runs now.
         at = request.waiting_until

@@ -31,6 +31,7 @@ from rq.utils import now
 # Loaded before the first job, once per worker: the step's modules and what they import
 # (Pillow, httpx, the resilience core).
 from generator import jobs
+from generator import scheduling
 from generator.models import Expect, GenerationRequest
 from generator.queue import JOB, RECORD
 
@@ -51,6 +52,13 @@ class StepWorker(SimpleWorker):
             super().execute_job(job, queue)
         finally:
             close_old_connections()
+
+    def _start_scheduler(self, *args, **kwargs):
+        # A restart after a crash: free the dead scheduler's lock first, and keep looking
+        # (generator/scheduling.py).
+        scheduling.prepare(self)
+        super()._start_scheduler(*args, **kwargs)
+        scheduling.watch(self)
 
     def handle_warm_shutdown_request(self):
         super().handle_warm_shutdown_request()

@@ -34,14 +34,20 @@ def _up(env: dict) -> subprocess.Popen:
     )
 
 
-def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
-    port = _free_port()
+def _whole_product_env(tmp_path, port: int) -> dict:
+    """make run's environment for everything on SQLite and its own Redis in tmp_path."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
     }
     env.update(VAR_DIR=str(tmp_path), PORT=str(port), WORKERS="1", WEB_PROCESSES="1")
+    return env
+
+
+def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
+    port = _free_port()
+    env = _whole_product_env(tmp_path, port)
     process = _up(env)
     try:
         deadline = time.monotonic() + 90
@@ -118,3 +124,64 @@ def test_it_starts_a_local_s3_server_and_keeps_images_in_its_bucket(tmp_path):
     assert "s3 | S3 (SeaweedFS) listening on" in output
     # Only the roles asked for: no workers, no cron.
     assert "worker1 |" not in output and "cron |" not in output
+
+
+def _wait_healthy(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "make run exited before it was up"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"the site did not come up within {timeout:.0f} s")
+
+
+def _submit_through_api(env: dict, port: int) -> httpx.Response:
+    """A token for the demo account (issued in the running instance's database), then a
+    submission through the JSON API."""
+    issued = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from accounts.models import ApiToken, User;"
+         "print(ApiToken.issue(User.objects.get(email='demo@steadyshot.local'), 't')[1])"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    token = issued.stdout.strip().splitlines()[-1]
+    return httpx.post(
+        f"http://127.0.0.1:{port}/api/v1/generations",
+        json={"prompt": "a lighthouse at dusk"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def test_it_refuses_a_second_start_in_the_same_checkout_and_leaves_the_first_running(
+    tmp_path,
+):
+    port = _free_port()
+    env = _whole_product_env(tmp_path, port)
+    first = _up(env)
+    try:
+        _wait_healthy(port, first)
+        socket_before = (tmp_path / "redis" / "redis.sock").stat().st_ino
+
+        second = subprocess.run(
+            [sys.executable, "-m", "config.up"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+        assert second.returncode == 3, second.stdout + second.stderr
+        assert "already running" in second.stderr
+        assert f"pid {first.pid}" in second.stderr
+        assert f"http://127.0.0.1:{port}/" in second.stderr
+        assert "redis |" not in second.stdout  # it started nothing
+        # The first instance is untouched: same Redis socket, and it still accepts work.
+        assert (tmp_path / "redis" / "redis.sock").stat().st_ino == socket_before
+        assert first.poll() is None
+        assert _submit_through_api(env, port).status_code == 202
+    finally:
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, output

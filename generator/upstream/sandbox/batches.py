@@ -328,7 +328,8 @@ class BatchBook:
         sandbox = self.sandbox
         with sandbox.lock:
             for trigger in self.wire.parse_triggers(prompt):
-                if trigger.variant in self.wire.BATCH_VARIANTS or trigger.variant == "slow":
+                # `slow` and `disconnect` act on calls only.
+                if trigger.variant in (*self.wire.BATCH_VARIANTS, "slow", "disconnect"):
                     continue
                 if trigger.model and trigger.model != model:
                     continue

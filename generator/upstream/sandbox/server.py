@@ -8,12 +8,14 @@ connection keeps hundreds of slow calls in flight with the standard library alon
 """
 
 import base64
+import contextlib
 import json
 import logging
 import math
 import random
 import re
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -42,6 +44,7 @@ IMAGE_SIZES = ("1K", "2K", "4K")
 VARIANTS = (
     "blocked", "overloaded", "unavailable", "rate_limited", "quota_day", "server_error",
     "no_image", "bad_request", "auth", "not_found", "malformed", "garbage_image",
+    "disconnect",
 )  # fmt: skip
 # Words that act on a whole batch in Batch mode (batches.py) and on nothing else:
 # `sandbox:batch_expired[=<hours>]`, `sandbox:batch_failed`, `sandbox:batch_slow=<hours>`.
@@ -319,11 +322,24 @@ class Handler(BaseHTTPRequestHandler):
         variant, verdict = self.sandbox.decide(model, call["prompt"])
         try:
             time.sleep(verdict.latency_s * self.sandbox.clock.scale)
+            if variant == "disconnect":
+                return self._hang_up(call, started)
             status, body, headers = answer(variant, verdict)
         finally:
             self.sandbox.done()
         outcome = OUTCOME_OF.get(variant, variant)
         return self._finish(call, started, status, body, outcome, variant, headers)
+
+    def _hang_up(self, call, started):
+        """`disconnect`: close the connection with no answer at all (a proxy or the
+        provider dropping it mid-call); logged with status 0."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        self.sandbox.record(
+            **call, outcome="disconnect", status=0, variant="disconnect",
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )  # fmt: skip
 
     def _finish(self, call, started, status, body, outcome, variant="", headers=None):
         self._send(status, body, headers)

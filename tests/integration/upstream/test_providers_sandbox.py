@@ -185,3 +185,11 @@ def test_it_a_real_key_never_reaches_a_message(upstream, settings):
     for variant in ("auth", "bad_request", "overloaded", "rate_limited", "malformed", "blocked"):
         error = failure(PRO, f"sandbox:{variant} x")
         assert key not in error.message and key not in repr(error)
+
+
+@pytest.mark.parametrize("spec", [PRO, GPT], ids=["gemini", "openai"])
+def test_it_sees_a_connection_closed_without_an_answer_as_a_network_error(upstream, spec):
+    error = failure(spec, "sandbox:disconnect*1 a lighthouse")
+    assert error.outcome == Outcome.NETWORK
+    assert upstream.calls()[-1]["outcome"] == "disconnect"
+    assert generate(spec, "sandbox:disconnect*1 a lighthouse").mime.startswith("image/")
