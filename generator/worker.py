@@ -30,8 +30,7 @@ from rq.utils import now
 
 # Loaded before the first job, once per worker: the step's modules and what they import
 # (Pillow, httpx, the resilience core).
-from generator import jobs
-from generator import scheduling
+from generator import jobs, scheduling
 from generator.models import Expect, GenerationRequest
 from generator.queue import JOB, RECORD
 
