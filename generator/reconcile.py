@@ -102,8 +102,8 @@ def _job_is_lost(request, connection, old) -> bool:
     status = job.get_status(refresh=False)
     if status in _DEAD:
         return True
-    # Started by a worker that died (SIGKILL) before its work horse claimed the request:
-    # a horse claims within a second of the start, so a request still queued at that
+    # Started by a worker that died (SIGKILL) before it claimed the request:
+    # a worker claims within a second of the start, so a request still queued at that
     # step long after its job started will never be claimed by it, and RQ marks such a
     # job failed only in its maintenance, up to 10 minutes later.
     return (
