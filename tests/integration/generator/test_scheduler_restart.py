@@ -50,7 +50,7 @@ def test_it_runs_a_delayed_retry_soon_after_a_restart_that_follows_a_sigkill(
     (request,) = submit(alice, team, Submission(prompt="a fox sandbox:rate_limited*1"))
     waiting = _waiting(request)
     # SIGKILL the worker and its scheduler process: the lock stays in Redis (61 s TTL).
-    workers.kill(0)
+    workers.kill_worker(0)
     killed_at = timezone.now()
     assert waiting.waiting_until > killed_at, "the retry was due before the kill"
     assert redis_conn.get(LOCK) is not None

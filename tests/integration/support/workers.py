@@ -102,6 +102,12 @@ class Workers:
         """SIGKILL: no warm shutdown, no chance to hand anything back."""
         _kill_tree(self.processes[index])
 
+    def kill_worker(self, n: int = 0) -> None:
+        """SIGKILL the n-th RQ worker started (callers are not counted), with its
+        scheduler child."""
+        workers = [p for p in self.processes if p not in self.callers]
+        self.kill(self.processes.index(workers[n]))
+
     def kill_holder(self, claimed_by: str) -> None:
         """SIGKILL the worker or caller that holds a request (`claimed_by` is the
         host:pid of the process running its step or making its call)."""
