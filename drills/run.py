@@ -165,7 +165,8 @@ def kill_tree(pid: int) -> list[int]:
 def running_requests() -> list:
     from generator.models import GenerationRequest, Status
 
-    return list(GenerationRequest.objects.filter(status=Status.RUNNING, claimed_by__gt=""))
+    # Held by a process (host:pid): not between two holders (the queue of calls).
+    return list(GenerationRequest.objects.filter(status=Status.RUNNING, claimed_by__contains=":"))
 
 
 def wait_for(check, timeout: float, what: str):
@@ -184,11 +185,12 @@ def wait_for(check, timeout: float, what: str):
 def worker_kill(d: Drill) -> None:
     d.submit(f"sandbox:slow=60@{PRO}*1 a heron", 4, "slowcall")
     held = wait_for(running_requests, 60, "no request was running")[0]
-    horse = int(held.claimed_by.rsplit(":", 1)[1])
-    worker = parent_of(horse)
-    pids = kill_tree(worker)
+    # The process holding it mid-call: the caller making the call (or, a moment before or
+    # after, the RQ worker deciding or recording it), with its children.
+    holder = int(held.claimed_by.rsplit(":", 1)[1])
+    pids = kill_tree(holder)
     killed = time.monotonic()
-    say(f"SIGKILLed worker {worker} (its {len(pids)} processes) running request {held.pk}")
+    say(f"SIGKILLed {held.claimed_by} (its {len(pids)} processes) holding request {held.pk}")
     wait_for(lambda: d.supervisor.restarts, 120, "make run was not restarted")
     d.report["restarted_after_s"] = round(d.supervisor.restarts[0] - killed, 1)
     ended = _wait_moved_on(held.pk, held.step, 240)
