@@ -3,7 +3,7 @@ product as `make run` starts it (web, workers with the RQ scheduler, cron, the s
 under steady load, while one thing goes wrong; then every accepted request must have
 ended exactly once, the quota ledger must balance and no file may be left behind.
 
-    worker-kill       SIGKILL a worker (its work horse and scheduler too) mid-call; make
+    worker-kill       SIGKILL the process holding a request mid-call (the caller); make
                       run stops the rest and is restarted, as a supervisor would
     scheduler-lock    the same while delayed retries wait: the restart finds the dead
                       scheduler's lock in Redis; the retries must run within seconds
