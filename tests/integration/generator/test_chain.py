@@ -4,6 +4,7 @@ Time is compressed: the sandbox and the policy share one TIME_SCALE, so a minute
 upstream behaviour takes a few seconds.
 """
 
+import socket
 import time
 from collections import Counter
 
@@ -189,15 +190,14 @@ def test_it_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
     # gets through every slow call well within a request's time budget (1200 s).
     slow = submit_many(alice, team, 4, prompt="sandbox:slow=120 a slow lighthouse")
     quick = submit_many(alice, team, 6)
-    # Wait until a slow call is in flight, then kill the worker making it without warning.
+    # Wait until a slow call is in flight, then kill the caller making it without warning
+    # (a worker only decides and records: it holds a request for milliseconds).
+    callers = [worker_name_of(c.pid) for c in workers.callers]
     deadline = time.monotonic() + 30
     while True:
-        running = (
-            GenerationRequest.objects.filter(pk__in=[r.pk for r in slow], status=Status.RUNNING)
-            # A process's host:pid: not "", nor the queue of calls between two holders.
-            .filter(claimed_by__contains=":")
-            .first()
-        )
+        running = GenerationRequest.objects.filter(
+            pk__in=[r.pk for r in slow], status=Status.RUNNING, claimed_by__in=callers
+        ).first()
         if running:
             break
         assert time.monotonic() < deadline, "no slow request started"
@@ -213,3 +213,8 @@ def test_it_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
     assert Image.objects.filter(request__in=rows).count() == len(rows)
     # The request whose worker was killed was taken back by the reconciler.
     assert next(r for r in rows if r.pk == running.pk).recoveries >= 1
+
+
+def worker_name_of(pid: int) -> str:
+    """The `claimed_by` of a process on this host (generator.jobs.worker_name)."""
+    return f"{socket.gethostname()}:{pid}"
