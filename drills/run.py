@@ -184,9 +184,13 @@ def wait_for(check, timeout: float, what: str):
 
 def worker_kill(d: Drill) -> None:
     d.submit(f"sandbox:slow=60@{PRO}*1 a heron", 4, "slowcall")
-    held = wait_for(running_requests, 60, "no request was running")[0]
-    # The process holding it mid-call: the caller making the call (or, a moment before or
-    # after, the RQ worker deciding or recording it), with its children.
+    # A request held mid-call by the caller making it (a worker holds one only for the
+    # milliseconds of deciding or recording).
+    held = wait_for(
+        lambda: [r for r in running_requests() if _is_caller(r.claimed_by)],
+        60,
+        "no call was in flight",
+    )[0]
     holder = int(held.claimed_by.rsplit(":", 1)[1])
     pids = kill_tree(holder)
     killed = time.monotonic()
@@ -195,6 +199,14 @@ def worker_kill(d: Drill) -> None:
     d.report["restarted_after_s"] = round(d.supervisor.restarts[0] - killed, 1)
     ended = _wait_moved_on(held.pk, held.step, 240)
     d.report["killed_request_moved_on_after_s"] = round(ended - killed, 1)
+
+
+def _is_caller(claimed_by: str) -> bool:
+    pid = claimed_by.rsplit(":", 1)[1]
+    try:
+        return b"caller" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def _wait_moved_on(pk, step: int, timeout: float) -> float:
