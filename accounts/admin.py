@@ -4,6 +4,20 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from accounts.models import ApiToken, Invite, Membership, Team, User
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that only the product's own code writes (the quota ledger, Batch mode
+    batches): operators may look, never add, change or delete."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0

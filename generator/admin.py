@@ -3,6 +3,7 @@ monitoring page's links land on the matching rows (?status=failed&finished__gte=
 
 from django.contrib import admin
 
+from accounts.admin import ReadOnlyAdmin
 from generator.models import Attempt, GenerationRequest, Image, UpstreamBatch
 
 
@@ -86,7 +87,7 @@ class ImageAdmin(admin.ModelAdmin):
 
 
 @admin.register(UpstreamBatch)
-class UpstreamBatchAdmin(admin.ModelAdmin):
+class UpstreamBatchAdmin(ReadOnlyAdmin):
     """Economy's Batch mode batches (docs/economy.md), read-only: the batcher alone
     writes them."""
 
@@ -95,12 +96,3 @@ class UpstreamBatchAdmin(admin.ModelAdmin):
     search_fields = ["id", "name", "error"]
     date_hierarchy = "created"
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
