@@ -161,6 +161,20 @@ class SteadyshotCollector:
             yield GaugeMetricFamily(
                 "steadyshot_workers", "Live RQ workers", value=queues["workers"]
             )
+            calls = queues["calls"]
+            yield GaugeMetricFamily(
+                "steadyshot_callers", "Live caller processes", value=calls["callers"]
+            )
+            yield GaugeMetricFamily(
+                "steadyshot_calls_in_flight",
+                "Upstream calls in flight in the callers",
+                value=calls["in_flight"],
+            )
+            yield GaugeMetricFamily(
+                "steadyshot_calls_waiting",
+                "Upstream calls waiting for a caller",
+                value=calls["waiting"],
+            )
         usage = sources.quota_usage()
         up.add_metric(["quotas"], 0 if usage is None else 1)
         if usage is not None:

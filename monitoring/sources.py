@@ -77,9 +77,12 @@ def _redis():
 
 
 def queues() -> dict | None:
-    """{"queues": [{"name", "depth", "scheduled", "failed"}], "workers": n} or None."""
+    """{"queues": [{"name", "depth", "scheduled", "failed"}], "workers": n, "calls":
+    {"callers", "in_flight", "waiting"}} or None."""
     try:
         from rq import Queue, Worker
+
+        from generator.caller import calls
 
         conn = _redis()
         rows = []
@@ -93,7 +96,11 @@ def queues() -> dict | None:
                     "failed": queue.failed_job_registry.count,
                 }
             )
-        return {"queues": rows, "workers": Worker.count(connection=conn)}
+        return {
+            "queues": rows,
+            "workers": Worker.count(connection=conn),
+            "calls": calls.callers(conn),
+        }
     except Exception as exc:
         log.warning("Could not read the queues: %s", exc)
         return None

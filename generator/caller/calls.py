@@ -7,6 +7,7 @@ an answer carries the image once, for the seconds until a worker records it.
 """
 
 import json
+import math
 import pickle
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -16,6 +17,9 @@ from generator.resilience.taxonomy import Outcome
 from generator.upstream.base import GenerationResult, UpstreamError
 
 CALLS_KEY = "steadyshot:calls"
+# A live caller's presence: one key per caller holding its calls in flight, refreshed
+# by its heartbeat and expiring when it stops beating (the monitoring page counts them).
+CALLER_KEY_PREFIX = "steadyshot:caller:"
 # Longer than any recording step waits in the queue; a step whose answer expired calls
 # again (jobs.record).
 ANSWER_TTL_S = 900
@@ -100,3 +104,25 @@ def take_answer(request_id: str, step: int) -> Answer | None:
 
 def drop_answer(request_id: str, step: int) -> None:
     connection().delete(answer_key(request_id, step))
+
+
+def announce(name: str, in_flight: int, ttl_s: float) -> None:
+    """Say that caller `name` is alive with `in_flight` calls, for `ttl_s` seconds."""
+    connection().set(CALLER_KEY_PREFIX + name, in_flight, ex=max(1, math.ceil(ttl_s)))
+
+
+def retire(name: str) -> None:
+    connection().delete(CALLER_KEY_PREFIX + name)
+
+
+def callers(connection) -> dict:
+    """{"callers": live callers, "in_flight": their calls in flight, "waiting": calls
+    no caller has taken yet}."""
+    keys = list(connection.scan_iter(match=CALLER_KEY_PREFIX + "*", count=100))
+    counts = connection.mget(keys) if keys else []
+    live = [int(c) for c in counts if c is not None]  # a key may expire between the two
+    return {
+        "callers": len(live),
+        "in_flight": sum(live),
+        "waiting": connection.llen(CALLS_KEY),
+    }

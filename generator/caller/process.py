@@ -79,6 +79,8 @@ class Caller:
             await self._drain()
         finally:
             heartbeat.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(calls.retire, self.name)
             await source.aclose()
             await self.clients.aclose()
             log.info("caller %s: stopped", self.name)
@@ -114,8 +116,13 @@ class Caller:
             await asyncio.wait(self.tasks)
 
     async def _heartbeat(self) -> None:
+        beat = settings.LEASE_SECONDS / 3
         while True:
-            await asyncio.sleep(settings.LEASE_SECONDS / 3)
+            try:  # presence for the monitoring page: gone 3 beats after the last one
+                await asyncio.to_thread(calls.announce, self.name, len(self.tasks), 3 * beat)
+            except Exception:
+                log.warning("could not announce this caller", exc_info=True)
+            await asyncio.sleep(beat)
             if self.held:
                 try:
                     await asyncio.to_thread(self._renew, list(self.held))

@@ -8,6 +8,7 @@ import pytest
 from generator.admission import Submission, submit
 from generator.models import Attempt, GenerationRequest, Image, Status
 from generator.reconcile import reconcile
+from monitoring import sources
 from tests.integration.generator.test_chain import failures, submit_many, wait_for_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -35,6 +36,12 @@ def test_it_keeps_two_dozen_slow_calls_in_flight_through_one_caller(
     requests = submit_many(
         alice, team, 24, prompt="sandbox:slow=120 a slow lighthouse", strategy="stability-first"
     )
+    # What the monitoring page shows while they are in flight: one caller, holding them.
+    seen, deadline = {"callers": 0, "in_flight": 0}, time.monotonic() + 60
+    while seen["in_flight"] < 10 and time.monotonic() < deadline:
+        seen = sources.queues()["calls"]
+        time.sleep(0.1)
+    assert seen["callers"] == 1 and seen["in_flight"] >= 10, seen
     rows = wait_for_all(requests, timeout=120)
 
     assert all(r.status == Status.SUCCEEDED for r in rows), failures(rows)

@@ -2,6 +2,7 @@
 queues and workers."""
 
 import re
+import time
 from decimal import Decimal
 
 import pytest
@@ -62,4 +63,39 @@ def test_it_counts_queued_jobs_and_workers(redis_conn):
             {"name": "default", "depth": 1, "scheduled": 0, "failed": 0},
         ],
         "workers": 0,
+        "calls": {"callers": 0, "in_flight": 0, "waiting": 0},
     }
+
+
+def test_it_counts_live_callers_and_their_calls(client_for, staff, redis_conn):
+    from generator.caller import calls
+
+    calls.announce("caller-a", 3, ttl_s=30)
+    calls.announce("caller-b", 0, ttl_s=30)
+    html = client_for(staff).get(URL).content.decode()
+    assert 'id="callers">2<' in html
+    assert 'id="calls-in-flight">3<' in html
+    assert 'id="no-callers"' not in html
+    calls.retire("caller-a")
+    calls.retire("caller-b")
+    assert sources.queues()["calls"] == {"callers": 0, "in_flight": 0, "waiting": 0}
+
+
+def test_it_warns_when_calls_wait_and_no_caller_runs(client_for, staff, redis_conn):
+    from generator.caller import calls
+
+    redis_conn.rpush(calls.CALLS_KEY, b"{}")
+    html = client_for(staff).get(URL).content.decode()
+    assert 'id="calls-waiting">1<' in html
+    notice = re.search(r'<p [^>]*id="no-callers">.*?</p>', html, re.S).group(0)
+    assert "no caller is running" in notice
+
+
+def test_it_stops_counting_a_caller_whose_heartbeat_stopped(redis_conn):
+    from generator.caller import calls
+
+    calls.announce("caller-gone", 5, ttl_s=1)
+    assert sources.queues()["calls"]["callers"] == 1
+    redis_conn.pexpire(calls.CALLER_KEY_PREFIX + "caller-gone", 1)  # its last beat ran out
+    time.sleep(0.01)
+    assert sources.queues()["calls"] == {"callers": 0, "in_flight": 0, "waiting": 0}
