@@ -163,20 +163,16 @@ def main() -> int:
     parser.add_argument("--plans", action="store_true", help="print each search's plan")
     args = parser.parse_args()
 
-    import django
+    from benchmarks.postgres import setup_postgres
 
-    django.setup()
-    from django.conf import settings
+    if not setup_postgres():
+        return 2
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
 
     from generator.models import GenerationRequest
 
-    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-        print("Set DATABASE_URL to a Postgres database (the benchmark is defined on Postgres).")
-        return 2
-    call_command("migrate", verbosity=0)
     call_command("collectstatic", interactive=False, verbosity=0)  # DEBUG off: the manifest
     team, users = _team(TEAM, 4)
     other, other_users = _team(OTHER_TEAM, 2)

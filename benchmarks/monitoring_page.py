@@ -31,10 +31,10 @@ def main() -> int:
     parser.add_argument("--budget-ms", type=float, default=300.0)
     args = parser.parse_args()
 
-    import django
+    from benchmarks.postgres import setup_postgres
 
-    django.setup()
-    from django.conf import settings
+    if not setup_postgres():
+        return 2
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
@@ -42,10 +42,6 @@ def main() -> int:
     from accounts.models import User
     from generator.models import Attempt, GenerationRequest
 
-    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-        print("Set DATABASE_URL to a Postgres database (the benchmark is defined on Postgres).")
-        return 2
-    call_command("migrate", verbosity=0)
     if args.seed:
         Attempt.objects.all().delete()
         GenerationRequest.objects.all().delete()
