@@ -4,8 +4,15 @@ Prepares the database and a demo account, then starts Redis (unless REDIS_URL is
 the sandbox upstream (unless GEMINI_API_KEY is set), a local S3 server when
 STORAGE=s3-local, the web server, WORKERS RQ workers and CALLERS caller processes (the
 workers' upstream calls). Each child's output is prefixed with its name. Ctrl-C (or
-SIGTERM) stops every child cleanly; if any child dies, the others are stopped too, so a
-half-running product is never left behind.
+SIGTERM) stops every child cleanly.
+
+A worker, caller or the cron that exits (Redis went away for a moment, a crash, the OOM
+killer) is started again after a back-off of 1, 2, 4... up to 30 s: they keep nothing of
+their own (the database is the truth, the reconciler takes back what a dead one held).
+One that exits RESTART_LIMIT times within RESTART_WINDOW_S, or any other child (Redis,
+the sandbox, the web server, which restarts its own processes), stops everything with a
+non-zero status, so a half-running product is never left behind and a supervisor above
+(systemd, a container) sees the failure.
 
 One `make run` per VAR_DIR: the first holds an flock on VAR_DIR/up.lock (taken before
 anything starts) and writes its pid and address there; a second start refuses at once
@@ -17,6 +24,7 @@ ROLES runs a subset, for several hosts sharing one database, Redis and bucket
 hosts need to reach it to VAR_DIR/services.env.
 """
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -43,6 +51,28 @@ LOCAL_BUCKET = "steadyshot"
 
 
 ALREADY_RUNNING = 3  # the exit status of a second start in the same VAR_DIR
+# Children that are started again when they exit: they hold nothing of their own.
+RESTARTED = ("worker", "caller", "cron")
+RESTART_LIMIT = 5  # exits within RESTART_WINDOW_S: a crash loop, stop everything
+RESTART_WINDOW_S = 120.0
+RESTART_MAX_DELAY_S = 30.0
+
+
+class Restarts:
+    """When to start an exited child again: None means stop everything."""
+
+    def __init__(self):
+        self.exits: dict[str, list[float]] = {}
+
+    def delay_after_exit(self, name: str, now: float) -> float | None:
+        if not name.startswith(RESTARTED):
+            return None
+        recent = [t for t in self.exits.get(name, []) if now - t < RESTART_WINDOW_S]
+        recent.append(now)
+        self.exits[name] = recent
+        if len(recent) >= RESTART_LIMIT:
+            return None
+        return min(RESTART_MAX_DELAY_S, 2.0 ** (len(recent) - 1))
 
 
 class RolesError(Exception):
@@ -112,6 +142,22 @@ def start(child: Child, env: dict) -> None:
             log(child.name, child.colour, line)
 
     threading.Thread(target=pump, daemon=True).start()
+
+
+def kill_leftovers(child: Child) -> None:
+    """Kill what an exited child left running in its process group (an RQ worker's
+    forked scheduler outlives a worker killed outright, and keeps its lock)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.process.pid, signal.SIGKILL)
+
+
+def renamed(child: Child, restart: int) -> Child:
+    """The child with a fresh `--name` for its `restart`th start: RQ refuses a name that
+    the dead worker still holds in Redis until its registration expires."""
+    if "--name" in child.cmd:
+        at = child.cmd.index("--name") + 1
+        child.cmd[at] = f"{child.cmd[at].split('+')[0]}+{restart}"  # no host has a +
+    return child
 
 
 def manage(*args: str) -> list[str]:
@@ -226,15 +272,37 @@ def main() -> int:
             print(f"\nSteadyshot is running at http://{host}:{port}/  (Ctrl-C stops everything)\n")
         else:
             print(f"\nRunning {', '.join(sorted(chosen))}  (Ctrl-C stops everything)\n")
+        restarts, due = Restarts(), {}  # child name → when to start it again
         while not stopping.is_set():
+            now = time.monotonic()
             for child in children:
-                if child.process.poll() is not None:
-                    log(child.name, child.colour, f"exited with code {child.process.returncode}")
-                    # One part of the product is gone: stop the rest and say so with a
-                    # non-zero status, so a supervisor (systemd, a container) restarts us.
-                    failed = child.name
-                    stopping.set()
-                    break
+                if child.name in due:
+                    if now >= due[child.name]:
+                        del due[child.name]
+                        log(child.name, child.colour, "starting again")
+                        start(renamed(child, len(restarts.exits[child.name])), env)
+                    continue
+                if child.process.poll() is None:
+                    continue
+                code = child.process.returncode
+                delay = restarts.delay_after_exit(child.name, now)
+                if delay is not None:
+                    kill_leftovers(child)
+                    log(
+                        child.name,
+                        child.colour,
+                        f"exited with code {code}; restarting in {delay:g} s",
+                    )
+                    due[child.name] = now + delay
+                    continue
+                log(child.name, child.colour, f"exited with code {code}")
+                # The product cannot go on without it (or it keeps dying): stop the rest
+                # and say so with a non-zero status, for a supervisor above to see.
+                failed = child.name
+                if len(restarts.exits.get(child.name, ())) >= RESTART_LIMIT:
+                    failed += f" (exited {RESTART_LIMIT} times in {RESTART_WINDOW_S:g} s)"
+                stopping.set()
+                break
             stopping.wait(0.5)
     finally:
         print("\nStopping…")

@@ -72,11 +72,34 @@ def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
         email, password = (tmp_path / "demo-credentials.txt").read_text().split()
         assert email == "demo@steadyshot.local" and len(password) >= 12
         assert (tmp_path / "redis" / "redis.sock").exists()
+
+        # A worker killed outright (the OOM killer, say) is started again.
+        killed = _worker_pids(process.pid)
+        assert len(killed) == 1
+        os.kill(killed[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not (_worker_pids(process.pid) and _worker_pids(process.pid) != killed):
+            assert time.monotonic() < deadline, "the killed worker was not started again"
+            time.sleep(0.2)
+        assert process.poll() is None  # the rest of the product went on
+        # Under a new name (RQ keeps the dead one's registered for minutes): it is
+        # listening on the queues once it registered.
+        from redis import Redis
+        from rq import Worker
+
+        conn = Redis(unix_socket_path=str(tmp_path / "redis" / "redis.sock"))
+        deadline = time.monotonic() + 60
+        while not any(w.name.endswith("+1") for w in Worker.all(connection=conn)):
+            assert time.monotonic() < deadline, "the restarted worker did not register"
+            time.sleep(0.2)
+        conn.close()
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
 
     assert process.returncode == 0, output
+    assert "worker1 | exited with code -9; restarting in 1 s" in output
+    assert output.count("Listening on maintenance, default") == 2
     assert f"Demo account created: {email} / {password}" in output
     assert "worker1 |" in output and "Listening on maintenance, default" in output
     assert "caller1 |" in output and "taking calls, at most 256 at once" in output
@@ -85,6 +108,21 @@ def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
     assert not (tmp_path / "redis" / "redis.sock").exists()
+
+
+def _worker_pids(up_pid: int) -> list[int]:
+    """The RQ workers that make run (pid `up_pid`) started itself (not their scheduler's
+    forks)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == up_pid and b"rqworker" in cmdline:
+            pids.append(int(proc.name))
+    return pids
 
 
 def test_it_starts_a_local_s3_server_and_keeps_images_in_its_bucket(tmp_path):

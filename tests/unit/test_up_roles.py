@@ -1,7 +1,9 @@
-"""ROLES: what one host of `make run` runs (config/up.py)."""
+"""ROLES: what one host of `make run` runs, and which of its children it restarts
+(config/up.py)."""
 
 import pytest
 
+from config import up
 from config.up import RolesError, roles, served_as_deployed
 
 
@@ -52,3 +54,31 @@ def test_it_keeps_what_the_environment_says():
     assert served_as_deployed({"DEBUG": "0", "SECRET_KEY": "s"}, "127.0.0.1") == {}
     env = served_as_deployed({"SECRET_KEY": "s", "HTTPS": "1", "ALLOWED_HOSTS": "a.b"}, "::")
     assert (env["SECRET_KEY"], env["HTTPS"], env["ALLOWED_HOSTS"]) == ("s", "1", "a.b")
+
+
+def test_it_restarts_a_worker_caller_or_cron_with_a_growing_back_off():
+    restarts = up.Restarts()
+    assert [restarts.delay_after_exit("worker1", t) for t in (0, 10, 20, 30)] == [1, 2, 4, 8]
+    assert restarts.delay_after_exit("caller1", 30) == 1  # its own count
+    assert restarts.delay_after_exit("cron", 30) == 1
+
+
+def test_it_forgets_exits_older_than_the_window():
+    restarts = up.Restarts()
+    for t in (0, 10, 20, 30):
+        restarts.delay_after_exit("worker1", t)
+    # The first four are out of the window: this exit is the first again.
+    assert restarts.delay_after_exit("worker1", 30 + up.RESTART_WINDOW_S) == 1
+
+
+def test_it_gives_up_on_a_crash_loop():
+    restarts = up.Restarts()
+    delays = [restarts.delay_after_exit("worker2", t) for t in range(up.RESTART_LIMIT)]
+    assert None not in delays[:-1]
+    assert delays[-1] is None  # the fifth exit within the window stops everything
+
+
+def test_it_never_restarts_the_infrastructure_or_the_web():
+    restarts = up.Restarts()
+    for name in ("redis", "sandbox", "web", "s3"):
+        assert restarts.delay_after_exit(name, 0) is None
