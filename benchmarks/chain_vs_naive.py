@@ -68,6 +68,7 @@ class Regime:
     rate: float  # arrivals per minute (Poisson)
     workers: int
     quotas: dict[str, Quotas] = field(default_factory=lambda: CATALOGUE)
+    states_quota: bool = True  # the upstream's 429s state its quota (quotaValue)
 
 
 def regimes() -> dict[str, Regime]:
@@ -166,6 +167,13 @@ def variants() -> dict[str, Regime]:
                 description="as quota, but the catalogue says 20 RPM: the limiter must learn 2",
                 quotas=CATALOGUE,
             ),
+            replace(
+                quota,
+                name="quota-untold",
+                description="as quota-hidden, and the 429s state no quota (no quotaValue)",
+                quotas=CATALOGUE,
+                states_quota=False,
+            ),
             Regime(
                 "harsh-peak",
                 "Pro in 90 % episodes from the start, 25 % between",
@@ -205,6 +213,7 @@ class Upstream:
     meets the same overload episodes whatever it calls when."""
 
     def __init__(self, regime: Regime, seed: int):
+        self.states_quota = regime.states_quota
         self.phases = []
         for start, profile in regime.phases:
             states = {}
@@ -222,6 +231,15 @@ class Upstream:
         if state.episodes:
             state.episodes.advance(now, episodes)
         return state.decide(now, self.rngs[model])
+
+    def stated_quota(self, model: str, now: float, verdict) -> int | None:
+        """The quotaValue of a per-minute 429, as the sandbox server states it (None: a
+        daily quota, or an upstream that states none)."""
+        if not self.states_quota or verdict.quota_dim not in ("rpm", "ipm"):
+            return None
+        states = next(s for start, s in reversed(self.phases) if start <= now)
+        quota = states[model][0].behaviour.quota
+        return getattr(quota, verdict.quota_dim, None) if quota else None
 
     def peek(self, model: str, now: float, until: float, most: int = 10**6):
         """The clairvoyant's knowledge, without changing anything: the verdict of the
@@ -335,6 +353,7 @@ class Chain:
         self.clock = VirtualClock(T0)
 
     def start(self, regime: Regime, upstream: Upstream) -> None:
+        self.upstream = upstream
         self.health = Health(MemoryStore(), self.clock, regime.quotas, BreakerConfig(), LIMITER)
 
     def _ticket(self, i: int, r: Request) -> chain.Ticket:
@@ -364,7 +383,12 @@ class Chain:
         scope = {"rpd": "day"}.get(verdict.quota_dim, "minute") if retry_after else ""
         latency_ms = int(verdict.latency_s * 1000)
         self.health.record(
-            model, outcome, latency_ms, retry_after_s=retry_after, quota_scope=scope
+            model,
+            outcome,
+            latency_ms,
+            retry_after_s=retry_after,
+            quota_scope=scope,
+            quota_limit=self.upstream.stated_quota(model, t, verdict) if retry_after else None,
         )
         r.attempts.append(AttemptRecord(model, outcome, t, retry_after, scope))
         if outcome == Outcome.SUCCESS:
@@ -443,6 +467,7 @@ class Clairvoyant:
                 latency_ms,
                 retry_after_s=verdict.retry_s,
                 quota_scope=scope,
+                quota_limit=self.upstream.stated_quota(model, t, verdict),
             )
         return t
 
