@@ -385,7 +385,7 @@ local raw = redis.call('GET', KEYS[2])
 if raw then
   local f = {}
   for part in string.gmatch(raw, '[^:]+') do f[#f + 1] = tonumber(part) end
-  value, at, quiet, before = f[1], f[2], f[3], f[4]
+  if #f == 4 then value, at, quiet, before = f[1], f[2], f[3], f[4] end  -- else: older
 end
 local step = math.max(1, math.ceil(base / 20))
 local current = base
@@ -418,10 +418,12 @@ return learned
 
 
 def _state(raw) -> tuple[int, float, float, int]:
-    """(limit, at, quiet, before) of a learned limit; zeros: none."""
-    if raw is None:
+    """(limit, at, quiet, before) of a learned limit; zeros: none (or the "limit:until"
+    an older version kept, which is dropped)."""
+    fields = [] if raw is None else str(raw).split(":")
+    if len(fields) != 4:
         return 0, 0.0, 0.0, 0
-    value, at, quiet, before = str(raw).split(":")
+    value, at, quiet, before = fields
     return int(value), float(at), float(quiet), int(before)
 
 
@@ -540,7 +542,7 @@ class Limiter:
         """The limit the 429s taught, grown back so far (0: none is kept)."""
         now = self.clock.now()
         raw = self.store.run(GET, [f"limit:{model}:learned"], [repr(now)])
-        if raw is None:
+        if not _state(raw)[0]:
             return 0
         return _effective(raw, now, quotas.per_window, self.config.minute_s)
 

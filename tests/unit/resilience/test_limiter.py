@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from generator.resilience.clock import VirtualClock
 from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
-from generator.resilience.stores import MemoryStore
+from generator.resilience.stores import MemoryStore, Script
 
 PRO = "gemini-3-pro-image-preview"
 
@@ -352,6 +352,16 @@ def test_it_finds_a_quota_other_clients_share_and_recovers_when_they_stop(store,
     taken, _ = emulate(limiter, clock, quotas, 20, 40)
     assert limiter.per_window(PRO, quotas) == 20
     assert len([t for t in taken if t >= clock.now() - 600]) >= 190
+
+
+def test_it_drops_a_limit_an_older_version_learned(store, clock):
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
+    quotas = Quotas(rpm=20)
+    put = Script("redis.call('SET', KEYS[1], ARGV[1])", lambda db, k, a: db.set(k[0], a[0]))
+    store.run(put, [f"limit:{PRO}:learned"], [f"1:{clock.now() + 3600!r}"])  # "limit:until"
+    assert limiter.per_window(PRO, quotas) == 20
+    assert limiter.take(PRO, quotas)[0]
+    assert limiter.learn(PRO, quotas) == 10
 
 
 def test_it_a_model_without_a_known_quota_learns_one(store, clock):
