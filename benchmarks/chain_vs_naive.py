@@ -513,8 +513,10 @@ class Clairvoyant:
                 if reachable or (
                     spare and self.upstream.peek(PRO, t, math.inf, most=BURN_LOOKAHEAD)[1]
                 ):
-                    self.health.acquire(PRO, key)
-                    return "call", PRO
+                    granted, retry_at = self.health.acquire(PRO, key)
+                    # Refused: a 429's delay holds every caller back (the limiter's
+                    # peek does not know it); the bound waits it out too.
+                    return ("call", PRO) if granted else ("wait", retry_at)
         r.phase = 1
         self.health.release(key, [PRO])
         granted, retry_at = self.health.acquire(FLASH)
