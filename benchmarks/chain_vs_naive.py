@@ -68,6 +68,7 @@ class Regime:
     rate: float  # arrivals per minute (Poisson)
     workers: int
     quotas: dict[str, Quotas] = field(default_factory=lambda: CATALOGUE)
+    states_quota: bool = True  # the upstream's 429s state its quota (quotaValue)
 
 
 def regimes() -> dict[str, Regime]:
@@ -166,6 +167,13 @@ def variants() -> dict[str, Regime]:
                 description="as quota, but the catalogue says 20 RPM: the limiter must learn 2",
                 quotas=CATALOGUE,
             ),
+            replace(
+                quota,
+                name="quota-untold",
+                description="as quota-hidden, and the 429s state no quota (no quotaValue)",
+                quotas=CATALOGUE,
+                states_quota=False,
+            ),
             Regime(
                 "harsh-peak",
                 "Pro in 90 % episodes from the start, 25 % between",
@@ -205,6 +213,7 @@ class Upstream:
     meets the same overload episodes whatever it calls when."""
 
     def __init__(self, regime: Regime, seed: int):
+        self.states_quota = regime.states_quota
         self.phases = []
         for start, profile in regime.phases:
             states = {}
@@ -222,6 +231,15 @@ class Upstream:
         if state.episodes:
             state.episodes.advance(now, episodes)
         return state.decide(now, self.rngs[model])
+
+    def stated_quota(self, model: str, now: float, verdict) -> int | None:
+        """The quotaValue of a per-minute 429, as the sandbox server states it (None: a
+        daily quota, or an upstream that states none)."""
+        if not self.states_quota or verdict.quota_dim not in ("rpm", "ipm"):
+            return None
+        states = next(s for start, s in reversed(self.phases) if start <= now)
+        quota = states[model][0].behaviour.quota
+        return getattr(quota, verdict.quota_dim, None) if quota else None
 
     def peek(self, model: str, now: float, until: float, most: int = 10**6):
         """The clairvoyant's knowledge, without changing anything: the verdict of the
@@ -258,6 +276,9 @@ class Request:
     attempts: list = field(default_factory=list)
     phase: int = 0  # the clairvoyant's: which model of the chain it is on
     started: bool = False  # a worker ran a step of it
+    inflight: dict = field(default_factory=dict)  # call id -> (model, verdict)
+    hedges: int = 0  # second Pro calls started while one was in flight
+    wasted: int = 0  # successes that came after the request had its image
 
 
 def arrivals(seed: int, regime: Regime) -> list[Request]:
@@ -296,17 +317,46 @@ def simulate(regime: Regime, seed: int, client) -> list[Request]:
         heapq.heappush(events, (r.submitted, next(seq), "ready", i))
     ready: list[int] = []
     free = regime.workers
+    calls = itertools.count()
+    hedging = getattr(client, "hedge_after", None)
+
+    def start_call(i: int, model: str, t: float) -> None:
+        nonlocal free
+        verdict = upstream.call(model, t)
+        cid = next(calls)
+        requests[i].inflight[cid] = (model, verdict)
+        free -= 1
+        heapq.heappush(events, (t + verdict.latency_s, next(seq), f"done:{cid}", i))
+        after = hedging(i, requests[i], model) if hedging else None
+        if after is not None:
+            heapq.heappush(events, (t + after, next(seq), f"hedge:{cid}", i))
+
     while events:
         t, _, kind, i = heapq.heappop(events)
         client.clock.t = t
-        if kind == "done":
+        r = requests[i]
+        if kind.startswith("done:"):
             free += 1
-            model, verdict = requests[i].pending
-            _called(requests[i], verdict, model)
-            again = client.called(i, requests[i], model, verdict)
-            if again is not None:
-                heapq.heappush(events, (max(again, t), next(seq), "ready", i))
-        elif requests[i].started:
+            model, verdict = r.inflight.pop(int(kind[5:]))
+            _called(r, verdict, model)
+            if r.done is not None:  # a hedged request's other call: it had its image
+                r.wasted += verdict.outcome == "success"
+                client.record(model, verdict)
+            elif r.inflight and verdict.outcome != "success":
+                client.failed_while_hedged(i, r, model, verdict)  # the other goes on
+            else:
+                again = client.called(i, r, model, verdict)
+                if again is not None:
+                    heapq.heappush(events, (max(again, t), next(seq), "ready", i))
+        elif kind.startswith("hedge:"):
+            # The call is still in flight past the time a success takes: a second Pro
+            # call for the same request, on an idle worker, in a slot of the limiter.
+            alone = int(kind[6:]) in r.inflight and len(r.inflight) == 1
+            if alone and r.done is None and free and client.may_hedge(i, r):
+                r.hedges += 1
+                start_call(i, PRO, t)
+            continue
+        elif r.started:
             ready.insert(0, i)  # a started request's next step goes first (queue.py)
         else:
             ready.append(i)
@@ -319,10 +369,7 @@ def simulate(regime: Regime, seed: int, client) -> list[Request]:
             if what[0] == "wait":
                 heapq.heappush(events, (max(what[1], t), next(seq), "ready", i))
                 continue
-            verdict = upstream.call(what[1], t)
-            requests[i].pending = (what[1], verdict)
-            free -= 1
-            heapq.heappush(events, (t + verdict.latency_s, next(seq), "done", i))
+            start_call(i, what[1], t)
     return requests
 
 
@@ -335,6 +382,7 @@ class Chain:
         self.clock = VirtualClock(T0)
 
     def start(self, regime: Regime, upstream: Upstream) -> None:
+        self.upstream = upstream
         self.health = Health(MemoryStore(), self.clock, regime.quotas, BreakerConfig(), LIMITER)
 
     def _ticket(self, i: int, r: Request) -> chain.Ticket:
@@ -364,7 +412,12 @@ class Chain:
         scope = {"rpd": "day"}.get(verdict.quota_dim, "minute") if retry_after else ""
         latency_ms = int(verdict.latency_s * 1000)
         self.health.record(
-            model, outcome, latency_ms, retry_after_s=retry_after, quota_scope=scope
+            model,
+            outcome,
+            latency_ms,
+            retry_after_s=retry_after,
+            quota_scope=scope,
+            quota_limit=self.upstream.stated_quota(model, t, verdict) if retry_after else None,
         )
         r.attempts.append(AttemptRecord(model, outcome, t, retry_after, scope))
         if outcome == Outcome.SUCCESS:
@@ -375,6 +428,44 @@ class Chain:
         if decision.action == Action.GIVE_UP:
             return None
         return decision.at if decision.action == Action.WAIT else t
+
+
+class HedgedChain(Chain):
+    """The chain, quality-first, with hedging (issue 12, "consider hedging"): when a Pro
+    call is still in flight past the time nearly all recent Pro successes took (their
+    95th percentile) while Pro succeeds less than half the time (its slow answers are
+    then mostly 503s), a second Pro call for the same request goes on an idle worker,
+    in a slot the limiter grants now (counted like any call; 503s are not billed). The
+    first success delivers; the other call runs to its end (a success then is an image
+    paid for and thrown away)."""
+
+    def hedge_after(self, i: int, r: Request, model: str) -> float | None:
+        if model != PRO or self.strategy != "quality-first":
+            return None
+        pro = self.health.model_health(PRO)
+        if pro.success_rate is None or pro.success_rate >= 0.5 or not pro.success_latencies:
+            return None
+        latencies = sorted(pro.success_latencies)
+        return latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+
+    def may_hedge(self, i: int, r: Request) -> bool:
+        if self.clock.now() >= r.submitted + self.config.patience_s:
+            return False
+        return self.health.acquire(PRO, f"hedge-{i}")[0]
+
+    def record(self, model: str, verdict) -> None:
+        retry = verdict.retry_s if verdict.outcome == "rate_limited" else None
+        self.health.record(
+            model,
+            Outcome(verdict.outcome),
+            int(verdict.latency_s * 1000),
+            retry_after_s=retry,
+            quota_scope="minute" if retry else "",
+        )
+
+    def failed_while_hedged(self, i: int, r: Request, model: str, verdict) -> None:
+        self.record(model, verdict)
+        r.attempts.append(AttemptRecord(model, Outcome(verdict.outcome), self.clock.now()))
 
 
 BURN_LOOKAHEAD = 50  # calls: a model with no success among its next 50 is left alone
@@ -422,8 +513,10 @@ class Clairvoyant:
                 if reachable or (
                     spare and self.upstream.peek(PRO, t, math.inf, most=BURN_LOOKAHEAD)[1]
                 ):
-                    self.health.acquire(PRO, key)
-                    return "call", PRO
+                    granted, retry_at = self.health.acquire(PRO, key)
+                    # Refused: a 429's delay holds every caller back (the limiter's
+                    # peek does not know it); the bound waits it out too.
+                    return ("call", PRO) if granted else ("wait", retry_at)
         r.phase = 1
         self.health.release(key, [PRO])
         granted, retry_at = self.health.acquire(FLASH)
@@ -443,6 +536,7 @@ class Clairvoyant:
                 latency_ms,
                 retry_after_s=verdict.retry_s,
                 quota_scope=scope,
+                quota_limit=self.upstream.stated_quota(model, t, verdict),
             )
         return t
 
@@ -501,6 +595,10 @@ def ceiling(regime: Regime, seed: int, patience: float | None = None) -> int:
 
 def run_chain(regime: Regime, seed: int, strategy="quality-first", patience=None):
     return simulate(regime, seed, Chain(strategy, patience))
+
+
+def run_hedged(regime: Regime, seed: int, patience: float | None = None):
+    return simulate(regime, seed, HedgedChain("quality-first", patience))
 
 
 def run_bound(regime: Regime, seed: int, patience: float | None = None):
@@ -750,6 +848,11 @@ def main(argv=None):
         default=LimiterConfig().safety,
         help="the limiter's share of each upstream quota (LIMITER_SAFETY)",
     )
+    parser.add_argument(
+        "--hedge",
+        action="store_true",
+        help="add the hedged chain (HedgedChain) to each regime, and what hedging cost",
+    )
     args = parser.parse_args(argv)
     global LIMITER
     LIMITER = LimiterConfig(safety=args.safety)
@@ -768,6 +871,9 @@ def main(argv=None):
         "naive": run_naive,
         "bound": run_bound,
     }
+    if args.hedge:
+        clients["chain, hedged"] = run_hedged
+    hedged = []
     print(HEADER)
     checks, pro_rows = [], []
     for name in names:
@@ -777,6 +883,9 @@ def main(argv=None):
             pooled = [r for seed in args.seeds for r in run(known[name], seed)]
             results[client] = figures(pooled)
             print(row(name, client, results[client]), flush=True)
+            if client == "chain, hedged":
+                hedges, wasted = sum(r.hedges for r in pooled), sum(r.wasted for r in pooled)
+                hedged.append(f"| {name} | {hedges / len(pooled):.2f} | {wasted} |")
         pro_rows += [pro_row(name, c, results[c]) for c in ("chain", "naive")]
         images = sum(ceiling(known[name], seed) for seed in args.seeds)
         top = images / results["chain"]["requests"]
@@ -797,6 +906,10 @@ def main(argv=None):
     print("\nPro calls and what they bought (calls answered, 429s left out):\n")
     print(PRO_HEADER)
     print("\n".join(pro_rows))
+    if hedged:
+        print("\nHedging (chain, hedged): second Pro calls a request, images thrown away:\n")
+        print("| regime | hedges / request | successes wasted |\n|---|---|---|")
+        print("\n".join(hedged))
 
 
 if __name__ == "__main__":

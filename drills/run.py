@@ -228,11 +228,6 @@ def _wait_moved_on(pk, step: int, timeout: float) -> float:
     return time.monotonic()
 
 
-def forget_learned_limits(connection) -> None:
-    for key in connection.scan_iter("limit:*:learned"):
-        connection.delete(key)
-
-
 def scheduler_lock(d: Drill) -> None:
     from django.utils import timezone
     from rq.scheduler import SCHEDULER_KEY_TEMPLATE, SCHEDULER_LOCKING_KEY_TEMPLATE
@@ -249,9 +244,6 @@ def scheduler_lock(d: Drill) -> None:
         return [r for r in rows if r.waiting_until and r.waiting_until > timezone.now()]
 
     waits = wait_for(waiting, 90, "no retry waited")
-    # The forced 429s are only this drill's way of making retries wait; the limiter takes
-    # them for a small real quota (Limiter.learn) and would starve the rest of the drill.
-    forget_learned_limits(connection)
     holder = connection.get(SCHEDULER_LOCKING_KEY_TEMPLATE % queue.QUEUE).decode()
     pid = int(connection.hget(SCHEDULER_KEY_TEMPLATE % holder, "pid"))
     worker = parent_of(pid)
@@ -264,7 +256,6 @@ def scheduler_lock(d: Drill) -> None:
         connection.get(SCHEDULER_LOCKING_KEY_TEMPLATE % queue.QUEUE) is not None
     )
     d.stack.wait_ready()
-    forget_learned_limits(connection)
     ready = timezone.now()
     d.report["ready_again_after_kill_s"] = round(time.monotonic() - killed, 1)
     hosts.wait_final([str(r.pk) for r in waits], DRAIN_S)

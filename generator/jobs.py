@@ -133,6 +133,7 @@ class StepRunner:
             error.latency_ms,
             retry_after_s=error.retry_after_s,
             quota_scope=error.quota_scope,
+            quota_limit=error.quota_limit,
         )
         attempt = self._record_attempt(
             spec, answer.started, error.outcome, error.latency_ms, error, caller=caller

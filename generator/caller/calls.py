@@ -67,6 +67,7 @@ class Answer:
                 "retry_after_s": e.retry_after_s,
                 "quota_id": e.quota_id,
                 "quota_scope": e.quota_scope,
+                "quota_limit": e.quota_limit,
                 "block_reason": e.block_reason,
                 "latency_ms": e.latency_ms,
             }

@@ -73,6 +73,7 @@ def limiter_config_from_settings() -> LimiterConfig:
             day_s=86400.0 * k,
             late_s=settings.LIMITER_LATE_S * k,
             learn_s=3600.0 * k,
+            recover_s=300.0 * k,
         )
     except ValueError as exc:
         raise ImproperlyConfigured(f"Limiter settings: {exc}") from exc

@@ -112,10 +112,13 @@ class Health:
         *,
         retry_after_s: float | None = None,
         quota_scope: str = "",
+        quota_limit: int | None = None,
     ) -> None:
         """Feed a call's result to the model's breaker and latency statistics (of its
         successes, and of the failures that say it is in trouble); a per-day 429 marks
-        the model out of quota until the upstream's next daily reset."""
+        the model out of quota until the upstream's next daily reset; a per-minute one
+        teaches the limiter (with the per-minute quota the 429 states, `quota_limit`)
+        and holds every worker back for the server's retry delay."""
         now = self.clock.now()
         self.breaker.record(model, Outcome(outcome), self._probes.pop(model, ""))
         kind = kind_of(Outcome(outcome))
@@ -130,7 +133,7 @@ class Health:
                 # The upstream allows fewer calls than the limiter let through (its
                 # quota is smaller than the catalogue's, or other clients of the
                 # project use it): keep to fewer from now on.
-                learned = self.limiter.learn(model, self._quotas(model))
+                learned = self.limiter.learn(model, self._quotas(model), told=quota_limit)
                 log.warning("model=%s per-minute 429: now %d calls a window", model, learned)
                 if retry_after_s:  # and nobody calls before the server's delay
                     until = now + retry_after_s

@@ -54,8 +54,12 @@ class LimiterConfig:
     late_s: float = 10.0  # how late a booked slot may still be used
     # Added to the window: transit time and clock differences (real seconds, not scaled).
     margin_s: float = 0.25
-    # How long a limit learned from the upstream's 429s is kept (then the catalogue's again).
+    # A limit learned from per-minute 429s (Limiter.learn) holds for `recover_s` without
+    # a 429, then grows by a step a minute back to the catalogue's; each 429 met while
+    # it grows doubles that quiet period, up to `learn_s`, which is also how long a
+    # quota the upstream states in its 429 (quotaValue) is kept to before growing.
     learn_s: float = 3600.0
+    recover_s: float = 300.0
 
     def __post_init__(self):
         if not 0 < self.safety <= 1:
@@ -66,7 +70,7 @@ class LimiterConfig:
             raise ValueError("the lateness allowed for a booked slot must not be negative")
         if self.margin_s < 0:
             raise ValueError("the margin of the quota window must not be negative")
-        if self.learn_s <= 0:
+        if self.learn_s <= 0 or self.recover_s <= 0:
             raise ValueError("a learned limit must be kept for a positive time")
 
     @property
@@ -346,51 +350,146 @@ def _read_twin(db: MemoryStore, keys, args):
     return [made] + [None if db.get(k, now) is None else str(db.get(k, now)) for k in keys[1:]]
 
 
-# KEYS: the log, the learned limit. ARGV: now, window, the limit kept to (0: none),
-# how long to keep what is learned (ms). A per-minute 429 came back for a call the log
-# admitted: the upstream allows fewer calls in a window than the log held with it, so
-# keep to one fewer than that (and to at least one), for a while. Returns the new limit.
+# The limit learned from per-minute 429s, kept under one key as "limit:at:quiet:before":
+# the limit the last 429 set, when it came, how long that limit holds before it grows
+# again, and the limit before the burst of 429s it belongs to. 429s with no call taken
+# between them answer calls that were in flight together: one burst, which takes the
+# limit down to at most half of what it was before it (multiplicative decrease), never
+# below one call a window. Once the quiet period is over, the limit grows by a step a
+# minute (additive increase: a twentieth of the catalogue's quota, at least one call)
+# back to the catalogue's; a 429 met while it grows doubles the quiet period, up to
+# `learn_s`. The times of the 429s of the last window are kept beside it.
+#
+# KEYS: the log, the learned limit, the 429s. ARGV: now, window, the catalogue's calls a
+# window (0: none), the quota the 429 states (0: none), minute, learn_s, recover_s.
+# Returns the new limit.
 _LEARN_LUA = """
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local made = 0
-local since = string.format('(%.17g', now - window)
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], since, ARGV[1])) do
-  if string.sub(m, 1, 2) == 'c:' then made = made + 1 end
+local now, window, base = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local told, minute = tonumber(ARGV[4]), tonumber(ARGV[5])
+local keep, recover = tonumber(ARGV[6]), tonumber(ARGV[7])
+local function s(x) return string.format('%.17g', x) end
+local function calls_after(t)
+  local n = 0
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. s(t), ARGV[1])) do
+    if string.sub(m, 1, 2) == 'c:' then n = n + 1 end
+  end
+  return n
 end
-local kept = redis.call('GET', KEYS[2])
-local current = 0
-if kept then
-  local value, until_ = string.match(kept, '^(%d+):(.+)$')
-  if tonumber(until_) > now then current = tonumber(value) end
+local made = calls_after(now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', s(now - window))
+redis.call('ZADD', KEYS[3], s(now), 'r:' .. redis.call('ZCARD', KEYS[3]) .. ':' .. s(now))
+redis.call('PEXPIRE', KEYS[3], math.ceil(window * 1000))
+local refused = redis.call('ZCARD', KEYS[3])
+local value, at, quiet, before = 0, 0, 0, 0
+local raw = redis.call('GET', KEYS[2])
+if raw then
+  local f = {}
+  for part in string.gmatch(raw, '[^:]+') do f[#f + 1] = tonumber(part) end
+  if #f == 4 then value, at, quiet, before = f[1], f[2], f[3], f[4] end  -- else: older
 end
-if current <= 0 then current = limit end
-if current <= 0 or made < current then current = made end
-local learned = math.max(1, current - 1)
-local until_ = now + tonumber(ARGV[4]) / 1000
-redis.call('SET', KEYS[2], learned .. ':' .. string.format('%.17g', until_), 'PX', ARGV[4])
+local step = math.max(1, math.ceil(base / 20))
+local current = base
+if value > 0 then
+  current = value
+  if now >= at + quiet then
+    current = value + step * (1 + math.floor((now - at - quiet) / minute))
+  end
+  if base > 0 and current >= base then current = base end
+end
+local probing = value > 0 and current > value
+if current <= 0 then current = made end
+if told > 0 and told < current then current = told end
+if value <= 0 or calls_after(at) > 0 then before = current end
+local learned
+if told > 0 and made > told then
+  learned, quiet = current, keep
+else
+  local floor = math.max(1, math.ceil(before / 2))
+  learned = math.min(current, math.max(floor, math.min(current - 1, made - refused)))
+  if probing then quiet = math.min(2 * quiet, keep) else quiet = recover end
+end
+learned = math.max(1, learned)
+local ttl = quiet + keep
+if base > 0 then ttl = quiet + (math.ceil((base - learned) / step) + 1) * minute + window end
+local state = string.format('%d:%s:%s:%d', learned, s(now), s(quiet), before)
+redis.call('SET', KEYS[2], state, 'PX', math.ceil(ttl * 1000))
 return learned
 """
 
 
+def _state(raw) -> tuple[int, float, float, int]:
+    """(limit, at, quiet, before) of a learned limit; zeros: none (or the "limit:until"
+    an older version kept, which is dropped)."""
+    fields = [] if raw is None else str(raw).split(":")
+    if len(fields) != 4:
+        return 0, 0.0, 0.0, 0
+    value, at, quiet, before = fields
+    return int(value), float(at), float(quiet), int(before)
+
+
+def _step(base: int) -> int:
+    return max(1, math.ceil(base / 20))
+
+
+def _effective(raw, now: float, base: int, minute: float) -> int:
+    """The calls a window the workers keep to (0: no limit): the learned limit, grown by
+    a step a minute once its quiet period is over, up to `base`, the catalogue's."""
+    value, at, quiet, _ = _state(raw)
+    if value <= 0:
+        return base
+    if now >= at + quiet:
+        value += _step(base) * (1 + math.floor((now - at - quiet) / minute))
+    return base if base and value >= base else value
+
+
+def learn_step(raw, now, made, refused, burst, base, told, window, minute, keep_s, recover_s):
+    """What one per-minute 429 teaches (the _LEARN_LUA script's twin): (the new limit,
+    the state to keep, for how many seconds). `made`: our calls in the window of the
+    refused one; `refused`: the 429s in it, this one included; `burst`: no call was
+    taken since the last 429; `told`: the quota the 429 states (0: none)."""
+    value, _, quiet, before = _state(raw)
+    current = _effective(raw, now, base, minute)
+    probing = 0 < value < current
+    if current <= 0:
+        current = made  # no quota known: as many as went through
+    if 0 < told < current:
+        current = told
+    if value <= 0 or not burst:
+        before = current
+    if told > 0 and made > told:
+        # The upstream states its quota and we went past it: that explains the 429.
+        learned, quiet = current, keep_s
+    else:
+        # Not explained: a quota smaller than we know, or other clients of the project.
+        # The upstream let through the calls of the window but the refused ones.
+        floor = max(1, math.ceil(before / 2))
+        learned = min(current, max(floor, min(current - 1, made - refused)))
+        quiet = min(2 * quiet, keep_s) if probing else recover_s
+    learned = max(1, learned)
+    ttl = quiet + keep_s
+    if base > 0:
+        ttl = quiet + (math.ceil((base - learned) / _step(base)) + 1) * minute + window
+    return learned, f"{learned}:{now!r}:{quiet!r}:{before}", ttl
+
+
 def _learn_twin(db: MemoryStore, keys, args):
-    now, window, limit, keep_ms = float(args[0]), float(args[1]), int(args[2]), int(args[3])
+    now, window, base, told = float(args[0]), float(args[1]), int(args[2]), int(args[3])
+    minute, keep_s, recover_s = float(args[4]), float(args[5]), float(args[6])
     log = db.get(keys[0], now, {})
-    made = sum(1 for m, t in log.items() if m.startswith("c:") and now - window < t <= now)
-    current = _learned(db.get(keys[1], now), now) or limit
-    if current <= 0 or made < current:
-        current = made
-    learned = max(1, current - 1)
-    until = now + keep_ms / 1000
-    db.set(keys[1], f"{learned}:{until!r}", until)
+
+    def calls_after(t: float) -> int:
+        return sum(1 for m, c in log.items() if m.startswith("c:") and t < c <= now)
+
+    refusals = [r for r in db.get(keys[2], now, []) if r > now - window] + [now]
+    db.set(keys[2], refusals, now + math.ceil(window * 1000) / 1000)
+    raw = db.get(keys[1], now)
+    burst = raw is not None and calls_after(_state(raw)[1]) == 0
+    learned, state, ttl = learn_step(
+        raw, now, calls_after(now - window), len(refusals), burst, base, told, window,
+        minute, keep_s, recover_s,
+    )  # fmt: skip
+    db.set(keys[1], state, now + math.ceil(ttl * 1000) / 1000)
     return learned
-
-
-def _learned(raw, now: float) -> int:
-    """The learned limit kept as "limit:until" (0: none, or no longer)."""
-    if raw is None:
-        return 0
-    value, _, until = str(raw).partition(":")
-    return int(value) if float(until) > now else 0
 
 
 def _get_twin(db: MemoryStore, keys, args):
@@ -437,22 +536,34 @@ class Limiter:
     def per_window(self, model: str, quotas: Quotas) -> int:
         """The calls in any window the workers keep to: the catalogue's, or fewer if the
         upstream's 429s taught so (0: no limit)."""
-        learned = self._learned(model)
-        return min(quotas.per_window or learned, learned) if learned else quotas.per_window
+        return self._learned(model, quotas) or quotas.per_window
 
-    def _learned(self, model: str) -> int:
+    def _learned(self, model: str, quotas: Quotas) -> int:
+        """The limit the 429s taught, grown back so far (0: none is kept)."""
         now = self.clock.now()
-        return _learned(self.store.run(GET, [f"limit:{model}:learned"], [repr(now)]), now)
+        raw = self.store.run(GET, [f"limit:{model}:learned"], [repr(now)])
+        if not _state(raw)[0]:
+            return 0
+        return _effective(raw, now, quotas.per_window, self.config.minute_s)
 
-    def learn(self, model: str, quotas: Quotas) -> int:
+    def learn(self, model: str, quotas: Quotas, told: int | None = None) -> int:
         """A per-minute 429 came back although the log admitted the call: the upstream
         (or other clients of the project) leaves fewer calls a window than the log
-        allowed. Keep to one fewer than the calls in the last window, for `learn_s`;
-        each further 429 lowers it again. Returns the new limit."""
+        allowed. `told`: the quota the 429 states (Google's quotaValue), if any.
+
+        A 429 past a stated quota keeps to that quota for `learn_s`. Otherwise the
+        limit comes down to the calls of ours the upstream let through in the window,
+        but a burst of 429s (a window from its first) takes at most half the limit
+        before it: a 429 from another client in a quiet minute costs half the quota for
+        a while, not all of it, and a quota half or a quarter of the catalogue's is
+        found in one or two bursts. After `recover_s` without a 429 the limit grows by
+        a step a minute back to the catalogue's; a 429 while it grows doubles that
+        quiet period, up to `learn_s`. Returns the new limit."""
         now = self.clock.now()
-        keys = [f"limit:{model}:log", f"limit:{model}:learned"]
-        keep_ms = math.ceil(self.config.learn_s * 1000)
-        args = [repr(now), repr(self.config.window_s), quotas.per_window, keep_ms]
+        keys = [f"limit:{model}:log", f"limit:{model}:learned", f"limit:{model}:refused"]
+        c = self.config
+        args = [repr(now), repr(c.window_s), quotas.per_window, int(told or 0)]
+        args += [repr(c.minute_s), repr(c.learn_s), repr(c.recover_s)]
         return int(self.store.run(LEARN, keys, args))
 
     def _slot(self, mode, model, quotas, holder="", not_after=0.0, not_before=None):
@@ -515,7 +626,7 @@ class Limiter:
         keys = [f"limit:{model}:log"] + [c.key for c in counters]
         values = self.store.run(READ, keys, [repr(now), repr(self.config.minute_s)])
         result = {}
-        learned = self._learned(model)
+        learned = self._learned(model, quotas)
         for name, limit in (("rpm", quotas.rpm), ("ipm", quotas.ipm)):
             if limit:
                 rate = self.rate(min(limit, learned) if learned else limit)

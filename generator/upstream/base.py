@@ -54,6 +54,7 @@ class UpstreamError(Exception):
         retry_after_s: float | None = None,
         quota_id: str = "",
         quota_scope: str = "",  # "minute", "day" or "" (unknown)
+        quota_limit: int | None = None,  # the per-minute call quota a 429 states
         block_reason: str = "",  # for BLOCKED: the finishReason / blockReason
         latency_ms: int = 0,
     ):
@@ -64,6 +65,7 @@ class UpstreamError(Exception):
         self.retry_after_s = retry_after_s
         self.quota_id = quota_id
         self.quota_scope = quota_scope
+        self.quota_limit = quota_limit
         self.block_reason = block_reason
         self.latency_ms = latency_ms
 

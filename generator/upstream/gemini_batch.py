@@ -34,6 +34,7 @@ from generator.upstream.transport import (
     json_or_none,
     rate_limit_details,
     send,
+    stated_quota,
 )
 
 log = logging.getLogger("steadyshot.batch")
@@ -303,4 +304,6 @@ def line_error(spec: ModelSpec, error, redact=str) -> UpstreamError:
         if not scope and retry_after is not None:
             scope = "minute"  # a delay to wait out: a per-minute quota, as on a direct call
         fields = {"retry_after_s": retry_after, "quota_id": quota_id, "quota_scope": scope}
+        if scope == "minute":
+            fields["quota_limit"] = stated_quota(envelope)
     return UpstreamError(outcome, redact(message[:500]), http_status=http, **fields)

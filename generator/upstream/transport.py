@@ -307,6 +307,31 @@ def rate_limit_details(error: dict) -> tuple[float | None, str, str]:
     return retry_after, (quota_ids or [""])[0], ""
 
 
+def stated_quota(error: dict) -> int | None:
+    """The per-minute quota of calls a Google 429 states (QuotaFailure's quotaValue of a
+    requests or images per minute quota; the smallest if several), or None. A token
+    quota (input tokens per minute) counts something else and is left out."""
+    values = []
+    for detail in google_details(error):
+        if not str(detail.get("@type", "")).endswith("google.rpc.QuotaFailure"):
+            continue
+        for violation in detail.get("violations") or []:
+            if not isinstance(violation, dict):
+                continue
+            name = f"{violation.get('quotaId', '')} {violation.get('quotaMetric', '')}".lower()
+            if "perminute" not in name.replace("_", "") or "token" in name:
+                continue
+            if "request" not in name and "image" not in name:
+                continue
+            try:
+                value = int(str(violation.get("quotaValue", "")).strip())
+            except ValueError:
+                continue
+            if value > 0:
+                values.append(value)
+    return min(values) if values else None
+
+
 _OUTAGE_WORDS = re.compile(r"currently unavailable|maintenance|outage", re.IGNORECASE)
 
 
@@ -375,6 +400,8 @@ def error_from_response(
         elif not scope and retry_after is not None:
             scope = "minute"
         fields = {"retry_after_s": retry_after, "quota_id": quota_id, "quota_scope": scope}
+        if scope == "minute":
+            fields["quota_limit"] = stated_quota(error)
     elif outcome in (Outcome.OVERLOADED, Outcome.UNAVAILABLE):
         fields = {"retry_after_s": header_retry_after(response)}
     if outcome == Outcome.BAD_REQUEST and error.get("code") in OPENAI_BLOCK_CODES:

@@ -75,6 +75,7 @@ def test_it_carries_an_answer_through_redis_unchanged():
         retry_after_s=19.0,
         quota_id="GenerateRequestsPerMinutePerProjectPerModel",
         quota_scope="minute",
+        quota_limit=2,
         latency_ms=120,
     )
     back = Answer.loads(Answer(started, error=error).dumps())

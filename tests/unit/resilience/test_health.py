@@ -101,7 +101,20 @@ def test_it_a_per_minute_429_teaches_the_limiter_the_upstreams_smaller_quota(clo
     )
     for _ in range(3):
         assert health.acquire(PRO)[0]
-    health.record(PRO, Outcome.RATE_LIMITED, 200, retry_after_s=20, quota_scope="minute")
-    # From now on 2 calls a minute (the 3 just made fill it), not the catalogue's 20.
+    health.record(
+        PRO, Outcome.RATE_LIMITED, 200, retry_after_s=20, quota_scope="minute", quota_limit=2
+    )
+    # From now on the 2 calls a minute the 429 states (the 3 just made fill it), not the
+    # catalogue's 20.
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60
     assert health.overview()[0]["quota"]["rpm"] == {"used": 3, "limit": 2}
+
+
+def test_it_a_per_minute_429_that_states_no_quota_halves_the_limit_at_most(clock):
+    health = Health(
+        MemoryStore(), clock, {PRO: Quotas(rpm=20)}, BREAKER, LimiterConfig(margin_s=0)
+    )
+    assert health.acquire(PRO)[0]
+    health.record(PRO, Outcome.RATE_LIMITED, 200, retry_after_s=20, quota_scope="minute")
+    assert health.overview()[0]["quota"]["rpm"] == {"used": 1, "limit": 10}
+    assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 20  # the server's delay

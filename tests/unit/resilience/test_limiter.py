@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from generator.resilience.clock import VirtualClock
 from generator.resilience.limiter import Limiter, LimiterConfig, Quotas
-from generator.resilience.stores import MemoryStore
+from generator.resilience.stores import MemoryStore, Script
 
 PRO = "gemini-3-pro-image-preview"
 
@@ -228,15 +228,51 @@ def test_it_a_released_booking_gives_its_daily_count_back(store, clock):
 # --- what the upstream's 429s teach -------------------------------------------------------
 
 
-def test_it_learns_a_smaller_quota_from_a_429_and_sends_no_call_into_another(store, clock):
-    """The catalogue says 20 a minute, the upstream (written apart from ours, or shared
-    with other clients) allows 2: after its first 429 the limiter keeps to 2 a window,
-    and replayed through that upstream the later calls meet no 429."""
+def emulate(limiter, clock, quotas, real, minutes, told=None, retry_s=20.0, others=()):
+    """A client calling as fast as the limiter lets it for `minutes`, against an upstream
+    whose quota is a token bucket of `real` calls a minute (shared with other clients,
+    whose calls come at the times in `others`); a 429 holds the client back `retry_s`
+    (the server's retryDelay) and teaches the limiter (stating `told`, if given).
+    Returns (the times of the calls the upstream took, the times of the 429s)."""
+    start = clock.now()
+    tokens, last = float(real), start
+    pending = sorted(others)
+    taken, refused, cooldown = [], [], None
+
+    def bucket(t):
+        nonlocal tokens, last
+        tokens, last = min(real, tokens + (t - last) * real / 60.0), t
+
+    while clock.now() < start + minutes * 60:
+        now = clock.now()
+        while pending and pending[0] <= now:
+            bucket(pending[0])
+            tokens -= min(1.0, tokens)
+            pending.pop(0)
+        ok, at = limiter.take(PRO, quotas, not_before=cooldown)
+        if not ok:
+            clock.advance(max(at - now, 0.01))
+            continue
+        bucket(now)
+        if tokens >= 1 - 1e-9:
+            tokens -= 1
+            taken.append(now)
+        else:
+            refused.append(now)
+            limiter.learn(PRO, quotas, told=told)
+            cooldown = now + retry_s
+    return taken, refused
+
+
+def test_it_keeps_to_the_quota_a_429_states_and_sends_no_call_into_another(store, clock):
+    """The catalogue says 20 a minute, the upstream allows 2 and says so in its 429
+    (quotaValue): after that 429 the limiter keeps to 2 a window, and replayed through
+    that upstream the later calls meet no 429."""
     limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
     quotas = Quotas(rpm=20)
     t = clock.now()
     assert all(limiter.take(PRO, quotas)[0] for _ in range(3))  # the 3rd meets a 429
-    assert limiter.learn(PRO, quotas) == 2
+    assert limiter.learn(PRO, quotas, told=2) == 2
     assert limiter.usage(PRO, quotas)["rpm"]["limit"] == 2
     calls = []
     for i in range(30):
@@ -249,15 +285,83 @@ def test_it_learns_a_smaller_quota_from_a_429_and_sends_no_call_into_another(sto
     assert len([c for c in calls if c < t + 600]) == 18  # 2 a minute from t + 60 s: all of it
 
 
-def test_it_each_further_429_lowers_the_learned_limit_and_it_is_forgotten_later(store, clock):
-    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0, learn_s=3600))
+def test_it_a_stated_quota_above_the_catalogues_changes_nothing(store, clock):
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
     quotas = Quotas(rpm=20)
-    for _ in range(5):
+    for _ in range(21):
         limiter.take(PRO, quotas)
-    assert limiter.learn(PRO, quotas) == 4
-    assert limiter.learn(PRO, quotas) == 3  # a 429 although we kept to 4: fewer still
-    clock.advance(3601)
-    assert limiter.usage(PRO, quotas)["rpm"]["limit"] == 20
+    assert limiter.learn(PRO, quotas, told=50) <= 20
+
+
+def test_it_a_429_from_another_client_in_a_quiet_minute_costs_half_the_quota_a_while(store, clock):
+    """One call of ours in the minute, and a 429 for it because another client of the
+    project used the quota: the limit halves (not 1 a minute for an hour), holds for the
+    quiet period, then grows a call a minute back to the catalogue's."""
+    config = LimiterConfig(safety=1.0, margin_s=0.0, recover_s=300.0)
+    limiter = Limiter(store, clock, config)
+    quotas = Quotas(rpm=20)
+    assert limiter.take(PRO, quotas)[0]
+    assert limiter.learn(PRO, quotas) == 10
+    limits = []
+    for _ in range(20):
+        clock.advance(60)
+        limits.append(limiter.usage(PRO, quotas)["rpm"]["limit"])
+    assert limits[:4] == [10] * 4  # the quiet period: 5 minutes
+    assert limits[4:9] == [11, 12, 13, 14, 15]
+    assert limits[-1] == 20
+    assert limiter.per_window(PRO, quotas) == 20
+
+
+def test_it_a_burst_of_429s_for_calls_in_flight_together_halves_the_limit_once(store, clock):
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
+    quotas = Quotas(rpm=20)
+    for _ in range(8):
+        assert limiter.take(PRO, quotas)[0]
+    learned = [limiter.learn(PRO, quotas) for _ in range(3)]  # the 6th to 8th refused
+    assert learned == [10, 10, 10]
+
+
+@pytest.mark.parametrize(("real", "minutes"), [(10, 1), (5, 3), (2, 5)])
+def test_it_finds_a_smaller_real_quota_within_minutes_then_meets_few_429s(
+    store, clock, real, minutes
+):
+    """The catalogue says 20 a minute and the upstream, which does not state its quota,
+    allows 10, 5 or 2: the limit comes down to it in a few minutes of emulated time, the
+    client then uses all of it, and the 429s after that are the rare probes above it."""
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
+    quotas = Quotas(rpm=20)
+    _, finding = emulate(limiter, clock, quotas, real, minutes)
+    assert limiter.per_window(PRO, quotas) <= real
+    taken, refused = emulate(limiter, clock, quotas, real, 60)
+    assert len(refused) <= 4  # probes 5, 10, 20, 40 minutes after the last 429
+    assert all(t >= finding[-1] + 300 for t in refused)
+    assert len(taken) >= 0.95 * real * 60
+
+
+def test_it_finds_a_quota_other_clients_share_and_recovers_when_they_stop(store, clock):
+    """Another client of the project takes 12 of the 20 a minute for 20 minutes, then
+    stops: the limit comes down to about what is left, then grows back to the whole."""
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
+    quotas = Quotas(rpm=20)
+    start = clock.now()
+    others = [start + i * 5.0 for i in range(12 * 20)]
+    taken, _ = emulate(limiter, clock, quotas, 20, 20, others=others)
+    late = [t for t in taken if t >= start + 600]
+    assert 0.8 * 8 * 10 <= len(late) <= 8 * 10 + 1
+    assert limiter.per_window(PRO, quotas) <= 10
+    taken, _ = emulate(limiter, clock, quotas, 20, 40)
+    assert limiter.per_window(PRO, quotas) == 20
+    assert len([t for t in taken if t >= clock.now() - 600]) >= 190
+
+
+def test_it_drops_a_limit_an_older_version_learned(store, clock):
+    limiter = Limiter(store, clock, LimiterConfig(safety=1.0, margin_s=0.0))
+    quotas = Quotas(rpm=20)
+    put = Script("redis.call('SET', KEYS[1], ARGV[1])", lambda db, k, a: db.set(k[0], a[0]))
+    store.run(put, [f"limit:{PRO}:learned"], [f"1:{clock.now() + 3600!r}"])  # "limit:until"
+    assert limiter.per_window(PRO, quotas) == 20
+    assert limiter.take(PRO, quotas)[0]
+    assert limiter.learn(PRO, quotas) == 10
 
 
 def test_it_a_model_without_a_known_quota_learns_one(store, clock):

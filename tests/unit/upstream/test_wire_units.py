@@ -524,3 +524,39 @@ def test_it_openai_maps_errors_and_retry_headers(
 
 def test_it_openai_reports_an_empty_data_list_as_no_image(mock_upstream):
     assert openai_error(mock_upstream, 200, {"created": 1, "data": []}).outcome == Outcome.NO_IMAGE
+
+
+@pytest.mark.parametrize(
+    ("quota_id", "metric", "value", "limit"),
+    [
+        (
+            "GenerateRequestsPerMinutePerProjectPerModel-PaidTier1",
+            "generativelanguage.googleapis.com/generate_requests_per_model",
+            "2",
+            2,
+        ),
+        (
+            "GenerateImagesPerMinutePerProjectPerModel-PaidTier1",
+            "generativelanguage.googleapis.com/generate_images_per_model",
+            "10",
+            10,
+        ),
+        # A token quota counts something else than calls.
+        (
+            "GenerateContentPaidTierInputTokensPerModelPerMinute-PaidTier2",
+            "generativelanguage.googleapis.com/generate_content_paid_tier_2_input_token_count",
+            "3000000",
+            None,
+        ),
+        ("GenerateRequestsPerMinutePerProjectPerModel", "", "lots", None),
+        ("GenerateRequestsPerDayPerProjectPerModel-PaidTier1", "", "1000", None),
+    ],
+)
+def test_it_passes_on_the_per_minute_call_quota_a_429_states(
+    mock_upstream, quota_id, metric, value, limit
+):
+    body = quota_body(quota_id, "19s", value)
+    body["error"]["details"][1]["violations"][0]["quotaMetric"] = metric
+    error = gemini_error(mock_upstream, 429, body)
+    assert error.quota_limit == limit
+    assert error.retry_after_s == pytest.approx(19.0)
