@@ -30,8 +30,8 @@ __all__ = ["ImageRejected", "inspect", "prepare_generated_image"]
 
 
 def add_thumbnail(image: Image) -> bool:
-    """Make the thumbnail of a stored image that has none yet (a delivery makes it after
-    its commit); False if it had one already."""
+    """Make the thumbnail of a stored image that has none yet (a delivery whose caller
+    did not make it makes it after its commit); False if it had one already."""
     if image.thumbnail:
         return False
     with image.file.open("rb") as handle:

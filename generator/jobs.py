@@ -185,8 +185,10 @@ class StepRunner:
 
     def _deliver(self, spec, result, attempt: Attempt) -> str:
         request = self.request
-        # Decoded and checked before the transaction: it holds no lock while Pillow
-        # works. The thumbnail is made once the delivery has committed.
+        # Decoded, checked and thumbnailed by the caller that received it (the provider's
+        # whole_image()), so no Pillow work here; an answer without them is decoded and
+        # checked before the transaction (it holds no lock while Pillow works), and its
+        # thumbnail is made once the delivery has committed.
         prepared = result.prepared or prepare_generated_image(result.data, thumbnail=False)
         with transaction.atomic():
             done = request.finish(
@@ -209,9 +211,10 @@ class StepRunner:
             image = save_generated_image(request, prepared)
             reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
             self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
-        # Delivered and visible: the thumbnail now, outside the transaction (in this step
-        # rather than a job of its own, which would cost RQ's bookkeeping again). Until it
-        # exists, or if this fails, the page shows the image itself.
+        # Delivered and visible: a thumbnail the caller could not make is made now,
+        # outside the transaction (in this step rather than a job of its own, which would
+        # cost RQ's bookkeeping again). Until it exists, or if this fails, the page shows
+        # the image itself.
         try:
             add_thumbnail(image)
         except Exception:
