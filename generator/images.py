@@ -43,14 +43,18 @@ def add_thumbnail(image: Image) -> bool:
     return True
 
 
-def save_generated_image(request: GenerationRequest, prepared: PreparedImage) -> Image:
+def save_generated_image(
+    request: GenerationRequest, prepared: PreparedImage, *, check_existing: bool = True
+) -> Image:
     """Keep the delivered image and its thumbnail, once per request.
 
     Called by the worker inside the transaction that marks the request succeeded; a
-    second call for the same request (a duplicate job) returns the existing row."""
-    existing = Image.objects.filter(request=request).first()
-    if existing is not None:
-        return existing
+    second call for the same request (a duplicate job) returns the existing row
+    (unless `check_existing` is False: the caller knows there is none)."""
+    if check_existing:
+        existing = Image.objects.filter(request=request).first()
+        if existing is not None:
+            return existing
     image = Image(
         request=request,
         team_id=request.team_id,
