@@ -36,11 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from config.up import manage  # noqa: E402
+from config.up import manage, served_as_deployed  # noqa: E402
 
 CALLS_KEY = "steadyshot:calls"  # generator.caller.calls.CALLS_KEY, read before Django is set up
 
 TICK = os.sysconf("SC_CLK_TCK")
+# Not the product's own processes: the upstream's stand-in and the shared services.
+SERVICES = ("sandbox", "postgres", "redis")
 
 
 def cpu_s(pid: int) -> float:
@@ -79,7 +81,60 @@ def start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Po
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_final(ids, timeout: float) -> tuple[float, dict]:
+def profile(out: str, pids: dict[str, int]) -> list[subprocess.Popen]:
+    """py-spy on the workers and the caller (not the sandbox), until SIGINT."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    spies = []
+    for name, pid in pids.items():
+        if name == "sandbox":
+            continue
+        command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+        command += ["--format", "raw", "--output", f"{out}/{name}.txt"]
+        spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+    time.sleep(1)  # attached
+    return spies
+
+
+class Backends:
+    """The CPU time of the Postgres backends serving the product's processes (every
+    backend of this database but the benchmark's own), sampled while they live: a
+    backend that ends between two samples loses at most its last interval."""
+
+    def __init__(self):
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.sample(start=True)
+
+    def sample(self, start: bool = False) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+            pids = [row[0] for row in cursor.fetchall()]
+        for pid in pids:
+            try:
+                spent = cpu_s(pid)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            # A backend born during the round counts from zero (its start included).
+            self.first.setdefault(pid, spent if start else 0.0)
+            self.last[pid] = spent
+
+    def spent(self) -> float:
+        self.sample()
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+
+def redis_cpu_s(conn) -> float:
+    """The Redis server's CPU time (all its clients: use a Redis of your own)."""
+    info = conn.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def wait_final(ids, timeout: float, backends: Backends | None = None) -> tuple[float, dict]:
     from collections import Counter
 
     from generator.models import FINAL_STATUSES, GenerationRequest
@@ -88,6 +143,8 @@ def wait_final(ids, timeout: float) -> tuple[float, dict]:
     while time.monotonic() < deadline:
         rows = GenerationRequest.objects.filter(pk__in=ids).values_list("status", flat=True)
         states = Counter(rows)
+        if backends is not None:
+            backends.sample()
         if sum(states[s] for s in FINAL_STATUSES) == len(ids):
             return time.monotonic(), dict(states)
         time.sleep(0.1)
@@ -135,6 +192,12 @@ def main() -> None:
     parser.add_argument("--slow-calls", type=int, default=150)
     parser.add_argument("--slow", type=float, default=5.0, help="seconds per slow call")
     parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="profile the workers and the caller during the zero-latency round with py-spy "
+        "(pip install py-spy): DIR/<process>.txt, collapsed stacks of on-CPU samples",
+    )
+    parser.add_argument(
         "--no-caller",
         action="store_true",
         help="the code before the callers (main before issue 17): workers make the calls",
@@ -155,6 +218,9 @@ def main() -> None:
         "PYTHONUNBUFFERED": "1",
         "VAR_DIR": str(log_dir),
         "LOG_LEVEL": "WARNING",
+        # As `make run` serves it (config/up.py): DEBUG off, so no query is kept in memory
+        # or formatted for a debug log (DEBUG=1 in the environment keeps it on).
+        **served_as_deployed(dict(os.environ), "127.0.0.1"),
     }
     env.pop("GEMINI_API_KEY", None)
     os.environ.update({k: env[k] for k in ("SANDBOX_URL", "TIME_SCALE", "VAR_DIR")})
@@ -178,7 +244,15 @@ def main() -> None:
     for n in range(args.workers):
         processes[f"worker{n + 1}"] = start(
             f"worker{n + 1}",
-            manage("rqworker", "--with-scheduler", "--name", f"bench-{stamp}-{n}", "default"),
+            # The queues `make run`'s workers listen on.
+            manage(
+                "rqworker",
+                "--with-scheduler",
+                "--name",
+                f"bench-{stamp}-{n}",
+                "maintenance",
+                "default",
+            ),
             env,
             log_dir,
         )
@@ -196,20 +270,37 @@ def main() -> None:
 
         # 1. Zero latency.
         pids = {name: p.pid for name, p in processes.items()}
+        spies = profile(args.py_spy, pids) if args.py_spy else []
+        conn = redis.Redis.from_url(os.environ["REDIS_URL"])
         cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
+        redis_before, backends = redis_cpu_s(conn), Backends()
         started = time.monotonic()
         ids = []
         for n in range(args.requests):
             ids += [r.pk for r in submit(user, team, Submission(prompt=f"a lighthouse {n}"))]
         submitted = time.monotonic()
-        ended, states = wait_final(ids, timeout=600)
+        ended, states = wait_final(ids, timeout=600, backends=backends)
         elapsed = ended - started
+        spent = {name: cpu_s(pid) - cpu_before[name] for name, pid in pids.items()}
+        spent["postgres"] = backends.spent()
+        spent["redis"] = redis_cpu_s(conn) - redis_before
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         print(f"\nzero latency: {args.requests} requests, {args.workers} worker(s): {states}")
         print(f"  submitted in {submitted - started:.1f} s, all final after {elapsed:.1f} s")
-        print(f"  delivered per second per worker: {args.requests / elapsed / args.workers:.2f}")
-        for name, pid in pids.items():
-            spent = cpu_s(pid) - cpu_before[name]
-            print(f"  CPU per request, {name}: {spent / args.requests * 1000:.1f} ms")
+        print(f"  delivered per second: {args.requests / elapsed:.2f}", end="")
+        print(f" ({args.requests / elapsed / args.workers:.2f} per worker)")
+        per_request = {name: s / args.requests * 1000 for name, s in spent.items()}
+        for name, ms in per_request.items():
+            print(f"  CPU per request, {name}: {ms:.1f} ms")
+        # The sandbox stands in for the upstream: not the product's CPU.
+        product = sum(ms for name, ms in per_request.items() if name not in SERVICES)
+        whole = product + per_request["postgres"] + per_request["redis"]
+        print(f"  CPU per request, workers and caller: {product:.1f} ms", end="")
+        print(f" = {1000 / product:.1f} requests/s per core")
+        print(f"  CPU per request, with Postgres and Redis: {whole:.1f} ms", end="")
+        print(f" = {1000 / whole:.1f} requests/s per core")
         print(f"  load average after: {os.getloadavg()}")
 
         # 2. Every call takes --slow seconds.

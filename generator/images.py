@@ -30,8 +30,8 @@ __all__ = ["ImageRejected", "inspect", "prepare_generated_image"]
 
 
 def add_thumbnail(image: Image) -> bool:
-    """Make the thumbnail of a stored image that has none yet (a delivery makes it after
-    its commit); False if it had one already."""
+    """Make the thumbnail of a stored image that has none yet (a delivery whose caller
+    did not make it makes it after its commit); False if it had one already."""
     if image.thumbnail:
         return False
     with image.file.open("rb") as handle:
@@ -43,14 +43,18 @@ def add_thumbnail(image: Image) -> bool:
     return True
 
 
-def save_generated_image(request: GenerationRequest, prepared: PreparedImage) -> Image:
+def save_generated_image(
+    request: GenerationRequest, prepared: PreparedImage, *, check_existing: bool = True
+) -> Image:
     """Keep the delivered image and its thumbnail, once per request.
 
     Called by the worker inside the transaction that marks the request succeeded; a
-    second call for the same request (a duplicate job) returns the existing row."""
-    existing = Image.objects.filter(request=request).first()
-    if existing is not None:
-        return existing
+    second call for the same request (a duplicate job) returns the existing row
+    (unless `check_existing` is False: the caller knows there is none)."""
+    if check_existing:
+        existing = Image.objects.filter(request=request).first()
+        if existing is not None:
+            return existing
     image = Image(
         request=request,
         team_id=request.team_id,

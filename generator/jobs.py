@@ -51,7 +51,7 @@ def advance(request_id: str, step: int) -> str:
         # A duplicate, or a job from before a cancel or a reconciler hand-over.
         log.info("request=%s step=%s stale job: nothing to do", request_id, step)
         return "stale"
-    request = GenerationRequest.objects.select_related("team").get(pk=request_id)
+    request = GenerationRequest.objects.get(pk=request_id)
     return StepRunner(request, me).run()
 
 
@@ -64,7 +64,7 @@ def record(request_id: str, step: int, caller: str) -> str:
         calls.drop_answer(request_id, step)
         log.info("request=%s step=%s stale answer: nothing to record", request_id, step)
         return "stale"
-    request = GenerationRequest.objects.select_related("team").get(pk=request_id)
+    request = GenerationRequest.objects.get(pk=request_id)
     runner = StepRunner(request, me)
     answer = calls.take_answer(request_id, step)
     if answer is None:
@@ -86,7 +86,8 @@ class StepRunner:
     # --- the step -------------------------------------------------------------------
 
     def run(self) -> str:
-        if self._cancel_requested():
+        # The row was read just after the claim: its flag is as fresh as a query's.
+        if self.request.cancel_requested:
             return self._finish_canceled()
         decision = chain.next_step(self._ticket(), self.health, self.config)
         if decision.action == Action.CALL:
@@ -186,8 +187,10 @@ class StepRunner:
 
     def _deliver(self, spec, result, attempt: Attempt) -> str:
         request = self.request
-        # Decoded and checked before the transaction: it holds no lock while Pillow
-        # works. The thumbnail is made once the delivery has committed.
+        # Decoded, checked and thumbnailed by the caller that received it (the provider's
+        # whole_image()), so no Pillow work here; an answer without them is decoded and
+        # checked before the transaction (it holds no lock while Pillow works), and its
+        # thumbnail is made once the delivery has committed.
         prepared = result.prepared or prepare_generated_image(result.data, thumbnail=False)
         with transaction.atomic():
             done = request.finish(
@@ -207,12 +210,15 @@ class StepRunner:
                 return "lost-claim"
             # Written inside the transaction: the request is seen as done only once its
             # image is in storage and in the database.
-            image = save_generated_image(request, prepared)
+            # A second image for the request cannot exist: finish() just moved it on
+            # (and the database refuses one: image_one_per_request).
+            image = save_generated_image(request, prepared, check_existing=False)
             reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
             self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
-        # Delivered and visible: the thumbnail now, outside the transaction (in this step
-        # rather than a job of its own, which would cost RQ's bookkeeping again). Until it
-        # exists, or if this fails, the page shows the image itself.
+        # Delivered and visible: a thumbnail the caller could not make is made now,
+        # outside the transaction (in this step rather than a job of its own, which would
+        # cost RQ's bookkeeping again). Until it exists, or if this fails, the page shows
+        # the image itself.
         try:
             add_thumbnail(image)
         except Exception:

@@ -73,21 +73,27 @@ _redis_blips = retry(
 
 
 @_redis_blips
-def enqueue_record(request_id, step: int, holder: str):
+def enqueue_record(request_id, step: int, holder: str, *, also=None):
     """Queue the recording of a call's answer (generator.jobs.record), at the front and
     outside the team's limit: the step was admitted when it started, its lease runs,
-    and its answer waits in Redis."""
-    return get_queue().enqueue(
-        RECORD,
-        str(request_id),
-        step,
-        holder,
-        job_id=f"rec-{request_id}-{step}",
-        job_timeout=settings.JOB_TIMEOUT_SECONDS,
-        result_ttl=600,
-        failure_ttl=7 * 24 * 3600,
-        at_front=True,
-    )
+    and its answer waits in Redis. `also(pipeline)` adds writes (the answer itself) to
+    the same transaction: one round trip, and no job without its answer."""
+    queue = get_queue()
+    with queue.connection.pipeline() as pipeline:
+        job = queue.enqueue_call(
+            RECORD,
+            args=(str(request_id), step, holder),
+            job_id=f"rec-{request_id}-{step}",
+            timeout=settings.JOB_TIMEOUT_SECONDS,
+            result_ttl=600,
+            failure_ttl=7 * 24 * 3600,
+            at_front=True,
+            pipeline=pipeline,
+        )
+        if also is not None:
+            also(pipeline)
+        pipeline.execute()
+    return job
 
 
 @_redis_blips

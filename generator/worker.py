@@ -15,12 +15,21 @@ finish; if it has not within WORKER_STOP_GRACE_SECONDS, or at once on a second s
 the step is handed back to the queue (a filtered hand_over on this worker's claim: a
 step that has already moved on is left alone) and the worker exits. Another worker
 takes the request at once; nothing is lost, nothing counts as a failure.
+
+RQ's own bookkeeping costs Redis round trips on every job (a step is a few ms of work):
+the worker's heartbeat, three commands, is sent alone before and after every dequeue
+and after every job. Here it goes in one round trip, and at most once a second (its
+expiry is minutes away); a state the worker already wrote is not written again, the
+suspension flag (`rq suspend`) is read once a second, and the job's heartbeat for a
+success or failure callback is skipped for jobs that have none (docs/benchmarks.md,
+"Cost per image").
 """
 
 import logging
 import os
 import signal
 import threading
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -37,6 +46,9 @@ from generator.queue import JOB, RECORD
 log = logging.getLogger("steadyshot.worker")
 
 HANDED_BACK = "Handed back by a worker that was stopping (a restart); queued again."
+# The worker's own heartbeat (the expiry of its key in Redis, minutes) and the check of
+# `rq suspend`: at most this often.
+BOOKKEEPING_EVERY_S = 1.0
 
 
 class StepWorker(SimpleWorker):
@@ -51,6 +63,47 @@ class StepWorker(SimpleWorker):
             super().execute_job(job, queue)
         finally:
             close_old_connections()
+
+    # --- RQ's bookkeeping, in fewer round trips --------------------------------------
+
+    _last_beat: tuple[int, float] | None = None  # (expiry sent, when)
+    _sent_state: str | None = None
+    _not_suspended_at = float("-inf")
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        timeout = timeout or self.worker_ttl + 60
+        at = time.monotonic()
+        if pipeline is not None:  # part of RQ's own pipeline: no round trip of its own
+            super().heartbeat(timeout, pipeline=pipeline)
+        elif (
+            self._last_beat is None
+            or self._last_beat[0] != timeout
+            or at - self._last_beat[1] >= BOOKKEEPING_EVERY_S
+        ):
+            with self.connection.pipeline(transaction=False) as own:
+                super().heartbeat(timeout, pipeline=own)
+                own.execute()
+        else:
+            return
+        self._last_beat = (timeout, at)
+
+    def set_state(self, state, pipeline=None):
+        if pipeline is None and state == self._sent_state:
+            return
+        super().set_state(state, pipeline=pipeline)
+        self._sent_state = state
+
+    def check_for_suspension(self, burst):
+        if time.monotonic() - self._not_suspended_at < BOOKKEEPING_EVERY_S:
+            return
+        super().check_for_suspension(burst)
+        self._not_suspended_at = time.monotonic()
+
+    def handle_execution_ended(self, job, queue, heartbeat_ttl):
+        if job.success_callback is None and job.failure_callback is None:
+            job.ended_at = now()  # RQ's job heartbeat covers a callback; there is none
+            return
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
 
     def _start_scheduler(self, *args, **kwargs):
         # A restart after a crash: free the dead scheduler's lock first, and keep looking

@@ -96,6 +96,11 @@ def send(call: Call) -> None:
     connection().rpush(CALLS_KEY, call.dumps())
 
 
+def store_answer(request_id: str, step: int, answer: Answer, pipeline) -> None:
+    """Keep the answer for the step that records it (on `pipeline`, with its job)."""
+    pipeline.set(answer_key(request_id, step), answer.dumps(), ex=ANSWER_TTL_S)
+
+
 def take_answer(request_id: str, step: int) -> Answer | None:
     """The answer of the step's call, removed from Redis; None if there is none (Redis
     lost it, or it expired)."""

@@ -196,10 +196,16 @@ class Caller:
                 "request=%s step=%s answer dropped: claim lost", call.request_id, call.step
             )
             return
-        key = calls.answer_key(call.request_id, call.step)
         try:
-            calls.connection().set(key, answer.dumps(), ex=calls.ANSWER_TTL_S)
-            queue.enqueue_record(call.request_id, call.step, self.name)
+            # The answer and the job that records it, in one transaction.
+            queue.enqueue_record(
+                call.request_id,
+                call.step,
+                self.name,
+                also=lambda pipeline: calls.store_answer(
+                    call.request_id, call.step, answer, pipeline
+                ),
+            )
         except redis.exceptions.RedisError:
             # The lease runs out and the reconciler takes the request back.
             log.exception("request=%s step=%s answer not queued", call.request_id, call.step)

@@ -166,21 +166,22 @@ def _record_twin(db: MemoryStore, keys, args):
     return [state, "open", "the probe call failed", repr(probe_at)]
 
 
-# KEYS: state, probe. ARGV: now, token, lease_ms. Returns {admitted, retry_at or -1} and,
-# when a probe is let through an open breaker, the transition {from, to, reason}.
+# KEYS: state, probe. ARGV: now, token, lease_ms. Returns {admitted, retry_at or -1,
+# 1 if the call is the probe (it holds the lease) else 0} and, when a probe is let
+# through an open breaker, the transition {from, to, reason}.
 _ADMIT_LUA = """
 local now = tonumber(ARGV[1])
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-if state == 'closed' then return {1, '-1'} end
+if state == 'closed' then return {1, '-1', 0} end
 local probe_at = tonumber(redis.call('HGET', KEYS[1], 'next_probe') or 0)
-if now < probe_at then return {0, tostring(probe_at)} end
+if now < probe_at then return {0, tostring(probe_at), 0} end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   redis.call('HSET', KEYS[1], 'state', 'half_open')
-  if state == 'open' then return {1, '-1', 'open', 'half_open', 'a probe call is let through'} end
-  return {1, '-1'}
+  if state == 'open' then return {1, '-1', 1, 'open', 'half_open', 'a probe call is let through'} end
+  return {1, '-1', 1}
 end
 local ttl = redis.call('PTTL', KEYS[2])
-return {0, tostring(now + math.max(ttl, 0) / 1000)}
+return {0, tostring(now + math.max(ttl, 0) / 1000), 0}
 """
 
 
@@ -190,17 +191,17 @@ def _admit_twin(db: MemoryStore, keys, args):
     fields = db.get(state_key, now, {})
     state = fields.get("state", "closed")
     if state == "closed":
-        return [1, "-1"]
+        return [1, "-1", 0]
     probe_at = fields.get("next_probe", 0)
     if now < probe_at:
-        return [0, repr(probe_at)]
+        return [0, repr(probe_at), 0]
     if db.get(probe_key, now) is None:
         db.set(probe_key, token, now + lease_ms / 1000)
         db.set(state_key, {**fields, "state": "half_open"})
         if state == "open":
-            return [1, "-1", "open", "half_open", "a probe call is let through"]
-        return [1, "-1"]
-    return [0, repr(db.expires_at(probe_key))]
+            return [1, "-1", 1, "open", "half_open", "a probe call is let through"]
+        return [1, "-1", 1]
+    return [0, repr(db.expires_at(probe_key)), 0]
 
 
 # KEYS: probe. ARGV: token.
@@ -269,34 +270,58 @@ class Breaker:
     def _keys(model: str) -> tuple[str, str, str]:
         return f"breaker:{model}", f"breaker:{model}:window", f"breaker:{model}:probe"
 
+    # Each operation is split in two for Store.batch(): `*_op()` is what to run in the
+    # store, `*_from()` reads its answer.
+
     def admit(self, model: str, token: str) -> tuple[bool, float | None]:
         """May a call go to `model` now? Closed: yes. Open: one caller at a time,
         holding the probe lease `token`, once the next probe is due."""
         now = self.clock.now()
+        admitted, retry_at, _ = self.admit_from(
+            model, self.store.run(*self.admit_op(model, token, now)[1:]), now
+        )
+        return admitted, retry_at
+
+    def admit_op(self, model: str, token: str, now: float) -> tuple:
         state, _, probe = self._keys(model)
         lease_ms = max(1, int(self.config.probe_lease_s * 1000))
-        raw = self.store.run(ADMIT, [state, probe], [repr(now), token, lease_ms])
-        if len(raw) > 2:
-            self._log(model, _transition([*raw[2:5], "-1"]), now)
+        return ("run", ADMIT, [state, probe], [repr(now), token, lease_ms])
+
+    def admit_from(self, model: str, raw, now: float) -> tuple[bool, float | None, bool]:
+        """(admitted, when it might be if not, whether the call is the probe)."""
+        if len(raw) > 3:
+            self._log(model, _transition([*raw[3:6], "-1"]), now)
         retry_at = float(raw[1])
-        return bool(raw[0]), (None if retry_at < 0 else retry_at)
+        return bool(raw[0]), (None if retry_at < 0 else retry_at), bool(raw[2])
 
     def release(self, model: str, token: str) -> None:
         self.store.run(RELEASE, [self._keys(model)[2]], [token])
 
     def record(self, model: str, outcome: Outcome, token: str = "") -> dict | None:
         now = self.clock.now()
+        op = self.record_op(model, outcome, token, now)
+        return self.record_from(model, self.store.run(*op[1:]), now)
+
+    def record_op(self, model: str, outcome: Outcome, token: str, now: float) -> tuple:
         c = self.config
         args = [repr(now), kind_of(outcome), token, c.window, c.dead_after]
         args += [repr(c.probe_s), repr(c.probe_max_s)]
-        transition = _transition(self.store.run(RECORD, list(self._keys(model)), args))
+        return ("run", RECORD, list(self._keys(model)), args)
+
+    def record_from(self, model: str, raw, now: float) -> dict | None:
+        transition = _transition(raw)
         if transition:
             self._log(model, transition, now)
         return transition
 
     def state(self, model: str) -> BreakerState:
         now = self.clock.now()
-        raw = self.store.run(READ, list(self._keys(model)), [repr(now)])
+        return self.state_from(self.store.run(*self.state_op(model, now)[1:]), now)
+
+    def state_op(self, model: str, now: float) -> tuple:
+        return ("run", READ, list(self._keys(model)), [repr(now)])
+
+    def state_from(self, raw, now: float) -> BreakerState:
         state, probe_at, ttl, window, streak = raw
         open_until = float(probe_at) if probe_at else None
         probe_until = now + ttl / 1000 if ttl and ttl > 0 else None

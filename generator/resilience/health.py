@@ -39,6 +39,9 @@ class Health:
         # Probe leases this instance holds: the result of that call closes or reopens
         # the breaker; the results of calls let through before it opened do not.
         self._probes: dict[str, str] = {}
+        # (holder, model) seen with no booked slot by snapshot() and not booked since:
+        # release() has nothing to give back there and skips the round trip.
+        self._unbooked: set[tuple[str, str]] = set()
 
     @classmethod
     def from_settings(cls) -> "Health":
@@ -76,33 +79,53 @@ class Health:
         """Reserve one call to `model` now: the breaker must admit it (closed, or the
         single probe of an open breaker) and the limiter must give a slot (`holder`'s
         booking if it is due, else one free now). On refusal, the time at which it
-        might be granted."""
+        might be granted.
+
+        Two round trips: the breaker's admission together with what the limiter's slot
+        depends on (what the 429s taught, the cool-down), then the slot."""
+        now = self.clock.now()
         token = secrets.token_hex(8)
-        admitted, retry_at = self.breaker.admit(model, token)
+        self._unbooked.discard((holder, model))  # a refused take may move its booking
+        admission, learned, cooldown = self.store.batch(
+            [
+                self.breaker.admit_op(model, token, now),
+                self.limiter.per_window_op(model, now),
+                ("get_float", f"cooldown:{model}", now),
+            ]
+        )
+        admitted, retry_at, probe = self.breaker.admit_from(model, admission, now)
         if not admitted:
             return False, retry_at
-        granted, retry_at = self.limiter.take(
-            model, self._quotas(model), holder, not_before=self._cooldown(model)
-        )
+        quotas = self._quotas(model)
+        n = self.limiter.per_window_from(quotas, learned, now)
+        op = self.limiter.slot_op("take", model, quotas, holder, not_before=cooldown, n=n)
+        granted, retry_at = self.limiter.take_from(self.store.run(*op[1:]))
         if not granted:
             self.breaker.release(model, token)
             return False, retry_at
-        if self.breaker.state(model).state != "closed":
+        if probe:
             self._probes[model] = token
         return True, None
 
     def book(self, model: str, holder: str, not_after: float) -> tuple[bool, float]:
         """Book the earliest free slot of `model` for `holder` unless it is after
         `not_after` (Limiter.book)."""
+        self._unbooked.discard((holder, model))
         return self.limiter.book(
             model, self._quotas(model), holder, not_after, not_before=self._cooldown(model)
         )
 
     def release(self, holder: str, models) -> None:
         """Give back whatever slot `holder` booked on `models` (a downgrade, a cancel,
-        the end of a request)."""
-        for model in models:
-            self.limiter.release(model, holder, self._quotas(model))
+        the end of a request), in one round trip; none for a model this instance saw
+        unbooked."""
+        ops = [
+            self.limiter.slot_op("release", model, self._quotas(model), holder, n=0)
+            for model in models
+            if (holder, model) not in self._unbooked
+        ]
+        if ops:
+            self.store.batch(ops)
 
     def record(
         self,
@@ -120,11 +143,13 @@ class Health:
         teaches the limiter (with the per-minute quota the 429 states, `quota_limit`)
         and holds every worker back for the server's retry delay."""
         now = self.clock.now()
-        self.breaker.record(model, Outcome(outcome), self._probes.pop(model, ""))
+        # One round trip: the breaker's count and the latency sample.
+        ops = [self.breaker.record_op(model, Outcome(outcome), self._probes.pop(model, ""), now)]
         kind = kind_of(Outcome(outcome))
         if kind != "neutral":
             key = f"latency:{model}" if kind == "success" else f"latency-failed:{model}"
-            self.store.push_capped(key, str(int(latency_ms)), LATENCY_SAMPLES)
+            ops.append(("push_capped", key, str(int(latency_ms)), LATENCY_SAMPLES))
+        self.breaker.record_from(model, self.store.batch(ops)[0], now)
         if outcome == Outcome.RATE_LIMITED:
             if quota_scope == "day":
                 _, reset = self.limiter.day_window(now)
@@ -142,14 +167,57 @@ class Health:
     # --- for the policy ------------------------------------------------------------------
 
     def snapshot(self, chain, holder: str = "") -> dict[str, ModelHealth]:
-        """Each model's shared health, with the slot `holder` booked on it, if any."""
-        return {model: self.model_health(model, holder) for model in chain}
+        """Each model's shared health, with the slot `holder` booked on it, if any.
+
+        One round trip for the whole chain (Store.batch): each model's breaker, quota
+        log, cool-down, per-day mark and latencies. The quota log is read as if the
+        upstream's 429s had taught nothing and no cool-down held; a model where either
+        is set (after a 429 only) has its log read again with them: a second trip."""
+        chain = list(chain)
+        now = self.clock.now()
+        ops = []
+        for model in chain:
+            ops += [
+                self.breaker.state_op(model, now),
+                self.limiter.per_window_op(model, now),
+                ("get_float", f"cooldown:{model}", now),
+                ("get_float", f"quota-out:{model}", now),
+                ("newest", f"latency:{model}", LATENCY_SAMPLES),
+                ("newest", f"latency-failed:{model}", LATENCY_SAMPLES),
+                self._peek_op(model, holder, now, None),
+            ]
+        answers = self.store.batch(ops)
+        rows = [answers[i * 7 : (i + 1) * 7] for i in range(len(chain))]
+        again = [i for i, row in enumerate(rows) if row[1] is not None or row[2] is not None]
+        if again:
+            peeks = [self._peek_op(chain[i], holder, now, rows[i]) for i in again]
+            for i, peek in zip(again, self.store.batch(peeks), strict=True):
+                rows[i][6] = peek
+        return {
+            model: self._model_health(model, holder, now, row)
+            for model, row in zip(chain, rows, strict=True)
+        }
 
     def model_health(self, model: str, holder: str = "") -> ModelHealth:
-        state = self.breaker.state(model)
-        next_free, booked = self.limiter.peek(
-            model, self._quotas(model), holder, not_before=self._cooldown(model)
-        )
+        return self.snapshot([model], holder)[model]
+
+    def _peek_op(self, model: str, holder: str, now: float, row: list | None) -> tuple:
+        """The limiter's peek at `model`: with what the 429s taught and the cool-down
+        from `row` (the snapshot's reads), or with neither (row None)."""
+        quotas = self._quotas(model)
+        if row is None:
+            return self.limiter.slot_op("peek", model, quotas, holder, n=quotas.per_window)
+        n = self.limiter.per_window_from(quotas, row[1], now)
+        return self.limiter.slot_op("peek", model, quotas, holder, not_before=row[2], n=n)
+
+    def _model_health(self, model: str, holder: str, now: float, row: list) -> ModelHealth:
+        raw_state, _, _, out_of_quota, success, failure, peek = row
+        state = self.breaker.state_from(raw_state, now)
+        next_free, booked = self.limiter.peek_from(peek)
+        if booked is None:
+            self._unbooked.add((holder, model))
+        else:
+            self._unbooked.discard((holder, model))
         return ModelHealth(
             model=model,
             breaker=state.state,
@@ -159,13 +227,13 @@ class Health:
             window_calls=state.calls,
             next_free_at=next_free,
             booked_at=booked,
-            out_of_quota_until=self.store.get_float(f"quota-out:{model}", self.clock.now()),
-            success_latencies=self._latencies(f"latency:{model}"),
-            failure_latencies=self._latencies(f"latency-failed:{model}"),
+            out_of_quota_until=out_of_quota,
+            success_latencies=_seconds(success),
+            failure_latencies=_seconds(failure),
         )
 
     def _latencies(self, key: str) -> tuple[float, ...]:
-        return tuple(int(ms) / 1000 for ms in self.store.newest(key, LATENCY_SAMPLES))
+        return _seconds(self.store.newest(key, LATENCY_SAMPLES))
 
     def p50_ms(self, model: str) -> int | None:
         samples = self._latencies(f"latency:{model}")
@@ -192,6 +260,11 @@ class Health:
 
     def transitions(self, limit: int = 50) -> list[dict]:
         return self.breaker.transitions(limit)
+
+
+def _seconds(samples) -> tuple[float, ...]:
+    """Latency samples as stored (milliseconds, newest first) in seconds."""
+    return tuple(int(ms) / 1000 for ms in samples)
 
 
 def release_slots(holder: str, models) -> None:

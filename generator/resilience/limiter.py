@@ -536,7 +536,21 @@ class Limiter:
     def per_window(self, model: str, quotas: Quotas) -> int:
         """The calls in any window the workers keep to: the catalogue's, or fewer if the
         upstream's 429s taught so (0: no limit)."""
-        return self._learned(model, quotas) or quotas.per_window
+        now = self.clock.now()
+        return self.per_window_from(
+            quotas, self.store.run(*self.per_window_op(model, now)[1:]), now
+        )
+
+    # For Store.batch() (Health.snapshot()): what per_window() and _slot() run in the
+    # store, as operations, and how their answers read.
+
+    def per_window_op(self, model: str, now: float) -> tuple:
+        return ("run", GET, [f"limit:{model}:learned"], [repr(now)])
+
+    def per_window_from(self, quotas: Quotas, raw, now: float) -> int:
+        if not _state(raw)[0]:
+            return quotas.per_window
+        return _effective(raw, now, quotas.per_window, self.config.minute_s) or quotas.per_window
 
     def _learned(self, model: str, quotas: Quotas) -> int:
         """The limit the 429s taught, grown back so far (0: none is kept)."""
@@ -566,16 +580,23 @@ class Limiter:
         args += [repr(c.minute_s), repr(c.learn_s), repr(c.recover_s)]
         return int(self.store.run(LEARN, keys, args))
 
-    def _slot(self, mode, model, quotas, holder="", not_after=0.0, not_before=None):
+    def _slot(self, mode, model, quotas, holder="", not_after=0.0, not_before=None, n=None):
+        return self.store.run(
+            *self.slot_op(mode, model, quotas, holder, not_after, not_before, n)[1:]
+        )
+
+    def slot_op(self, mode, model, quotas, holder="", not_after=0.0, not_before=None, n=None):
+        """The SLOT script's run; `n`: per_window() if already read (None: read it now)."""
         now = self.clock.now()
         counters = self._counters(model, quotas, now)
         keys = [f"limit:{model}:log", f"limit:{model}:seq"] + [c.key for c in counters]
         args: list = [mode, repr(now), holder, repr(not_after), repr(not_before or now)]
-        n = self.per_window(model, quotas)
+        if n is None:
+            n = self.per_window(model, quotas)
         args += [repr(self.config.late_s), repr(self.config.window_s), n]
         for c in counters:
             args += [c.limit, repr(c.reset_at)]
-        return self.store.run(SLOT, keys, args)
+        return ("run", SLOT, keys, args)
 
     def take(
         self, model: str, quotas: Quotas, holder: str = "", not_before: float | None = None
@@ -583,7 +604,11 @@ class Limiter:
         """A slot for a call to `model` now: `holder`'s booking if it is due (and the
         call still fits the calls made), else one free now in every quota of the model.
         Refused: the time one would be (for a holder, its booking moves there)."""
-        granted, slot = self._slot("take", model, quotas, holder, not_before=not_before)
+        return self.take_from(self._slot("take", model, quotas, holder, not_before=not_before))
+
+    @staticmethod
+    def take_from(raw) -> tuple[bool, float | None]:
+        granted, slot = raw
         return bool(granted), (None if granted else float(slot))
 
     def book(
@@ -602,7 +627,8 @@ class Limiter:
     def release(self, model: str, holder: str, quotas: Quotas | None = None) -> float | None:
         """Give `holder`'s booking back (its slot is free for others, and with `quotas`
         its count in the day's quota too); the slot or None."""
-        released, slot = self._slot("release", model, quotas or Quotas(), holder)
+        # n=0: a release counts no window (it skips reading what the 429s taught).
+        released, slot = self._slot("release", model, quotas or Quotas(), holder, n=0)
         return float(slot) if released else None
 
     def peek(
@@ -610,7 +636,11 @@ class Limiter:
     ) -> tuple[float | None, float | None]:
         """(when a new slot would be free, None: now; `holder`'s booking or None),
         without changing anything."""
-        free, slot, own = self._slot("peek", model, quotas, holder, not_before=not_before)
+        return self.peek_from(self._slot("peek", model, quotas, holder, not_before=not_before))
+
+    @staticmethod
+    def peek_from(raw) -> tuple[float | None, float | None]:
+        free, slot, own = raw
         return (None if free else float(slot)), (None if own == "-1" else float(own))
 
     def next_free_at(self, model: str, quotas: Quotas) -> float | None:

@@ -11,6 +11,10 @@ script and its twin are written side by side in the module that owns the state
 
 Times are epoch seconds from the caller's Clock (clock.py), passed in as arguments, so
 the simulator's virtual time works too.
+
+`batch()` runs several operations in one go: one round trip to Redis instead of one
+each (Health.snapshot() reads a model's breaker, quota, cool-down and latencies at
+once). Each operation is as atomic as alone; the batch as a whole is not.
 """
 
 import math
@@ -18,6 +22,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from redis.exceptions import NoScriptError
 
 
 @dataclass(frozen=True)
@@ -30,8 +36,16 @@ class Script:
     twin: Callable[["MemoryStore", list[str], list], object]
 
 
+# Operations for Store.batch(), each answered as its method answers:
+#   ("run", script, keys, args), ("get_float", key, now), ("newest", key, n),
+#   ("push_capped", key, value, maxlen)
+Op = tuple
+
+
 class Store(Protocol):
     def run(self, script: Script, keys: list[str], args: list) -> object: ...
+
+    def batch(self, ops: list[Op]) -> list: ...
 
     def push_capped(self, key: str, value: str, maxlen: int) -> None: ...
 
@@ -59,11 +73,52 @@ class RedisStore:
     def _k(self, key: str) -> str:
         return self.prefix + key
 
-    def run(self, script, keys, args):
+    def _registered(self, script: Script):
         registered = self._scripts.get(script)
         if registered is None:
             registered = self._scripts[script] = self.conn.register_script(script.lua)
-        return _decoded(registered(keys=[self._k(k) for k in keys], args=args))
+        return registered
+
+    def run(self, script, keys, args):
+        return _decoded(self._registered(script)(keys=[self._k(k) for k in keys], args=args))
+
+    def batch(self, ops):
+        """One pipeline (not a transaction). A script Redis does not hold (it restarted
+        since this process loaded it) did not run: it runs again alone, after the rest."""
+        pipe = self.conn.pipeline(transaction=False)
+        for op in ops:
+            kind, key = op[0], op[1]
+            if kind == "run":
+                keys = [self._k(k) for k in op[2]]
+                pipe.evalsha(self._registered(key).sha, len(keys), *keys, *op[3])
+            elif kind == "get_float":
+                pipe.get(self._k(key))
+            elif kind == "newest":
+                pipe.lrange(self._k(key), 0, op[2] - 1)
+            elif kind == "push_capped":
+                pipe.lpush(self._k(key), op[2]).ltrim(self._k(key), 0, op[3] - 1)
+            else:
+                raise ValueError(f"unknown store operation {kind!r}")
+        raw = iter(pipe.execute(raise_on_error=False))
+        answers = []
+        for op in ops:
+            value = next(raw)
+            if op[0] == "push_capped":
+                value = next(raw)  # LTRIM's answer after LPUSH's
+            if isinstance(value, NoScriptError):
+                value = self.run(*op[1:])  # loads the script, then runs it
+            elif isinstance(value, Exception):
+                raise value
+            elif op[0] == "run":
+                value = _decoded(value)
+            elif op[0] == "get_float":
+                value = float(value) if value is not None else None
+            elif op[0] == "newest":
+                value = [v.decode() for v in value]
+            else:
+                value = None
+            answers.append(value)
+        return answers
 
     def push_capped(self, key, value, maxlen):
         with self.conn.pipeline(transaction=True) as pipe:
@@ -92,6 +147,9 @@ class MemoryStore:
     def run(self, script, keys, args):
         with self.lock:
             return script.twin(self, keys, args)
+
+    def batch(self, ops):
+        return [getattr(self, op[0])(*op[1:]) for op in ops]
 
     # --- for the twins (called under the lock) -------------------------------------------
 

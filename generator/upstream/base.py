@@ -80,7 +80,8 @@ def whole_image(data: bytes, fail) -> PreparedImage:
     if not data:
         raise fail(Outcome.MALFORMED, "the image data is empty")
     try:
-        # The thumbnail is made once the delivery has committed (generator.images).
-        return prepare_generated_image(data, thumbnail=False)
+        # The thumbnail too, from the same pixels: the worker that delivers the image
+        # only stores it (a second decode cost more than the thumbnail itself).
+        return prepare_generated_image(data)
     except ImageRejected as exc:
         raise fail(Outcome.MALFORMED, f"the image is not readable: {exc}") from None

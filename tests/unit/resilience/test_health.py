@@ -1,9 +1,10 @@
-"""Shared health: breaker and limiter together, as jobs.py and monitoring use them."""
+"""Shared health: breaker and limiter together, as jobs.py and monitoring use them
+(against the in-memory store, and real Redis: the integration tier runs these tests
+again)."""
 
 import pytest
 
 from generator.resilience.breaker import BreakerConfig
-from generator.resilience.clock import VirtualClock
 from generator.resilience.health import Health
 from generator.resilience.limiter import LimiterConfig, Quotas
 from generator.resilience.stores import MemoryStore
@@ -15,14 +16,9 @@ BREAKER = BreakerConfig(window=10, dead_after=4, probe_s=60, probe_max_s=600, pr
 
 
 @pytest.fixture
-def clock():
-    return VirtualClock()
-
-
-@pytest.fixture
-def health(clock):
+def health(store, clock):
     quotas = {PRO: Quotas(rpm=20, ipm=20, rpd=1000), FLASH: Quotas(rpm=150)}
-    return Health(MemoryStore(), clock, quotas, BREAKER, LimiterConfig())
+    return Health(store, clock, quotas, BREAKER, LimiterConfig())
 
 
 def open_pro(health):
@@ -53,8 +49,7 @@ def test_it_only_one_worker_probes_and_its_success_closes_the_breaker(health, cl
     assert [t["to"] for t in health.transitions()] == ["closed", "half_open", "open"]
 
 
-def test_it_a_probe_refused_by_the_limiter_gives_its_lease_back(clock):
-    store = MemoryStore()
+def test_it_a_probe_refused_by_the_limiter_gives_its_lease_back(store, clock):
     health = Health(store, clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1.0))
     for _ in range(4):
         health.record(PRO, Outcome.OVERLOADED, 1)
@@ -87,18 +82,16 @@ def test_it_keeps_the_median_latency_of_successes(health):
     assert next(r for r in health.overview() if r["model"] == FLASH)["p50_ms"] == 20_000
 
 
-def test_it_the_snapshot_shows_the_limiters_next_free_time(clock):
+def test_it_the_snapshot_shows_the_limiters_next_free_time(store, clock):
     health = Health(
-        MemoryStore(), clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1, margin_s=0)
+        store, clock, {PRO: Quotas(rpm=1)}, BREAKER, LimiterConfig(safety=1, margin_s=0)
     )
     assert health.acquire(PRO)[0]
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60
 
 
-def test_it_a_per_minute_429_teaches_the_limiter_the_upstreams_smaller_quota(clock):
-    health = Health(
-        MemoryStore(), clock, {PRO: Quotas(rpm=20)}, BREAKER, LimiterConfig(margin_s=0)
-    )
+def test_it_a_per_minute_429_teaches_the_limiter_the_upstreams_smaller_quota(store, clock):
+    health = Health(store, clock, {PRO: Quotas(rpm=20)}, BREAKER, LimiterConfig(margin_s=0))
     for _ in range(3):
         assert health.acquire(PRO)[0]
     health.record(
@@ -118,3 +111,45 @@ def test_it_a_per_minute_429_that_states_no_quota_halves_the_limit_at_most(clock
     health.record(PRO, Outcome.RATE_LIMITED, 200, retry_after_s=20, quota_scope="minute")
     assert health.overview()[0]["quota"]["rpm"] == {"used": 1, "limit": 10}
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 20  # the server's delay
+
+
+class CountingStore(MemoryStore):
+    """The in-memory store, counting round trips (what RedisStore pays one each for)."""
+
+    trips = 0
+
+    def run(self, script, keys, args):
+        self.trips += 1
+        return super().run(script, keys, args)
+
+    def batch(self, ops):
+        self.trips += 1
+        return [getattr(MemoryStore, op[0])(self, *op[1:]) for op in ops]
+
+
+def test_it_reads_the_health_of_a_whole_chain_in_one_round_trip(clock):
+    store = CountingStore()
+    health = Health(store, clock, {PRO: Quotas(rpm=20), FLASH: Quotas(rpm=150)}, BREAKER)
+    health.snapshot([PRO, FLASH])
+    assert store.trips == 1
+    store.trips = 0
+    assert health.acquire(PRO)[0]
+    health.record(PRO, Outcome.SUCCESS, 20_000)
+    assert store.trips == 3  # admission and slot, then the result
+    # After a per-minute 429 the quota log is read again with what it taught (half the
+    # quota at most) and the cool-down (the server's delay): two trips.
+    health.record(PRO, Outcome.RATE_LIMITED, 300, retry_after_s=30, quota_scope="minute")
+    store.trips = 0
+    assert health.snapshot([PRO, FLASH])[PRO].next_free_at == clock.now() + 30
+    assert store.trips == 2
+
+
+def test_it_gives_back_a_slot_booked_after_the_snapshot_saw_none(store, clock):
+    quotas = {PRO: Quotas(rpm=1)}
+    health = Health(store, clock, quotas, BREAKER, LimiterConfig(margin_s=0))
+    assert health.acquire(PRO)[0]  # the minute's call: the next slot is a minute ahead
+    assert health.snapshot([PRO], holder="r1")[PRO].booked_at is None
+    assert health.book(PRO, "r1", not_after=clock.now() + 3600) == (True, clock.now() + 60)
+    health.release("r1", [PRO])
+    assert health.snapshot([PRO], holder="r1")[PRO].booked_at is None
+    assert health.book(PRO, "r2", not_after=clock.now() + 3600) == (True, clock.now() + 60)

@@ -2,11 +2,13 @@
 httpx.MockTransport (no server): parsing and the taxonomy mapping."""
 
 import base64
+import io
 import json
 import os
 
 import httpx
 import pytest
+from PIL import Image as PILImage
 
 from generator.resilience.catalogue import DEFAULT_MODELS
 from generator.resilience.taxonomy import Outcome
@@ -211,8 +213,9 @@ def test_it_hands_the_worker_the_image_decoded_whole(mock_upstream):
         64,
         48,
     )
-    # The thumbnail waits for the delivery's commit (generator.images.add_thumbnail).
-    assert result.prepared.thumbnail == b""
+    # Its thumbnail too, made from the same pixels: the worker only stores it.
+    with PILImage.open(io.BytesIO(result.prepared.thumbnail)) as thumbnail:
+        assert thumbnail.format == "WEBP"
 
 
 OVERLOADED = {
