@@ -15,6 +15,7 @@ from quotas.errors import QuotaExceeded
 from quotas.models import UsageCounter
 from quotas.periods import periods, quota_zone
 from quotas.selectors import counted_use
+from tests.media import picture
 from tests.unit.quotas.test_quotas import FLASH_1K, PRO_1K, _finish, _submit
 
 pytestmark = pytest.mark.django_db
@@ -162,3 +163,17 @@ def test_it_a_refusal_that_fits_again_on_reading_names_the_limit_that_refused(
         _submit(alice, team)
     assert refused.value.code == "images_per_day"
     assert not alice.generation_requests.exists()
+
+
+def test_it_a_refused_submission_leaves_no_uploaded_file(settings, tmp_path, alice, team):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    services.set_limits(team, images_per_day=1)
+    # Uploads are stored before the counters move: an accepted one keeps its file...
+    _submit(alice, team, uploads=[(picture(), "image/png")])
+    files = [p for p in (tmp_path / "media").rglob("*") if p.is_file()]
+    assert len(files) == 1
+    # ...and a refused one takes its file away again, with its row.
+    with pytest.raises(QuotaExceeded, match="images per day"):
+        _submit(alice, team, uploads=[(picture("JPEG"), "image/jpeg")])
+    assert [p for p in (tmp_path / "media").rglob("*") if p.is_file()] == files
+    assert ReferenceImage.objects.count() == 1
