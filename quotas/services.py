@@ -94,41 +94,19 @@ def _limits(team_id) -> Limits:
     return Limits(*row)
 
 
-# _limits_and_counters() on Postgres: the limits under the shared lock, with the counter
-# rows that exist (member's or team's, the day's and the month's) as "member:period".
-_LIMITS_AND_COUNTERS = """
-    SELECT t.images_per_day, t.images_per_month, t.monthly_budget_usd, t.member_daily_cap,
-           ARRAY(SELECT coalesce(c.member_id::text, '') || ':' || c.period
-                   FROM quotas_usagecounter c
-                  WHERE c.team_id = t.id AND (c.member_id IS NULL OR c.member_id = %s)
-                    AND ((c.period = 'day' AND c.start = %s)
-                         OR (c.period = 'month' AND c.start = %s)))
-      FROM accounts_team t WHERE t.id = %s FOR KEY SHARE OF t"""
-
-
-def _limits_and_counters(team_id, user_id, p: Periods) -> tuple[Limits, set]:
-    """The team's limits as _limits() reads them, and the keys (_Counter.key) of the
-    counter rows of the periods `p` that exist for the team and the member: on Postgres
-    in the same statement."""
-    day, month = p.day_start.date(), p.month_start.date()
-    if connection.vendor != "postgresql":
-        rows = UsageCounter.objects.filter(
-            Q(member=None) | Q(member_id=user_id),
-            Q(period=UsageCounter.Period.DAY, start=day)
-            | Q(period=UsageCounter.Period.MONTH, start=month),
-            team_id=team_id,
-        )
-        return _limits(team_id), set(rows.values_list("member_id", "period"))
-    with connection.cursor() as cursor:
-        cursor.execute(_LIMITS_AND_COUNTERS, (user_id, day, month, team_id))
-        row = cursor.fetchone()
-    if row is None:
-        raise Team.DoesNotExist(f"No team {team_id}.")
-    keys = set()
-    for key in row[-1]:
-        member, period = key.split(":")
-        keys.add((int(member) if member else None, period))
-    return Limits(*row[:-1]), keys
+def _limits_and_counters(team_id, user_id, p: Periods) -> tuple[Limits, set | None]:
+    """The team's limits (_limits()) and, on SQLite, the keys (_Counter.key) of the
+    counter rows of the periods `p` that exist for the team and the member; on Postgres
+    None: quotas_take() creates the missing ones itself."""
+    if connection.vendor == "postgresql":
+        return _limits(team_id), None
+    rows = UsageCounter.objects.filter(
+        Q(member=None) | Q(member_id=user_id),
+        Q(period=UsageCounter.Period.DAY, start=p.day_start.date())
+        | Q(period=UsageCounter.Period.MONTH, start=p.month_start.date()),
+        team_id=team_id,
+    )
+    return _limits(team_id), set(rows.values_list("member_id", "period"))
 
 
 @dataclass(frozen=True)
@@ -306,9 +284,10 @@ def _prepare(team, user, images, cost_usd_each, at) -> tuple[datetime, "_Take | 
     if limits.any:
         counters = _counters(limits, team.pk, user.pk, p)
         for counter in counters.values():
-            if counter.key not in existing:
-                # Before this reservation's own ledger row: the sum leaves it out, the
-                # take adds it.
+            if existing is not None and counter.key not in existing:
+                # SQLite: before this reservation's own ledger row, so the sum leaves it
+                # out and the take adds it. On Postgres quotas_take() seeds (existing is
+                # None), in the commit's round trip.
                 _seed(counter, 0, 0)
         take = _Take(limits, counters, team.pk, user.pk, p, images, needed, cost_usd_each)
     entry = UsageEntry.objects.create(
@@ -335,7 +314,7 @@ _CODES = {
 
 # SQLSTATE of quotas_take()'s refusal when strict (migration 0005).
 _REFUSED = "QX001"
-_TAKE = "SELECT quotas_take(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_TAKE = "SELECT quotas_take(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 # One round trip: the deferred foreign-key checks first (they would otherwise run in the
 # COMMIT, with the counters locked), then the counters, then the COMMIT, which the server
 # skips if quotas_take() refuses (it raises): the transaction is then rolled back.
@@ -386,6 +365,10 @@ class _Take:
             limits.images_per_month,
             None if usd_cap is None else _micro(usd_cap),
             commit,
+            self.p.day_start,
+            self.p.day_end,
+            self.p.month_start,
+            self.p.month_end,
         ]
         with connection.cursor() as cursor:
             if not commit:
