@@ -160,7 +160,8 @@ def _seed(counter: _Counter, own_images: int, own_micro_usd: int) -> None:
     """Create the counter's row from the ledger, if no other transaction did first. When
     this transaction's own entry is already written (and seen by the sum, a settlement's),
     its share (`own_…`) is left out, for the update that follows to add; a reservation
-    seeds before it writes its entry. Other transactions' entries are in the sum
+    on SQLite seeds before it writes its entry (on Postgres quotas_seed() does it, the
+    same way, inside quotas_take()). Other transactions' entries are in the sum
     only once committed, and each of them moved the row or created it before its commit,
     so no entry counts twice or not at all."""
     images, cost = counted_use(
@@ -270,8 +271,8 @@ def reserve(
 
 
 def _prepare(team, user, images, cost_usd_each, at) -> tuple[datetime, "_Take | None"]:
-    """Everything of a reservation but the counters: the limits (and which counter rows
-    exist), the missing rows seeded from the ledger, the ledger row."""
+    """Everything of a reservation but the counters: the limits, on SQLite the missing
+    counter rows seeded from the ledger, the ledger row."""
     if not connection.in_atomic_block:
         raise RuntimeError("quotas.reserve() must run inside the admission transaction.")
     if images < 1:
