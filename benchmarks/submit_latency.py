@@ -26,7 +26,9 @@ the bench teams and matched by as many finished requests) it runs the load once 
 limits and once with every limit set high enough never to refuse (images per day and
 month, budget, member cap: all three counters move). Beside the latencies it samples
 pg_stat_activity every 20 ms: "waiting on locks" is the share of busy database sessions
-that were waiting for a lock (issue 17 found 63 % on the team row). Exits non-zero when
+that were waiting for a lock (issue 17 found 63 % on the team row), and "behind a
+client" the share of those waits whose lock holder was idle in its transaction, waiting
+for its client's next statement (a counter row held across a client round trip). Exits non-zero when
 a run with limits has a p95 over --budget-ms.
 """
 
@@ -212,7 +214,7 @@ def _load(sender, rate: float, seconds: float, warmup: float, threads: int) -> d
 
     load_before = os.getloadavg()[0]
     pool = [threading.Thread(target=client) for _ in range(threads)]
-    waits = {"lock": 0, "active": 0}
+    waits = {"lock": 0, "active": 0, "behind_client": 0}
     done = threading.Event()
     sampler = threading.Thread(target=_sample_waits, args=(waits, done))
     sampler.start()
@@ -235,6 +237,7 @@ def _load(sender, rate: float, seconds: float, warmup: float, threads: int) -> d
         "p99": quantiles[98],
         "max": latencies[-1],
         "lock_share": 100 * waits["lock"] / max(waits["active"], 1),
+        "behind_client": 100 * waits["behind_client"] / max(waits["lock"], 1),
         # The machine's 1-minute load average before and after the run: on a shared
         # machine the latencies mean little without it.
         "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
@@ -260,29 +263,36 @@ def _serial(members: list, count: int) -> dict:
     return {
         "sent": count, "accepted": count, "errors": 0, "late": 0,
         "p50": statistics.median(latencies), "p95": quantiles[94], "p99": quantiles[98],
-        "max": latencies[-1], "lock_share": 0,
+        "max": latencies[-1], "lock_share": 0, "behind_client": 0,
         "load": f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
     }  # fmt: skip
 
 
 def _sample_waits(waits: dict, done: threading.Event) -> None:
-    """Every 20 ms, the database's busy sessions and those waiting for a lock (a row
-    lock shows as `Lock`: `transactionid` or `tuple`): their ratio is the share of
-    database time spent waiting on locks."""
+    """Every 20 ms, the database's busy sessions, those waiting for a lock (a row lock
+    shows as `Lock`: `transactionid` or `tuple`), and of those the ones whose blocker
+    was idle in its transaction: holding the row while its client had not yet sent the
+    next statement (a client round trip under the lock, what issue 17 removed). The
+    first two's ratio is the share of database time spent waiting on locks."""
     from django.db import connection
 
     query = (
-        "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*) "
-        "FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' "
-        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        "SELECT count(*) FILTER (WHERE a.wait_event_type = 'Lock'), count(*), "
+        "count(*) FILTER (WHERE a.wait_event_type = 'Lock' AND EXISTS ("
+        "  SELECT 1 FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid))"
+        "  AND b.state = 'idle in transaction')) "
+        "FROM pg_stat_activity a WHERE a.datname = current_database() "
+        "AND a.state = 'active' AND a.backend_type = 'client backend' "
+        "AND a.pid <> pg_backend_pid()"
     )
     try:
         with connection.cursor() as cursor:
             while not done.wait(0.02):
                 cursor.execute(query)
-                lock, active = cursor.fetchone()
+                lock, active, behind_client = cursor.fetchone()
                 waits["lock"] += lock
                 waits["active"] += active
+                waits["behind_client"] += behind_client
     finally:
         connection.close()
 
@@ -354,9 +364,9 @@ def _run(args) -> int:
         )
         print(
             "| path | month's entries | limits | sent | accepted | p50 ms | p95 ms | p99 ms "
-            "| max ms | late sends | waiting on locks | load average |"
+            "| max ms | late sends | waiting on locks | behind a client | load average |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for month in (int(m) for m in args.month.split(",")):
             for limited in (False, True):
                 for path in paths:
@@ -386,7 +396,8 @@ def _run(args) -> int:
                     print(
                         f"| {path} | {month:,} | {'all four' if limited else 'none'} | {r['sent']} "
                         f"| {r['accepted']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
-                        f"| {r['max']:.1f} | {r['late']} | {r['lock_share']:.0f} % | {r['load']} |",
+                        f"| {r['max']:.1f} | {r['late']} | {r['lock_share']:.0f} % "
+                        f"| {r['behind_client']:.0f} % | {r['load']} |",
                         flush=True,
                     )
                     failed |= limited and r["p95"] > args.budget_ms and path != "serial"

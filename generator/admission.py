@@ -1,7 +1,8 @@
 """Admission: validate a submission, reserve quota, create the requests, queue them.
 
-The single way in for the web form and the API. Everything happens in one transaction;
-the jobs are queued only after it commits, so a worker never looks for a row that is not
+The single way in for the web form and the API. Everything happens in one transaction,
+the quota counters last (quotas.services.reserving); the jobs are queued only after it
+commits, so a worker never looks for a row that is not
 there yet, and a rolled-back submission queues nothing.
 """
 
@@ -26,7 +27,8 @@ from generator.reasons import duration_words
 from generator.resilience.catalogue import ASPECT_RATIOS, get_catalogue
 from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES, StrategyName
 from generator.upstream.availability import is_configured
-from quotas.services import reserve
+from quotas.errors import QuotaExceeded
+from quotas.services import reserving
 
 PROMPT_MAX_CHARS = 4000
 MAX_COUNT = 4
@@ -50,8 +52,8 @@ class Submission:
     count: int = 1
     deadline: datetime | None = None
     references: list[ReferenceImage] = field(default_factory=list)
-    # Checked uploads, (bytes, mime): stored only once the submission is accepted, so a
-    # refusal writes no file (issue 13, item 8).
+    # Checked uploads, (bytes, mime): stored in the admission's transaction and removed
+    # again if it is refused, so a refusal leaves no file (issue 13, item 8).
     uploads: list[tuple[bytes, str]] = field(default_factory=list)
     remix_of: GenerationRequest | None = None
 
@@ -152,44 +154,54 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     if submission.strategy == StrategyName.ECONOMY:
         worst = economy.price(chain, submission.image_size)
         plan = economy.plan(chain, submission.deadline, admitted)
-    with transaction.atomic():
-        requests = []
-        for _ in range(submission.count):
-            request = GenerationRequest.objects.create(
-                user=user,
-                team=team,
-                batch=batch,
-                remix_of=submission.remix_of,
-                prompt=submission.prompt.strip(),
-                strategy=submission.strategy,
-                aspect_ratio=submission.aspect_ratio,
-                image_size=submission.image_size,
-                deadline=submission.deadline,
-                wait_up_to=wait_up_to(submission, admitted),
-                chain=chain,
-                route=plan.route,
-                status=plan.status,
-                waiting_until=plan.waiting_until,
-                status_reason=plan.reason,
-                current_model=chain[0],
-                step=1,
-                handed_over=admitted,
-                quota_state=QuotaState.RESERVED,
-                reserved_usd=worst,
-                created=admitted,
-            )
-            requests.append(request)
-        # Last, just before the commit: for a team with limits the reservation holds its
-        # counters' rows until then, so the inserts above do not make the team's other
-        # admissions wait. A refusal rolls them back.
-        reserve(team, user, images=submission.count, cost_usd_each=worst, at=admitted)
-        # Accepted: only now are uploads written to storage. Should the commit still
-        # fail, the files left are swept later (retention.sweep_orphan_files).
-        references = submission.references + store_references(user, team, submission.uploads)
-        if references:
+    stored: list[ReferenceImage] = []
+    try:
+        with reserving() as reservation:
+            requests = []
+            for _ in range(submission.count):
+                request = GenerationRequest.objects.create(
+                    user=user,
+                    team=team,
+                    batch=batch,
+                    remix_of=submission.remix_of,
+                    prompt=submission.prompt.strip(),
+                    strategy=submission.strategy,
+                    aspect_ratio=submission.aspect_ratio,
+                    image_size=submission.image_size,
+                    deadline=submission.deadline,
+                    wait_up_to=wait_up_to(submission, admitted),
+                    chain=chain,
+                    route=plan.route,
+                    status=plan.status,
+                    waiting_until=plan.waiting_until,
+                    status_reason=plan.reason,
+                    current_model=chain[0],
+                    step=1,
+                    handed_over=admitted,
+                    quota_state=QuotaState.RESERVED,
+                    reserved_usd=worst,
+                    created=admitted,
+                )
+                requests.append(request)
+            # The ledger row now; the team's counters (if it has limits) move when the
+            # block ends, after every other write, in the commit's own round trip: they
+            # are locked for as short a time as can be (quotas.services.reserving).
+            reservation.reserve(team, user, images=submission.count, cost_usd_each=worst,
+                                at=admitted)  # fmt: skip
+            # Uploads are written before the counters move, not while they are locked; a
+            # refusal removes them below. Should the commit fail otherwise, the files left
+            # are swept later (retention.sweep_orphan_files).
+            stored = store_references(user, team, submission.uploads)
+            references = submission.references + stored
+            if references:
+                for request in requests:
+                    request.references.set(references)
             for request in requests:
-                request.references.set(references)
-        for request in requests:
-            if request.status == Status.QUEUED:
-                transaction.on_commit(lambda r=request: queue.enqueue(r))
+                if request.status == Status.QUEUED:
+                    transaction.on_commit(lambda r=request: queue.enqueue(r))
+    except QuotaExceeded:
+        # Refused: no file stays behind (issue 13, item 8).
+        for reference in stored:
+            reference.file.storage.delete(reference.file.name)
+        raise
     return requests

@@ -2,14 +2,17 @@
 the limits themselves.
 
 Admission is O(1) whatever the month holds. A team without limits takes no lock and
-sums nothing: reserve() writes its ledger row and returns. A team with limits moves a
-running counter per limit (quotas.models.UsageCounter: the team's day and month, the
-member's day) with one conditional UPDATE each, `… SET images = images + n WHERE images
-<= limit - n`: the database applies it atomically, so concurrent admissions of one team
-can never pass a limit together, and they wait for each other only on that row, from the
-update to their commit. The ledger row is written first in the same transaction, the
-counters last, so that the rows stay locked as briefly as possible; a refusal takes
-back what it wrote.
+sums nothing: the reservation writes its ledger row and that is all. A team with limits
+moves a running counter per limit (quotas.models.UsageCounter: the member's day, the
+team's day and month), each with a conditional `… SET images = images + n WHERE images
++ n <= limit`: the database applies it atomically, so concurrent admissions of one team
+can never pass a limit together, and they wait for each other only on those rows, from
+the update to their commit. So the counters move last, after everything else the
+admission writes, in one statement that checks every limit and moves every counter or
+none (on Postgres the function quotas_take(), migration 0005), and reserving() sends it
+in the same round trip as the COMMIT: a team's rows are locked for the commit alone,
+never while a client process waits for a core (issue 17, docs/benchmarks.md). A refusal
+takes back what it wrote and says which limit refused.
 
 Every writer first reads the team's limits under a shared row lock (Postgres `FOR KEY
 SHARE`, which inserts referencing the team take anyway); set_limits() takes the
@@ -24,13 +27,15 @@ and only the call whose row went in returns True and moves the counters. They ta
 in the same transaction.
 """
 
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol
 from uuid import UUID
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -89,6 +94,21 @@ def _limits(team_id) -> Limits:
     return Limits(*row)
 
 
+def _limits_and_counters(team_id, user_id, p: Periods) -> tuple[Limits, set | None]:
+    """The team's limits (_limits()) and, on SQLite, the keys (_Counter.key) of the
+    counter rows of the periods `p` that exist for the team and the member; on Postgres
+    None: quotas_take() creates the missing ones itself."""
+    if connection.vendor == "postgresql":
+        return _limits(team_id), None
+    rows = UsageCounter.objects.filter(
+        Q(member=None) | Q(member_id=user_id),
+        Q(period=UsageCounter.Period.DAY, start=p.day_start.date())
+        | Q(period=UsageCounter.Period.MONTH, start=p.month_start.date()),
+        team_id=team_id,
+    )
+    return _limits(team_id), set(rows.values_list("member_id", "period"))
+
+
 @dataclass(frozen=True)
 class _Counter:
     """One running counter: its row's key and the stretch of time it totals."""
@@ -104,6 +124,10 @@ class _Counter:
     def counts_usd(self) -> bool:
         # The budget is monthly: day rows count images only, their micro_usd stays 0.
         return self.period == UsageCounter.Period.MONTH
+
+    @property
+    def key(self) -> tuple[int | None, str]:
+        return (self.member_id, self.period)
 
     def rows(self):
         return UsageCounter.objects.filter(
@@ -133,9 +157,11 @@ def _counters(limits: Limits, team_id, user_id, p: Periods) -> dict[str, _Counte
 
 
 def _seed(counter: _Counter, own_images: int, own_micro_usd: int) -> None:
-    """Create the counter's row from the ledger, if no other transaction did first. This
-    transaction's own entry is already written (and seen by the sum): its share is left
-    out, for the update that follows to add. Other transactions' entries are in the sum
+    """Create the counter's row from the ledger, if no other transaction did first. When
+    this transaction's own entry is already written (and seen by the sum, a settlement's),
+    its share (`own_…`) is left out, for the update that follows to add; a reservation
+    on SQLite seeds before it writes its entry (on Postgres quotas_seed() does it, the
+    same way, inside quotas_take()). Other transactions' entries are in the sum
     only once committed, and each of them moved the row or created it before its commit,
     so no entry counts twice or not at all."""
     images, cost = counted_use(
@@ -156,38 +182,115 @@ def _seed(counter: _Counter, own_images: int, own_micro_usd: int) -> None:
     )
 
 
-def _move(counter: _Counter, images: int, micro_usd: int, *, fits: Q | None = None) -> bool:
+def _move(
+    counter: _Counter, images: int, micro_usd: int, *, fits: Q | None = None, seed: bool = True
+) -> bool:
     """Add to the counter if its row matches `fits` (None: always); False when it does
-    not. One UPDATE when the row exists, which it does after the period's first use."""
+    not. One UPDATE when the row exists, which it does after the period's first use (a
+    missing row is seeded from the ledger, unless not `seed`: the row exists)."""
     if not counter.counts_usd:
         micro_usd = 0
     change = {"images": F("images") + images, "micro_usd": F("micro_usd") + micro_usd}
     rows = counter.rows().filter(fits or Q())
     if rows.update(**change):
         return True
-    if counter.rows().exists():
+    if not seed or counter.rows().exists():
         return False
     _seed(counter, images, micro_usd)
     return bool(rows.update(**change))
 
 
+class Reservation:
+    """What reserving() yields: reserve() once inside the block; the counters move when
+    the block ends, in the commit's round trip on Postgres."""
+
+    def __init__(self):
+        self._take: _Take | None = None
+        self._reserved = False
+
+    def reserve(
+        self, team, user, *, images: int, cost_usd_each: Decimal, at: datetime | None = None
+    ) -> datetime:
+        """Reserve `images` images at worst-case cost `cost_usd_each` for the team and
+        member: writes the ledger row now, moves the counters at the block's end (or
+        raises QuotaExceeded there, and the block rolls back). Returns the admission time,
+        `at` or now, which the requests must carry as their `created`."""
+        if self._reserved:
+            raise RuntimeError("One reservation per reserving() block.")
+        self._reserved = True
+        now, self._take = _prepare(team, user, images, cost_usd_each, at)
+        return now
+
+
+@contextmanager
+def reserving():
+    """transaction.atomic() for an admission, whose reservation moves the team's counters
+    last: everything the block writes comes first, then one statement checks every limit
+    and moves every counter. On Postgres, when the block is the outermost transaction,
+    that statement travels with the COMMIT in one round trip, so a team's counter rows are
+    locked for the commit alone and never while the client works (issue 17); elsewhere
+    (SQLite, or inside an outer transaction) the commit follows as usual.
+
+        with reserving() as reservation:
+            ...  # create the requests
+            admitted = reservation.reserve(team, user, images=n, cost_usd_each=price)
+
+    Nothing may run after the block's last line that should be rolled back by a refusal
+    it cannot see: the refusal is raised by the block's end."""
+    with transaction.atomic():
+        reservation = Reservation()
+        yield reservation
+        if reservation._take is not None:
+            reservation._take.run(commit=_may_commit())
+
+
+def _may_commit() -> bool:
+    """Whether the take may carry the COMMIT: on Postgres, in the outermost atomic block,
+    with nothing that Django would roll back instead."""
+    return (
+        connection.vendor == "postgresql"
+        and len(connection.atomic_blocks) == 1
+        and connection.commit_on_exit
+        and not connection.needs_rollback
+        and not connection.savepoint_ids
+    )
+
+
 def reserve(
     team, user, *, images: int, cost_usd_each: Decimal, at: datetime | None = None
 ) -> datetime:
-    """Reserve `images` images at worst-case cost `cost_usd_each` for the team and member,
-    or raise QuotaExceeded. Must be called inside the admission transaction that creates
-    the requests, best last (a team with limits holds its counters' rows from here to the
-    commit). Returns the admission time, `at` or now, which the requests must carry as
-    their `created`: charge and refund count them for that day and month."""
+    """Reserve at once, inside the caller's transaction, or raise QuotaExceeded having
+    written nothing. Admission uses reserving() instead, which moves the counters with
+    the commit; this holds the counters' rows from here to the caller's commit. Returns
+    the admission time, `at` or now, which the requests must carry as their `created`:
+    charge and refund count them for that day and month."""
+    now, take = _prepare(team, user, images, cost_usd_each, at)
+    if take is not None:
+        take.run(commit=False)
+    return now
+
+
+def _prepare(team, user, images, cost_usd_each, at) -> tuple[datetime, "_Take | None"]:
+    """Everything of a reservation but the counters: the limits, on SQLite the missing
+    counter rows seeded from the ledger, the ledger row."""
     if not connection.in_atomic_block:
         raise RuntimeError("quotas.reserve() must run inside the admission transaction.")
     if images < 1:
         raise ValueError("Reserve at least one image.")
     needed = cost_usd_each * images
-    limits = _limits(team.pk)
     now = at or timezone.now()
-    # The ledger row first and the counters last: a team with limits holds its counters'
-    # rows from their update to the commit, so as little as possible comes after it.
+    p = periods(now)
+    limits, existing = _limits_and_counters(team.pk, user.pk, p)
+    take = None
+    if limits.any:
+        counters = _counters(limits, team.pk, user.pk, p)
+        for counter in counters.values():
+            if existing is not None and counter.key not in existing:
+                # SQLite: before this reservation's own ledger row, so the sum leaves it
+                # out and the take adds it. On Postgres quotas_take() seeds (existing is
+                # None), in the commit's round trip.
+                _seed(counter, 0, 0)
+        take = _Take(limits, counters, team.pk, user.pk, p, images, needed, cost_usd_each)
     entry = UsageEntry.objects.create(
         team_id=team.pk,
         user=user,
@@ -198,54 +301,9 @@ def reserve(
         admitted=now,
         created=now,
     )
-    if limits.any:
-        try:
-            _take(limits, team.pk, user.pk, periods(now), images, needed, cost_usd_each)
-        except QuotaExceeded:
-            entry.delete()
-            raise
-    return now
-
-
-def _take(limits, team_id, user_id, p, images, needed, cost_each, tries=3) -> None:
-    """Move each counter the limits need, or none and raise QuotaExceeded."""
-    counters = _counters(limits, team_id, user_id, p)
-    micro = _micro(needed)
-    caps = {
-        "day": (limits.images_per_day, None),
-        "month": (limits.images_per_month, limits.monthly_budget_usd),
-        "member_day": (limits.member_daily_cap, None),
-    }
-    moved = []
-    for name, counter in counters.items():
-        image_cap, usd_cap = caps[name]
-        fits = Q()
-        if image_cap is not None:
-            fits &= Q(images__lte=image_cap - images)
-        if usd_cap is not None:
-            fits &= Q(micro_usd__lte=_micro(usd_cap) - micro)
-        if _move(counter, images, micro, fits=fits):
-            moved.append(counter)
-            continue
-        # Refused: take back what this call moved (its rows are still locked by it).
-        for done in moved:
-            _move(done, -images, -micro)
-        # After a few rounds of "refused, then it fits" (other admissions' use refunded
-        # in between, each time), report the counter that refused.
-        force = _CODES[name] if tries <= 1 else ()
-        exceeded = [
-            e
-            for e in _check(
-                limits, _used(counters, images, needed), p, images, cost_each, force=force
-            )
-            if e is not None
-        ]
-        if exceeded:
-            # Say the limit that lasts longest: telling someone to come back tomorrow
-            # while the monthly limit still blocks them would be wrong.
-            raise max(exceeded, key=lambda e: e.resets_at)
-        _take(limits, team_id, user_id, p, images, needed, cost_each, tries - 1)
-        return
+    if take is not None:
+        take.entry = entry
+    return now, take
 
 
 # The limits each counter enforces, by their codes in QuotaExceeded.
@@ -255,25 +313,128 @@ _CODES = {
     "member_day": ("member_daily_cap",),
 }
 
+# SQLSTATE of quotas_take()'s refusal when strict (migration 0005).
+_REFUSED = "QX001"
+_TAKE = "SELECT quotas_take(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+# One round trip: the deferred foreign-key checks first (they would otherwise run in the
+# COMMIT, with the counters locked), then the counters, then the COMMIT, which the server
+# skips if quotas_take() refuses (it raises): the transaction is then rolled back.
+_TAKE_AND_COMMIT = f"SET CONSTRAINTS ALL IMMEDIATE; {_TAKE}; COMMIT"
 
-def _used(counters: dict[str, _Counter], own_images: int, own_cost: Decimal) -> dict:
-    """The counters' values, for the refusal's message. A counter with no row yet is
-    summed from the ledger, less this admission's own entry."""
-    used = {"images_today": 0, "images_month": 0, "my_images_today": 0, "cost_month": ZERO}
-    names = {"day": "images_today", "month": "images_month", "member_day": "my_images_today"}
-    for name, counter in counters.items():
-        row = counter.rows().values_list("images", "micro_usd").first()
-        if row is None:
-            images, cost = counted_use(
-                counter.team_id, counter.since, counter.until, user_id=counter.member_id
-            )
-            images, cost = images - own_images, cost - own_cost
+
+@dataclass
+class _Take:
+    """A reservation's move of the counters, checked against every limit: all of them
+    or none."""
+
+    limits: Limits
+    counters: dict[str, _Counter]
+    team_id: UUID
+    user_id: int
+    p: Periods
+    images: int
+    needed: Decimal
+    cost_each: Decimal
+    entry: UsageEntry | None = None
+
+    def run(self, *, commit: bool) -> None:
+        """Move the counters, or take back this reservation and raise QuotaExceeded.
+        With `commit` (Postgres only), the statement is sent with the COMMIT."""
+        if connection.vendor == "postgresql":
+            refusal = self._in_one_statement(commit)
         else:
-            images, cost = row[0], Decimal(row[1]) / 1_000_000
-        used[names[name]] = images
-        if name == "month":
-            used["cost_month"] = cost
-    return used
+            refusal = self._one_by_one()
+        if refusal is None:
+            return
+        if not commit and self.entry is not None:
+            # The caller's transaction goes on: leave no trace of the refused reservation.
+            self.entry.delete()
+        raise self._refusal(refusal)
+
+    def _in_one_statement(self, commit: bool) -> dict | None:
+        limits = self.limits
+        usd_cap = limits.monthly_budget_usd
+        params = [
+            str(self.team_id),
+            self.user_id,
+            self.p.day_start.date(),
+            self.p.month_start.date(),
+            self.images,
+            _micro(self.needed),
+            limits.member_daily_cap,
+            limits.images_per_day,
+            limits.images_per_month,
+            None if usd_cap is None else _micro(usd_cap),
+            commit,
+            self.p.day_start,
+            self.p.day_end,
+            self.p.month_start,
+            self.p.month_end,
+        ]
+        with connection.cursor() as cursor:
+            if not commit:
+                cursor.execute(_TAKE, params)
+                (refusal,) = cursor.fetchone()
+                return None if refusal is None else json.loads(refusal)
+            # Django's own commit at the block's end then finds nothing to do.
+            try:
+                cursor.execute(_TAKE_AND_COMMIT, params)
+            except DatabaseError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) != _REFUSED:
+                    raise
+                return json.loads(exc.__cause__.diag.message_detail)
+        return None
+
+    def _one_by_one(self) -> dict | None:
+        """The same as quotas_take(), one UPDATE per counter (SQLite: its IMMEDIATE
+        transactions serialise writers anyway)."""
+        caps = {
+            "day": (self.limits.images_per_day, None),
+            "month": (self.limits.images_per_month, self.limits.monthly_budget_usd),
+            "member_day": (self.limits.member_daily_cap, None),
+        }
+        micro = _micro(self.needed)
+        moved = []
+        for name, counter in self.counters.items():
+            image_cap, usd_cap = caps[name]
+            fits = Q()
+            if image_cap is not None:
+                fits &= Q(images__lte=image_cap - self.images)
+            if usd_cap is not None:
+                fits &= Q(micro_usd__lte=_micro(usd_cap) - micro)
+            if _move(counter, self.images, micro, fits=fits, seed=False):
+                moved.append(counter)
+                continue
+            for done in moved:
+                _move(done, -self.images, -micro)
+            used = {"refused": name}
+            for other, row in self.counters.items():
+                values = row.rows().values_list("images", "micro_usd").first() or (0, 0)
+                used[other] = values[0]
+                if other == "month":
+                    used["micro_usd"] = values[1]
+            return used
+        return None
+
+    def _refusal(self, counted: dict) -> QuotaExceeded:
+        """The refusal's message from the counters' values without this reservation.
+        Several limits may be full: say the one that lasts longest, as telling someone to
+        come back tomorrow while the monthly limit still blocks them would be wrong."""
+        used = {
+            "images_today": counted.get("day") or 0,
+            "images_month": counted.get("month") or 0,
+            "my_images_today": counted.get("member_day") or 0,
+            "cost_month": Decimal(counted.get("micro_usd") or 0) / 1_000_000,
+        }
+        args = (self.limits, used, self.p, self.images, self.cost_each)
+        exceeded = [e for e in _check(*args) if e is not None]
+        if not exceeded:
+            # It fits on this reading: use was given back (a refund) since the counter
+            # refused. Name the limit that refused.
+            exceeded = [
+                e for e in _check(*args, force=_CODES[counted["refused"]]) if e is not None
+            ]
+        return max(exceeded, key=lambda e: e.resets_at)
 
 
 def set_limits(team, **limits) -> None:

@@ -6,6 +6,7 @@ import threading
 import pytest
 from django.db import connection
 from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
 
 from generator.models import GenerationRequest, QuotaState, Status
 from generator.reconcile import Report, _settle_quota
@@ -91,4 +92,45 @@ def test_it_refunds_racing_submissions_keep_the_limit_and_the_counters_exact(
     assert 10 <= len(accepted) <= 20
     in_use = _ledger_total(team, "reserve") - _ledger_total(team, "refund")
     assert in_use == len(accepted) <= 20
+    _assert_counters_match_the_ledger()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_admission_moves_the_counters_in_the_commits_round_trip(alice, team, redis_conn):
+    """Admission's own transaction (no test transaction around it): on Postgres the
+    counters' statement is sent with the COMMIT, so no client round trip holds them."""
+    _limit(team, images_per_day=10, images_per_month=100, member_daily_cap=10)
+    _submit(alice, team)
+    with CaptureQueriesContext(connection) as captured:
+        _submit(alice, team, count=2)
+    # Django logs its own BEGIN and COMMIT too (the latter finds nothing left to commit).
+    sql = [q["sql"].upper() for q in captured.captured_queries]
+    last = [q for q in sql if q not in ("BEGIN", "COMMIT")][-1]
+    if connection.vendor == "postgresql":
+        assert "QUOTAS_TAKE(" in last and last.endswith("COMMIT")
+    else:
+        assert last.startswith("UPDATE") and "QUOTAS_USAGECOUNTER" in last
+    assert _ledger_total(team, "reserve") == 3
+    _assert_counters_match_the_ledger()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_a_refusal_at_the_commit_leaves_nothing_and_says_which_limit(
+    alice, bob, team, redis_conn
+):
+    _limit(team, images_per_day=10, images_per_month=5, member_daily_cap=10)
+    _submit(alice, team, count=3)
+    with pytest.raises(QuotaExceeded) as refused:
+        _submit(bob, team, count=3)
+    # The month refuses after the member's and the team's day counters moved: both are
+    # given back, and the message is the one the refusal always had.
+    assert str(refused.value).startswith(
+        "Your team's images per month quota has 2 images left (3 of 5 images used), not "
+        "enough for the 3 this submission asks for."
+    )
+    assert GenerationRequest.objects.filter(team=team).count() == 3
+    assert _ledger_total(team, "reserve") == 3
+    _assert_counters_match_the_ledger()
+    # The connection goes on as usual: the next submission that fits is admitted.
+    assert len(_submit(bob, team, count=2)) == 2
     _assert_counters_match_the_ledger()

@@ -9,12 +9,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from generator.models import Status
+from generator.models import ReferenceImage, Status
 from quotas import services
 from quotas.errors import QuotaExceeded
 from quotas.models import UsageCounter
 from quotas.periods import periods, quota_zone
 from quotas.selectors import counted_use
+from tests.media import picture
 from tests.unit.quotas.test_quotas import FLASH_1K, PRO_1K, _finish, _submit
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +60,34 @@ def test_it_admission_with_limits_stays_flat_as_the_month_grows(alice, bob, team
     assert not [q for q in after if "SUM(" in q]
     day = UsageCounter.objects.get(member=None, period="day")
     assert day.images == 84
+
+
+def _moves_counters(sql: str) -> bool:
+    return "QUOTAS_TAKE(" in sql or (sql.startswith("UPDATE") and "QUOTAS_USAGECOUNTER" in sql)
+
+
+def test_it_moves_the_counters_after_every_other_write_of_the_admission(alice, team):
+    services.set_limits(
+        team, images_per_day=100, images_per_month=1000, monthly_budget_usd=Decimal(1000),
+        member_daily_cap=100,
+    )  # fmt: skip
+    _submit(alice, team)  # the period's first admission starts the counters
+    reference = ReferenceImage.objects.create(
+        team=team, uploaded_by=alice, file="references/r.png", mime="image/png", width=8,
+        height=8, bytes=100, sha256="0" * 64,
+    )  # fmt: skip
+    sql = _queries(lambda: _submit(alice, team, count=2, references=[reference]))
+    sql = [q for q in sql if "SAVEPOINT" not in q]  # the test's own transaction
+    # The counters' rows are locked from the statement that moves them to the commit:
+    # the requests, the ledger row and the references are all written before it.
+    first = next(i for i, q in enumerate(sql) if _moves_counters(q))
+    assert all(_moves_counters(q) for q in sql[first:]), sql[first:]
+    assert [q for q in sql[:first] if "GENERATOR_GENERATIONREQUEST_REFERENCES" in q]
+    if connection.vendor == "postgresql":
+        assert len(sql) - first == 1  # every limit, every counter: one statement
+    day = UsageCounter.objects.get(member=None, period="day")
+    assert day.images == 3
+    _assert_counters_match_the_ledger()
 
 
 def test_it_the_counters_follow_charges_and_refunds(alice, bob, team):
@@ -121,11 +150,30 @@ def test_it_set_limits_refuses_what_is_not_a_limit(team):
         services.set_limits(team, name="Renamed")
 
 
-def test_it_a_refusal_that_fits_again_on_reading_is_retried_then_named(monkeypatch, alice, team):
-    services.set_limits(team, images_per_day=5)
-    # A counter that keeps refusing while the reading says the image fits: each time,
-    # another admission's use was refunded in between. After a few rounds it refuses.
-    monkeypatch.setattr(services, "_move", lambda *args, **kwargs: False)
+def test_it_a_refusal_that_fits_again_on_reading_names_the_limit_that_refused(
+    monkeypatch, alice, team
+):
+    services.set_limits(team, images_per_day=5, images_per_month=100)
+    # The day's counter refused, yet by the time its value is read the image fits: another
+    # admission's use was refunded in between. The refusal still names the day's limit.
+    refused_then_fits = {"refused": "day", "day": 0, "month": 0, "micro_usd": 0}
+    monkeypatch.setattr(services._Take, "_in_one_statement", lambda *a: refused_then_fits)
+    monkeypatch.setattr(services._Take, "_one_by_one", lambda *a: refused_then_fits)
     with pytest.raises(QuotaExceeded) as refused:
         _submit(alice, team)
     assert refused.value.code == "images_per_day"
+    assert not alice.generation_requests.exists()
+
+
+def test_it_a_refused_submission_leaves_no_uploaded_file(settings, tmp_path, alice, team):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    services.set_limits(team, images_per_day=1)
+    # Uploads are stored before the counters move: an accepted one keeps its file...
+    _submit(alice, team, uploads=[(picture(), "image/png")])
+    files = [p for p in (tmp_path / "media").rglob("*") if p.is_file()]
+    assert len(files) == 1
+    # ...and a refused one takes its file away again, with its row.
+    with pytest.raises(QuotaExceeded, match="images per day"):
+        _submit(alice, team, uploads=[(picture("JPEG"), "image/jpeg")])
+    assert [p for p in (tmp_path / "media").rglob("*") if p.is_file()] == files
+    assert ReferenceImage.objects.count() == 1
