@@ -45,48 +45,6 @@ def _whole_product_env(tmp_path, port: int) -> dict:
     return env
 
 
-def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
-    port = _free_port()
-    env = _whole_product_env(tmp_path, port)
-    process = _up(env)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("the site did not come up within 90 s")
-
-        login = httpx.get(f"http://127.0.0.1:{port}/login/", timeout=5)
-        assert login.status_code == 200 and "Log in" in login.text
-        # Served as deployed, DEBUG off (issue 13, item 12): our own 404, no URL list,
-        # and the stylesheet (hashed by collectstatic) still served by WhiteNoise.
-        missing = httpx.get(f"http://127.0.0.1:{port}/no/such/page/", timeout=5)
-        assert missing.status_code == 404 and "There is nothing here" in missing.text
-        assert "URLconf" not in missing.text
-        (stylesheet,) = re.findall(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', login.text)
-        assert httpx.get(f"http://127.0.0.1:{port}{stylesheet}", timeout=5).status_code == 200
-        email, password = (tmp_path / "demo-credentials.txt").read_text().split()
-        assert email == "demo@steadyshot.local" and len(password) >= 12
-        assert (tmp_path / "redis" / "redis.sock").exists()
-    finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
-
-    assert process.returncode == 0, output
-    assert f"Demo account created: {email} / {password}" in output
-    assert "worker1 |" in output and "Listening on maintenance, default" in output
-    assert "caller1 |" in output and "taking calls, at most 256 at once" in output
-    assert "sandbox | Sandbox listening on http://127.0.0.1:" in output
-    # Every child is gone: nothing listens on the port or the socket any more.
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-    assert not (tmp_path / "redis" / "redis.sock").exists()
-
-
 def test_it_starts_a_local_s3_server_and_keeps_images_in_its_bucket(tmp_path):
     port = _free_port()
     env = {
@@ -157,16 +115,29 @@ def _submit_through_api(env: dict, port: int) -> httpx.Response:
     )
 
 
-def test_it_refuses_a_second_start_in_the_same_checkout_and_leaves_the_first_running(
-    tmp_path,
-):
+def test_it_starts_everything_refuses_a_second_start_and_stops_it_on_ctrl_c(tmp_path):
+    # One whole product for both checks: starting it is most of the time of each.
     port = _free_port()
     env = _whole_product_env(tmp_path, port)
     first = _up(env)
     try:
         _wait_healthy(port, first)
+
+        login = httpx.get(f"http://127.0.0.1:{port}/login/", timeout=5)
+        assert login.status_code == 200 and "Log in" in login.text
+        # Served as deployed, DEBUG off (issue 13, item 12): our own 404, no URL list,
+        # and the stylesheet (hashed by collectstatic) still served by WhiteNoise.
+        missing = httpx.get(f"http://127.0.0.1:{port}/no/such/page/", timeout=5)
+        assert missing.status_code == 404 and "There is nothing here" in missing.text
+        assert "URLconf" not in missing.text
+        (stylesheet,) = re.findall(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', login.text)
+        assert httpx.get(f"http://127.0.0.1:{port}{stylesheet}", timeout=5).status_code == 200
+        email, password = (tmp_path / "demo-credentials.txt").read_text().split()
+        assert email == "demo@steadyshot.local" and len(password) >= 12
+        assert (tmp_path / "redis" / "redis.sock").exists()
         socket_before = (tmp_path / "redis" / "redis.sock").stat().st_ino
 
+        # A second start in the same checkout refuses and starts nothing.
         second = subprocess.run(
             [sys.executable, "-m", "config.up"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
@@ -184,4 +155,13 @@ def test_it_refuses_a_second_start_in_the_same_checkout_and_leaves_the_first_run
     finally:
         first.send_signal(signal.SIGINT)
         output, _ = first.communicate(timeout=60)
+
     assert first.returncode == 0, output
+    assert f"Demo account created: {email} / {password}" in output
+    assert "worker1 |" in output and "Listening on maintenance, default" in output
+    assert "caller1 |" in output and "taking calls, at most 256 at once" in output
+    assert "sandbox | Sandbox listening on http://127.0.0.1:" in output
+    # Every child is gone: nothing listens on the port or the socket any more.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    assert not (tmp_path / "redis" / "redis.sock").exists()
