@@ -40,10 +40,11 @@ def test_it_runs_a_delayed_retry_soon_after_a_restart_that_follows_a_sigkill(
     settings, tmp_path, sandbox_settings, workers, redis_conn, alice, team
 ):
     settings.MEDIA_ROOT = tmp_path / "media"
-    # Emulated time at half speed: the sandbox's 429 asks for 15-60 s, 7.5-30 s here.
-    settings.TIME_SCALE = 0.5
+    # Emulated time at a fifth: the sandbox's 429 asks for 15-60 s, 3-12 s here, time
+    # enough to see the request wait and kill its worker before the retry is due.
+    settings.TIME_SCALE = 0.2
     sandbox_settings.reset()
-    workers.env["TIME_SCALE"] = "0.5"
+    workers.env["TIME_SCALE"] = "0.2"
     workers.start(1)
     wait_for(lambda: redis_conn.get(LOCK), 60, "the worker never took the scheduler lock")
 
