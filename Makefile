@@ -36,9 +36,11 @@ run: install
 
 # The whole suite in TEST_WORKERS pytest-xdist processes (most of its time is spent
 # waiting on workers, servers and the sandbox); TEST_WORKERS=0 runs it in this process.
+# Tests are handed out one at a time once the first batch is out, so that the long ones
+# (run first, tests/conftest.py) do not pile up on one process.
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
 
 # The unit tier alone: no Redis, no subprocess, the test database in memory.
 test-fast: install
