@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make run        set up (venv, install, migrate, demo account) and start web, workers, Redis, sandbox"
-	@echo "make test       install and run the whole test suite (unit, then integration)"
+	@echo "make test       install and run the whole test suite (TEST_WORKERS=2 processes)"
 	@echo "make test-fast  the unit tier only: in-process, in-memory SQLite, under a minute"
 	@echo "make lint       ruff check and format check"
 	@echo "make drill-hosts three hosts on one Postgres, Redis and bucket: kill one, restart the others"
@@ -34,8 +34,13 @@ install: $(STAMP)
 run: install
 	$(PY) -m config.up
 
+# The whole suite in TEST_WORKERS pytest-xdist processes (most of its time is spent
+# waiting on workers, servers and the sandbox); TEST_WORKERS=0 runs it in this process.
+# Tests are handed out one at a time once the first batch is out, so that the long ones
+# (run first, tests/conftest.py) do not pile up on one process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 $(PYTEST_ARGS)
 
 # The unit tier alone: no Redis, no subprocess, the test database in memory.
 test-fast: install

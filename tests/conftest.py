@@ -5,6 +5,9 @@ tests/unit runs in-process only (SQLite, the memory store, no Redis, no subproce
 tests/integration starts real services (Redis, the sandbox, RQ workers, chromium) in
 its own conftest."""
 
+import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 import pytest
 from django.core.cache import caches
 
@@ -26,6 +29,72 @@ def _throttles_per_test(settings):
     # the throttles on Redis point them back at it (tests/integration/test_throttles.py).
     settings.RATELIMIT_USE_CACHE = "default"
     caches["default"].clear()
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`-n N`), each worker process gets its own Redis database: the
+    integration tests flush theirs (tests/integration/conftest.py's redis_conn). Its own
+    Postgres test database comes from pytest-django (the _gw<N> suffix), its own sandbox,
+    SeaweedFS, live server and chromium from the session fixtures, its ports free ones."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or not os.environ.get("REDIS_URL"):
+        return  # one process; or each worker starts a private redis-server of its own
+    from django.test import override_settings
+
+    url = redis_url_of_worker(os.environ["REDIS_URL"], int(worker.removeprefix("gw")))
+    os.environ["REDIS_URL"] = url  # the workers, web servers and sandboxes tests start
+    override_settings(
+        REDIS_URL=url,
+        RQ_QUEUES={name: {**queue, "URL": url} for name, queue in settings_of("RQ_QUEUES")},
+        CACHES={
+            **dict(settings_of("CACHES")),
+            "throttle": {**dict(settings_of("CACHES"))["throttle"], "LOCATION": url},
+        },
+    ).enable()
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist, the long tests (marked slow or browser) go first, so that
+    they spread over the workers and the short ones fill the gaps, instead of ending the
+    run on one worker. pytest-django has already put the tests that keep their database
+    changes to themselves before those that commit (and truncate after): that order
+    stays, only the long tests that need no database at all move to the very front."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def rank(item) -> int:
+        long = bool(item.get_closest_marker("slow") or item.get_closest_marker("browser"))
+        marker = item.get_closest_marker("django_db")
+        fixtures = getattr(item, "fixturenames", ())
+        committing = bool(
+            marker and (marker.kwargs.get("transaction") or marker.args[:1] == (True,))
+        )
+        committing = committing or "transactional_db" in fixtures or "live_server" in fixtures
+        uses_db = bool(marker) or "db" in fixtures or committing
+        if not uses_db:
+            return 0 if long else 4
+        if not committing:
+            return 1
+        return 2 if long else 3
+
+    items.sort(key=rank)
+
+
+def settings_of(name: str):
+    from django.conf import settings
+
+    return getattr(settings, name).items()
+
+
+def redis_url_of_worker(url: str, n: int) -> str:
+    """`url` with its database number moved up by n: gw0 keeps REDIS_URL's database,
+    gw1 takes the next one, and so on (Redis has 16 unless configured otherwise)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if "db" in query or parts.scheme == "unix":
+        query["db"] = str(int(query.get("db", 0)) + n)
+        return url.split("?", 1)[0] + "?" + urlencode(query)
+    return urlunsplit(parts._replace(path=f"/{int(parts.path.strip('/') or 0) + n}"))
 
 
 def _user(email: str, name: str) -> User:

@@ -45,86 +45,6 @@ def _whole_product_env(tmp_path, port: int) -> dict:
     return env
 
 
-def test_it_starts_everything_and_stops_it_on_ctrl_c(tmp_path):
-    port = _free_port()
-    env = _whole_product_env(tmp_path, port)
-    process = _up(env)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("the site did not come up within 90 s")
-
-        login = httpx.get(f"http://127.0.0.1:{port}/login/", timeout=5)
-        assert login.status_code == 200 and "Log in" in login.text
-        # Served as deployed, DEBUG off (issue 13, item 12): our own 404, no URL list,
-        # and the stylesheet (hashed by collectstatic) still served by WhiteNoise.
-        missing = httpx.get(f"http://127.0.0.1:{port}/no/such/page/", timeout=5)
-        assert missing.status_code == 404 and "There is nothing here" in missing.text
-        assert "URLconf" not in missing.text
-        (stylesheet,) = re.findall(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', login.text)
-        assert httpx.get(f"http://127.0.0.1:{port}{stylesheet}", timeout=5).status_code == 200
-        email, password = (tmp_path / "demo-credentials.txt").read_text().split()
-        assert email == "demo@steadyshot.local" and len(password) >= 12
-        assert (tmp_path / "redis" / "redis.sock").exists()
-
-        # A worker killed outright (the OOM killer, say) is started again.
-        killed = _worker_pids(process.pid)
-        assert len(killed) == 1
-        os.kill(killed[0], signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while not (_worker_pids(process.pid) and _worker_pids(process.pid) != killed):
-            assert time.monotonic() < deadline, "the killed worker was not started again"
-            time.sleep(0.2)
-        assert process.poll() is None  # the rest of the product went on
-        # Under a new name (RQ keeps the dead one's registered for minutes): it is
-        # listening on the queues once it registered.
-        from redis import Redis
-        from rq import Worker
-
-        conn = Redis(unix_socket_path=str(tmp_path / "redis" / "redis.sock"))
-        deadline = time.monotonic() + 60
-        while not any(w.name.endswith("+1") for w in Worker.all(connection=conn)):
-            assert time.monotonic() < deadline, "the restarted worker did not register"
-            time.sleep(0.2)
-        conn.close()
-    finally:
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
-
-    assert process.returncode == 0, output
-    assert "worker1 | exited with code -9; restarting in 1 s" in output
-    assert output.count("Listening on maintenance, default") == 2
-    assert f"Demo account created: {email} / {password}" in output
-    assert "worker1 |" in output and "Listening on maintenance, default" in output
-    assert "caller1 |" in output and "taking calls, at most 256 at once" in output
-    assert "sandbox | Sandbox listening on http://127.0.0.1:" in output
-    # Every child is gone: nothing listens on the port or the socket any more.
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-    assert not (tmp_path / "redis" / "redis.sock").exists()
-
-
-def _worker_pids(up_pid: int) -> list[int]:
-    """The RQ workers that make run (pid `up_pid`) started itself (not their scheduler's
-    forks)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == up_pid and b"rqworker" in cmdline:
-            pids.append(int(proc.name))
-    return pids
-
-
 def test_it_starts_a_local_s3_server_and_keeps_images_in_its_bucket(tmp_path):
     port = _free_port()
     env = {
@@ -195,16 +115,31 @@ def _submit_through_api(env: dict, port: int) -> httpx.Response:
     )
 
 
-def test_it_refuses_a_second_start_in_the_same_checkout_and_leaves_the_first_running(
+def test_it_starts_everything_refuses_a_second_start_restarts_a_dead_worker_and_stops(
     tmp_path,
 ):
+    # One whole product for both checks: starting it is most of the time of each.
     port = _free_port()
     env = _whole_product_env(tmp_path, port)
     first = _up(env)
     try:
         _wait_healthy(port, first)
+
+        login = httpx.get(f"http://127.0.0.1:{port}/login/", timeout=5)
+        assert login.status_code == 200 and "Log in" in login.text
+        # Served as deployed, DEBUG off (issue 13, item 12): our own 404, no URL list,
+        # and the stylesheet (hashed by collectstatic) still served by WhiteNoise.
+        missing = httpx.get(f"http://127.0.0.1:{port}/no/such/page/", timeout=5)
+        assert missing.status_code == 404 and "There is nothing here" in missing.text
+        assert "URLconf" not in missing.text
+        (stylesheet,) = re.findall(r'href="(/static/css/app\.[0-9a-f]{12}\.css)"', login.text)
+        assert httpx.get(f"http://127.0.0.1:{port}{stylesheet}", timeout=5).status_code == 200
+        email, password = (tmp_path / "demo-credentials.txt").read_text().split()
+        assert email == "demo@steadyshot.local" and len(password) >= 12
+        assert (tmp_path / "redis" / "redis.sock").exists()
         socket_before = (tmp_path / "redis" / "redis.sock").stat().st_ino
 
+        # A second start in the same checkout refuses and starts nothing.
         second = subprocess.run(
             [sys.executable, "-m", "config.up"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
@@ -219,7 +154,53 @@ def test_it_refuses_a_second_start_in_the_same_checkout_and_leaves_the_first_run
         assert (tmp_path / "redis" / "redis.sock").stat().st_ino == socket_before
         assert first.poll() is None
         assert _submit_through_api(env, port).status_code == 202
+
+        # A worker killed outright (the OOM killer, say) is started again.
+        killed = _worker_pids(first.pid)
+        assert len(killed) == 1
+        os.kill(killed[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not (_worker_pids(first.pid) and _worker_pids(first.pid) != killed):
+            assert time.monotonic() < deadline, "the killed worker was not started again"
+            time.sleep(0.2)
+        assert first.poll() is None  # the rest of the product went on
+        # Under a new name (RQ keeps the dead one's registered for minutes): it is
+        # listening on the queues once it registered.
+        from redis import Redis
+        from rq import Worker
+
+        conn = Redis(unix_socket_path=str(tmp_path / "redis" / "redis.sock"))
+        deadline = time.monotonic() + 60
+        while not any(w.name.endswith("+1") for w in Worker.all(connection=conn)):
+            assert time.monotonic() < deadline, "the restarted worker did not register"
+            time.sleep(0.2)
+        conn.close()
     finally:
         first.send_signal(signal.SIGINT)
         output, _ = first.communicate(timeout=60)
+
     assert first.returncode == 0, output
+    assert f"Demo account created: {email} / {password}" in output
+    assert "worker1 | exited with code -9; restarting in 1 s" in output
+    assert output.count("Listening on maintenance, default") == 2
+    assert "caller1 |" in output and "taking calls, at most 256 at once" in output
+    assert "sandbox | Sandbox listening on http://127.0.0.1:" in output
+    # Every child is gone: nothing listens on the port or the socket any more.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+    assert not (tmp_path / "redis" / "redis.sock").exists()
+
+
+def _worker_pids(up_pid: int) -> list[int]:
+    """The RQ workers that make run (pid `up_pid`) started itself (not their scheduler's
+    forks)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == up_pid and b"rqworker" in cmdline:
+            pids.append(int(proc.name))
+    return pids

@@ -55,7 +55,9 @@ def test_it_takes_a_prompt_to_a_delivered_image_and_back(pipeline, workers, tab,
     assert page.evaluate("window.steadyshotMarker") == "still here"
     expect(page.locator(".detail-figure .badge.model")).to_contain_text("Nano Banana Pro")
     expect(page.locator(".detail-figure img")).to_be_visible()
-    assert page.locator(".detail-figure img").evaluate("i => i.naturalWidth") > 0
+    # Visible is not loaded yet: decode() waits for the image (and rejects a broken one).
+    loaded = "i => i.decode().then(() => i.naturalWidth, () => 0)"
+    assert page.locator(".detail-figure img").evaluate(loaded) > 0
     row.refresh_from_db()
     assert (row.status, row.served_model, row.fell_back) == (Status.SUCCEEDED, PRO, False)
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from config.up import web_command
+from tests.integration.support.processes import kill_tree
 from tests.integration.support.workers import ROOT
 
 
@@ -55,13 +56,11 @@ def start_web(workers, tmp_path):
         return server
 
     yield start
+    # SIGKILL, with the master's worker processes: the test is over, a graceful stop
+    # would only cost seconds. (The workers fixture, stopped next, waits for the end of
+    # their database sessions too.)
     for server in servers:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+        kill_tree(server.process)
 
 
 def _wait_until_up(server: WebServer, timeout: float = 60) -> None:

@@ -3,9 +3,7 @@
 the sandbox, exactly as in production, with a caller process (`manage.py caller`) that
 makes their upstream calls."""
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from tests.integration.support.processes import APP_NAME, kill_tree, wait_for_killed_sessions
 from tests.integration.support.storage import storage_env
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -100,7 +99,7 @@ class Workers:
 
     def kill(self, index: int) -> None:
         """SIGKILL: no warm shutdown, no chance to hand anything back."""
-        _kill_tree(self.processes[index])
+        kill_tree(self.processes[index])
 
     def kill_worker(self, n: int = 0) -> None:
         """SIGKILL the n-th RQ worker started (callers are not counted), with its
@@ -118,37 +117,24 @@ class Workers:
                 return
         raise AssertionError(f"no live worker or caller holds {claimed_by}")
 
-    def stop(self) -> None:
+    def kill_all(self) -> None:
+        """SIGKILL every process started (the end of a test: the test has checked all it
+        wanted, and its Redis and database are wiped next; a warm shutdown would only
+        cost seconds per test)."""
         for process in self.processes:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                _kill_tree(process)
+                kill_tree(process)
+            else:
+                process.wait()
+        wait_for_killed_sessions()
 
     def output(self) -> str:
         return "\n".join(p.read_text() for p in self.logs if p.exists())
 
 
-def _kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL a worker and its children (RQ's scheduler runs in a forked process: list
-    it before the worker dies, as an orphan is re-parented and no longer its child)."""
-    try:
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    except OSError:
-        children = []
-    process.kill()
-    for child in children:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(child), signal.SIGKILL)
-    process.wait()
-
-
 @pytest.fixture
 def workers(redis_conn, redis_url, sandbox_settings, settings, tmp_path):
-    """start(n) real workers; stopped (and their output attached on failure) at the end."""
+    """start(n) real workers; killed at the end."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
@@ -160,8 +146,9 @@ def workers(redis_conn, redis_url, sandbox_settings, settings, tmp_path):
         "TIME_SCALE": str(settings.TIME_SCALE),
         "LEASE_SECONDS": str(settings.LEASE_SECONDS),
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PGAPPNAME": APP_NAME,
     }
     env.pop("GEMINI_API_KEY", None)
     handle = Workers(env)
     yield handle
-    handle.stop()
+    handle.kill_all()
