@@ -66,12 +66,14 @@ def next_step(ticket: Ticket, health: Health, config: PolicyConfig) -> Decision:
     in the same way, so one try per model in the chain and one more suffice; if every
     try was refused the request waits a moment instead. A slot the request booked on
     another model than the one it goes on with is given back."""
-    decision = ask(ticket, health, config)
+    seen = situation(ticket, health)
+    decision = decide(seen, config)
     for _ in range(len(ticket.chain) + 1):
         settled = _take(ticket, health, decision)
         if settled is not None:
             break
-        decision = ask(ticket, health, config)
+        seen = situation(ticket, health)
+        decision = decide(seen, config)
     else:
         settled = _take(ticket, health, decision) or Decision(
             Action.WAIT,
@@ -80,8 +82,20 @@ def next_step(ticket: Ticket, health: Health, config: PolicyConfig) -> Decision:
             reason=Reason(Code.ALL_BUSY),
         )
     keep = {settled.model} if settled.book_until is not None else set()
-    health.release(ticket.key, [m for m in ticket.chain if m not in keep])
+    # Only a model that may hold the request's booking needs a release: one the last
+    # snapshot saw booked, or the one the last take asked for since (a refused take may
+    # move a booking). A step with none to give back pays no round trip for it.
+    booked = {m for m, h in seen.health.items() if h.booked_at is not None}
+    if _takes_a_slot(decision):
+        booked.add(decision.model)
+    health.release(ticket.key, [m for m in ticket.chain if m in booked and m not in keep])
     return settled
+
+
+def _takes_a_slot(decision: Decision) -> bool:
+    return decision.action == Action.CALL or (
+        decision.action == Action.WAIT and decision.book_until is not None
+    )
 
 
 def _take(ticket: Ticket, health: Health, decision: Decision) -> Decision | None:

@@ -39,9 +39,6 @@ class Health:
         # Probe leases this instance holds: the result of that call closes or reopens
         # the breaker; the results of calls let through before it opened do not.
         self._probes: dict[str, str] = {}
-        # (holder, model) seen with no booked slot by snapshot() and not booked since:
-        # release() has nothing to give back there and skips the round trip.
-        self._unbooked: set[tuple[str, str]] = set()
 
     @classmethod
     def from_settings(cls) -> "Health":
@@ -85,7 +82,6 @@ class Health:
         depends on (what the 429s taught, the cool-down), then the slot."""
         now = self.clock.now()
         token = secrets.token_hex(8)
-        self._unbooked.discard((holder, model))  # a refused take may move its booking
         admission, learned, cooldown = self.store.batch(
             [
                 self.breaker.admit_op(model, token, now),
@@ -110,19 +106,16 @@ class Health:
     def book(self, model: str, holder: str, not_after: float) -> tuple[bool, float]:
         """Book the earliest free slot of `model` for `holder` unless it is after
         `not_after` (Limiter.book)."""
-        self._unbooked.discard((holder, model))
         return self.limiter.book(
             model, self._quotas(model), holder, not_after, not_before=self._cooldown(model)
         )
 
     def release(self, holder: str, models) -> None:
         """Give back whatever slot `holder` booked on `models` (a downgrade, a cancel,
-        the end of a request), in one round trip; none for a model this instance saw
-        unbooked."""
+        the end of a request), in one round trip (none for no model)."""
         ops = [
             self.limiter.slot_op("release", model, self._quotas(model), holder, n=0)
             for model in models
-            if (holder, model) not in self._unbooked
         ]
         if ops:
             self.store.batch(ops)
@@ -194,7 +187,7 @@ class Health:
             for i, peek in zip(again, self.store.batch(peeks), strict=True):
                 rows[i][6] = peek
         return {
-            model: self._model_health(model, holder, now, row)
+            model: self._model_health(model, now, row)
             for model, row in zip(chain, rows, strict=True)
         }
 
@@ -210,14 +203,10 @@ class Health:
         n = self.limiter.per_window_from(quotas, row[1], now)
         return self.limiter.slot_op("peek", model, quotas, holder, not_before=row[2], n=n)
 
-    def _model_health(self, model: str, holder: str, now: float, row: list) -> ModelHealth:
+    def _model_health(self, model: str, now: float, row: list) -> ModelHealth:
         raw_state, _, _, out_of_quota, success, failure, peek = row
         state = self.breaker.state_from(raw_state, now)
         next_free, booked = self.limiter.peek_from(peek)
-        if booked is None:
-            self._unbooked.add((holder, model))
-        else:
-            self._unbooked.discard((holder, model))
         return ModelHealth(
             model=model,
             breaker=state.state,

@@ -113,3 +113,15 @@ def test_it_a_request_that_no_longer_waits_for_its_slot_gives_it_back():
     assert decision.book_until is None  # it waits for the breaker now, not for the quota
     assert health.snapshot([PRO], holder="req-1")[PRO].booked_at is None
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 60  # free for others
+
+
+def test_it_a_step_releases_only_the_models_that_may_hold_its_booking():
+    clock = VirtualClock()
+    health = health_with_one_pro_call_a_minute(clock)
+    released = []
+    health.release = lambda holder, models: released.append(list(models))
+    decision = chain.next_step(ticket(clock), health, CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, PRO)
+    # Pro's take may have used a booking; Flash, which the snapshot saw unbooked and no
+    # take asked for, costs no release.
+    assert released == [[PRO]]

@@ -153,3 +153,14 @@ def test_it_gives_back_a_slot_booked_after_the_snapshot_saw_none(store, clock):
     health.release("r1", [PRO])
     assert health.snapshot([PRO], holder="r1")[PRO].booked_at is None
     assert health.book(PRO, "r2", not_after=clock.now() + 3600) == (True, clock.now() + 60)
+
+
+def test_it_gives_back_a_slot_another_process_booked_after_this_one_looked(store, clock):
+    quotas = {PRO: Quotas(rpm=1)}
+    here = Health(store, clock, quotas, BREAKER, LimiterConfig(margin_s=0))
+    there = Health(store, clock, quotas, BREAKER, LimiterConfig(margin_s=0))  # a worker
+    assert here.acquire(PRO)[0]
+    assert here.snapshot([PRO], holder="r1")[PRO].booked_at is None
+    assert there.book(PRO, "r1", not_after=clock.now() + 3600) == (True, clock.now() + 60)
+    here.release("r1", [PRO])  # a cancel on this process, say
+    assert there.snapshot([PRO], holder="r1")[PRO].booked_at is None
