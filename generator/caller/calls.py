@@ -7,8 +7,8 @@ an answer carries the image once, for the seconds until a worker records it.
 """
 
 import json
-import math
 import pickle
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -17,9 +17,11 @@ from generator.resilience.taxonomy import Outcome
 from generator.upstream.base import GenerationResult, UpstreamError
 
 CALLS_KEY = "steadyshot:calls"
-# A live caller's presence: one key per caller holding its calls in flight, refreshed
-# by its heartbeat and expiring when it stops beating (the monitoring page counts them).
-CALLER_KEY_PREFIX = "steadyshot:caller:"
+# The live callers (the monitoring page counts them): a hash of caller name → "calls in
+# flight:until", refreshed by each caller's heartbeat; an entry past its time is a caller
+# that stopped beating, dropped by the next reader. One key, read whole: no scan of the
+# keyspace, which holds every job and answer too.
+CALLERS_KEY = "steadyshot:callers"
 # Longer than any recording step waits in the queue; a step whose answer expired calls
 # again (jobs.record).
 ANSWER_TTL_S = 900
@@ -114,19 +116,25 @@ def drop_answer(request_id: str, step: int) -> None:
 
 def announce(name: str, in_flight: int, ttl_s: float) -> None:
     """Say that caller `name` is alive with `in_flight` calls, for `ttl_s` seconds."""
-    connection().set(CALLER_KEY_PREFIX + name, in_flight, ex=max(1, math.ceil(ttl_s)))
+    connection().hset(CALLERS_KEY, name, f"{in_flight}:{time.time() + ttl_s!r}")
 
 
 def retire(name: str) -> None:
-    connection().delete(CALLER_KEY_PREFIX + name)
+    connection().hdel(CALLERS_KEY, name)
 
 
 def callers(connection) -> dict:
     """{"callers": live callers, "in_flight": their calls in flight, "waiting": calls
     no caller has taken yet}."""
-    keys = list(connection.scan_iter(match=CALLER_KEY_PREFIX + "*", count=100))
-    counts = connection.mget(keys) if keys else []
-    live = [int(c) for c in counts if c is not None]  # a key may expire between the two
+    now, live, gone = time.time(), [], []
+    for name, value in connection.hgetall(CALLERS_KEY).items():
+        in_flight, until = value.decode().split(":")
+        if float(until) > now:
+            live.append(int(in_flight))
+        else:
+            gone.append(name)
+    if gone:
+        connection.hdel(CALLERS_KEY, *gone)
     return {
         "callers": len(live),
         "in_flight": sum(live),

@@ -2,7 +2,6 @@
 queues and workers."""
 
 import re
-import time
 from decimal import Decimal
 
 import pytest
@@ -94,8 +93,8 @@ def test_it_warns_when_calls_wait_and_no_caller_runs(client_for, staff, redis_co
 def test_it_stops_counting_a_caller_whose_heartbeat_stopped(redis_conn):
     from generator.caller import calls
 
-    calls.announce("caller-gone", 5, ttl_s=1)
-    assert sources.queues()["calls"]["callers"] == 1
-    redis_conn.pexpire(calls.CALLER_KEY_PREFIX + "caller-gone", 1)  # its last beat ran out
-    time.sleep(0.01)
-    assert sources.queues()["calls"] == {"callers": 0, "in_flight": 0, "waiting": 0}
+    calls.announce("caller-live", 2, ttl_s=30)
+    calls.announce("caller-gone", 5, ttl_s=-1)  # its last beat ran out a second ago
+    assert sources.queues()["calls"] == {"callers": 1, "in_flight": 2, "waiting": 0}
+    # The reader dropped the dead one's entry.
+    assert redis_conn.hkeys(calls.CALLERS_KEY) == [b"caller-live"]
