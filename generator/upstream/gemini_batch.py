@@ -33,8 +33,8 @@ from generator.upstream.transport import (
     error_from_response,
     json_or_none,
     rate_limit_details,
+    rate_limited_fields,
     send,
-    stated_quota,
 )
 
 log = logging.getLogger("steadyshot.batch")
@@ -300,10 +300,6 @@ def line_error(spec: ModelSpec, error, redact=str) -> UpstreamError:
     )
     fields = {}
     if outcome == Outcome.RATE_LIMITED:
-        retry_after, quota_id, scope = rate_limit_details(envelope)
-        if not scope and retry_after is not None:
-            scope = "minute"  # a delay to wait out: a per-minute quota, as on a direct call
-        fields = {"retry_after_s": retry_after, "quota_id": quota_id, "quota_scope": scope}
-        if scope == "minute":
-            fields["quota_limit"] = stated_quota(envelope)
+        # As on a direct call: a delay to wait out is a per-minute quota.
+        fields = rate_limited_fields(envelope, *rate_limit_details(envelope))
     return UpstreamError(outcome, redact(message[:500]), http_status=http, **fields)

@@ -332,6 +332,18 @@ def stated_quota(error: dict) -> int | None:
     return min(values) if values else None
 
 
+def rate_limited_fields(error: dict, retry_after: float | None, quota_id: str, scope: str):
+    """UpstreamError's fields for a 429 (a direct call's or a batch line's): a delay to
+    wait out with no scope stated is a per-minute quota, whose stated call quota, if
+    any, goes to the limiter."""
+    if not scope and retry_after is not None:
+        scope = "minute"
+    fields = {"retry_after_s": retry_after, "quota_id": quota_id, "quota_scope": scope}
+    if scope == "minute":
+        fields["quota_limit"] = stated_quota(error)
+    return fields
+
+
 _OUTAGE_WORDS = re.compile(r"currently unavailable|maintenance|outage", re.IGNORECASE)
 
 
@@ -397,11 +409,7 @@ def error_from_response(
             retry_after = header_retry_after(response)
         if not scope and error.get("code") == "insufficient_quota":
             scope = "day"  # OpenAI: the account's credit is used up; no retry helps
-        elif not scope and retry_after is not None:
-            scope = "minute"
-        fields = {"retry_after_s": retry_after, "quota_id": quota_id, "quota_scope": scope}
-        if scope == "minute":
-            fields["quota_limit"] = stated_quota(error)
+        fields = rate_limited_fields(error, retry_after, quota_id, scope)
     elif outcome in (Outcome.OVERLOADED, Outcome.UNAVAILABLE):
         fields = {"retry_after_s": header_retry_after(response)}
     if outcome == Outcome.BAD_REQUEST and error.get("code") in OPENAI_BLOCK_CODES:
