@@ -116,6 +116,7 @@ class Child:
     process: subprocess.Popen | None = None
     colour: str = "0"
     env: dict = field(default_factory=dict)
+    restarts: int = 0  # how many times it was started again
 
 
 def log(name: str, colour: str, line: str) -> None:
@@ -151,12 +152,13 @@ def kill_leftovers(child: Child) -> None:
         os.killpg(child.process.pid, signal.SIGKILL)
 
 
-def renamed(child: Child, restart: int) -> Child:
-    """The child with a fresh `--name` for its `restart`th start: RQ refuses a name that
-    the dead worker still holds in Redis until its registration expires."""
+def restarted(child: Child) -> Child:
+    """The child counted as started again, with a `--name` it never had: RQ refuses a
+    name that a dead worker still holds in Redis until its registration expires."""
+    child.restarts += 1
     if "--name" in child.cmd:
         at = child.cmd.index("--name") + 1
-        child.cmd[at] = f"{child.cmd[at].split('+')[0]}+{restart}"  # no host has a +
+        child.cmd[at] = f"{child.cmd[at].split('+')[0]}+{child.restarts}"  # no host has a +
     return child
 
 
@@ -280,7 +282,7 @@ def main() -> int:
                     if now >= due[child.name]:
                         del due[child.name]
                         log(child.name, child.colour, "starting again")
-                        start(renamed(child, len(restarts.exits[child.name])), env)
+                        start(restarted(child), env)
                     continue
                 if child.process.poll() is None:
                     continue

@@ -82,3 +82,13 @@ def test_it_never_restarts_the_infrastructure_or_the_web():
     restarts = up.Restarts()
     for name in ("redis", "sandbox", "web", "s3"):
         assert restarts.delay_after_exit(name, 0) is None
+
+
+def test_it_names_each_restarted_worker_afresh_even_after_the_window():
+    worker = up.Child("worker1", ["rqworker", "--name", "host-42-1", "default"])
+    restarts = up.Restarts()
+    names = []
+    for t in (0, 10, 10 + up.RESTART_WINDOW_S + 1):  # the third exit: the others forgotten
+        restarts.delay_after_exit("worker1", t)
+        names.append(up.restarted(worker).cmd[2])
+    assert names == ["host-42-1+1", "host-42-1+2", "host-42-1+3"]
