@@ -67,3 +67,16 @@ def test_it_runs_jobs_as_rq_does_with_fewer_redis_commands(redis_conn, redis_url
     # RQ sends its worker heartbeat (three commands) before and after every dequeue and
     # after every job, and writes the same state twice: here a second apart at most.
     assert ours < plain * 0.8
+
+
+def test_it_retires_the_dead_workers_a_restarted_one_replaces(redis_conn):
+    queue = Queue("default", connection=redis_conn)
+    # What a worker killed by SIGKILL leaves: its registration, until the key expires.
+    for name in ("box-7-1", "box-7-1+1", "box-7-2", "box-7-10"):
+        PlainWorker([queue], connection=redis_conn, name=name).register_birth()
+
+    StepWorker([queue], connection=redis_conn, name="box-7-1+2").register_birth()
+
+    names = sorted(w.name for w in StepWorker.all(connection=redis_conn))
+    assert names == ["box-7-1+2", "box-7-10", "box-7-2"]
+    assert StepWorker.count(queue=queue) == 3
