@@ -6,10 +6,13 @@ tests/integration starts real services (Redis, the sandbox, RQ workers, chromium
 its own conftest."""
 
 import os
+import time
+import warnings
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 from django.core.cache import caches
+from django.db import connection
 
 from accounts.models import Membership, Team, User
 
@@ -29,6 +32,37 @@ def _throttles_per_test(settings):
     # the throttles on Redis point them back at it (tests/integration/test_throttles.py).
     settings.RATELIMIT_USE_CACHE = "default"
     caches["default"].clear()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's, and at the end of the run, before it drops the test database, the
+    other sessions in it ended (end_sessions_left()): one left would make the drop fail."""
+    yield
+    with django_db_blocker.unblock():
+        left = end_sessions_left()
+    if left:
+        warnings.warn(f"Database sessions left at the end, terminated: {left}", stacklevel=1)
+
+
+def end_sessions_left(timeout: float = 10.0) -> list[str]:
+    """Wait for every other session in the test database to end (a process the tests
+    killed loses its session a moment after it dies), then terminate those still there.
+    Returns their application names: processes that no fixture stopped."""
+    if connection.vendor != "postgresql":
+        return []
+    others = "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(f"SELECT application_name {others}")
+            left = [name for (name,) in cursor.fetchall()]
+            if not left or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        if left:
+            cursor.execute(f"SELECT pg_terminate_backend(pid) {others}")
+    return left
 
 
 def pytest_configure(config):
