@@ -32,7 +32,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from generator.economy import direct_margin, scaled
-from generator.images import ImageRejected, prepare_generated_image, save_generated_image
+from generator.images import ImageRejected, delivering, prepare_generated_image
 from generator.models import (
     BATCH_PROVIDER,
     Attempt,
@@ -317,7 +317,8 @@ class BatchStep:
 
     def _deliver(self, request: GenerationRequest, prepared) -> None:
         spec, batch = self.spec, self.batch
-        with transaction.atomic():
+        # The files first (images.delivering): no lock is held while storage writes.
+        with delivering(request, prepared) as image, transaction.atomic():
             attempt = self._record(request, Outcome.SUCCESS)
             done = request.finish(
                 Status.SUCCEEDED,
@@ -333,7 +334,7 @@ class BatchStep:
                 # Canceled meanwhile: the image is dropped and nothing is charged.
                 transaction.set_rollback(True)
                 return
-            save_generated_image(request, prepared)
+            image.save()
             self._decide(attempt, Attempt.Decision.DONE, f"Delivered by {self.name} (Batch mode)")
         UpstreamBatch.objects.filter(pk=batch.pk).update(delivered=F("delivered") + 1)
         self.report.delivered += 1

@@ -8,6 +8,7 @@ the providers share; this module writes what passed them to storage.
 
 import hashlib
 import io
+from contextlib import contextmanager
 from uuid import uuid4
 
 from django.conf import settings
@@ -43,18 +44,20 @@ def add_thumbnail(image: Image) -> bool:
     return True
 
 
-def save_generated_image(
-    request: GenerationRequest, prepared: PreparedImage, *, check_existing: bool = True
-) -> Image:
-    """Keep the delivered image and its thumbnail, once per request.
+@contextmanager
+def delivering(request: GenerationRequest, prepared: PreparedImage):
+    """Write the delivered image and its thumbnail to storage, then yield their row,
+    unsaved, for the block to save in the transaction that ends the request:
 
-    Called by the worker inside the transaction that marks the request succeeded; a
-    second call for the same request (a duplicate job) returns the existing row
-    (unless `check_existing` is False: the caller knows there is none)."""
-    if check_existing:
-        existing = Image.objects.filter(request=request).first()
-        if existing is not None:
-            return existing
+        with delivering(request, prepared) as image, transaction.atomic():
+            if request.finish(...):  # the request's row, the team's quota counters
+                image.save()
+
+    so that transaction holds its locks for database statements only, never while
+    storage writes (on S3, tens of milliseconds a file, while a team's admissions wait
+    for its month's counter). Files whose row the block did not save, or whose block
+    raised, are deleted; those of a process that died in between are the orphan
+    sweep's (generator.retention)."""
     image = Image(
         request=request,
         team_id=request.team_id,
@@ -70,7 +73,25 @@ def save_generated_image(
     )
     if prepared.thumbnail:
         image.thumbnail.save(f"{name}.webp", ContentFile(prepared.thumbnail), save=False)
-    image.save()
+    kept = False
+    try:
+        yield image
+        kept = not image._state.adding
+    finally:
+        if not kept:
+            for field in (image.file, image.thumbnail):
+                if field:
+                    field.storage.delete(field.name)
+
+
+def save_generated_image(request: GenerationRequest, prepared: PreparedImage) -> Image:
+    """Keep the delivered image and its thumbnail, once per request: a second call for
+    the same request returns the existing row. (A step's delivery uses delivering().)"""
+    existing = Image.objects.filter(request=request).first()
+    if existing is not None:
+        return existing
+    with delivering(request, prepared) as image:
+        image.save()
     return image
 
 

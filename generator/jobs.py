@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generator.caller import calls
-from generator.images import add_thumbnail, prepare_generated_image, save_generated_image
+from generator.images import add_thumbnail, delivering, prepare_generated_image
 from generator.models import Attempt, Expect, GenerationRequest, Status
 from generator.reasons import words
 from generator.resilience import chain
@@ -192,7 +192,9 @@ class StepRunner:
         # checked before the transaction (it holds no lock while Pillow works), and its
         # thumbnail is made once the delivery has committed.
         prepared = result.prepared or prepare_generated_image(result.data, thumbnail=False)
-        with transaction.atomic():
+        # The files first, then one transaction for the rows: the request is seen as done
+        # only once its image is in storage and in the database.
+        with delivering(request, prepared) as image, transaction.atomic():
             done = request.finish(
                 Status.SUCCEEDED,
                 self.hold,
@@ -208,11 +210,9 @@ class StepRunner:
                     attempt, "", "Result discarded: the request was taken over.", code="taken_over"
                 )
                 return "lost-claim"
-            # Written inside the transaction: the request is seen as done only once its
-            # image is in storage and in the database.
             # A second image for the request cannot exist: finish() just moved it on
             # (and the database refuses one: image_one_per_request).
-            image = save_generated_image(request, prepared, check_existing=False)
+            image.save()
             reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
             self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
         # Delivered and visible: a thumbnail the caller could not make is made now,

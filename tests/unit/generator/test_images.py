@@ -8,7 +8,14 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image as PILImage
 
-from generator.images import ImageRejected, inspect, store_generated_image, validate_reference
+from generator.images import (
+    ImageRejected,
+    delivering,
+    inspect,
+    prepare_generated_image,
+    store_generated_image,
+    validate_reference,
+)
 from generator.models import GenerationRequest, Image
 from tests.media import picture, private_media
 
@@ -49,6 +56,33 @@ def test_it_is_idempotent_per_request(request_row):
     second = store_generated_image(request_row, picture("JPEG"))
     assert second.pk == first.pk
     assert Image.objects.filter(request=request_row).count() == 1
+
+
+def test_it_writes_a_delivery_s_files_before_its_row_and_keeps_them_once_saved(request_row):
+    with delivering(request_row, prepare_generated_image(picture())) as image:
+        # In storage before the transaction that ends the request starts: that one
+        # holds its locks for database statements only.
+        names = [image.file.name, image.thumbnail.name]
+        assert all(image.file.storage.exists(name) for name in names)
+        assert not Image.objects.exists()
+        image.save()
+    assert all(image.file.storage.exists(name) for name in names)
+    assert Image.objects.get().file.read() == picture()
+
+
+def test_it_deletes_a_delivery_s_files_when_its_row_is_not_saved(request_row):
+    with delivering(request_row, prepare_generated_image(picture())) as image:
+        names = [image.file.name, image.thumbnail.name]  # the request was taken over
+    assert not any(image.file.storage.exists(name) for name in names)
+
+
+def test_it_deletes_a_delivery_s_files_when_its_transaction_fails(request_row):
+    prepared = prepare_generated_image(picture())
+    with pytest.raises(RuntimeError), delivering(request_row, prepared) as image:
+        names = [image.file.name, image.thumbnail.name]
+        raise RuntimeError("the database went away")
+    assert not any(image.file.storage.exists(name) for name in names)
+    assert not Image.objects.exists()
 
 
 def test_it_refuses_bytes_that_are_not_an_image(request_row):
