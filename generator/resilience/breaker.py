@@ -278,7 +278,7 @@ class Breaker:
         holding the probe lease `token`, once the next probe is due."""
         now = self.clock.now()
         admitted, retry_at, _ = self.admit_from(
-            model, self.store.run(*self.admit_op(model, token, now)[1:]), now
+            model, self.store.do(self.admit_op(model, token, now)), now
         )
         return admitted, retry_at
 
@@ -300,7 +300,7 @@ class Breaker:
     def record(self, model: str, outcome: Outcome, token: str = "") -> dict | None:
         now = self.clock.now()
         op = self.record_op(model, outcome, token, now)
-        return self.record_from(model, self.store.run(*op[1:]), now)
+        return self.record_from(model, self.store.do(op), now)
 
     def record_op(self, model: str, outcome: Outcome, token: str, now: float) -> tuple:
         c = self.config
@@ -316,7 +316,7 @@ class Breaker:
 
     def state(self, model: str) -> BreakerState:
         now = self.clock.now()
-        return self.state_from(self.store.run(*self.state_op(model, now)[1:]), now)
+        return self.state_from(self.store.do(self.state_op(model, now)), now)
 
     def state_op(self, model: str, now: float) -> tuple:
         return ("run", READ, list(self._keys(model)), [repr(now)])

@@ -95,7 +95,7 @@ class Health:
         quotas = self._quotas(model)
         n = self.limiter.per_window_from(quotas, learned, now)
         op = self.limiter.slot_op("take", model, quotas, holder, not_before=cooldown, n=n)
-        granted, retry_at = self.limiter.take_from(self.store.run(*op[1:]))
+        granted, retry_at = self.limiter.take_from(self.store.do(op))
         if not granted:
             self.breaker.release(model, token)
             return False, retry_at

@@ -537,9 +537,7 @@ class Limiter:
         """The calls in any window the workers keep to: the catalogue's, or fewer if the
         upstream's 429s taught so (0: no limit)."""
         now = self.clock.now()
-        return self.per_window_from(
-            quotas, self.store.run(*self.per_window_op(model, now)[1:]), now
-        )
+        return self.per_window_from(quotas, self.store.do(self.per_window_op(model, now)), now)
 
     # For Store.batch() (Health.snapshot()): what per_window() and _slot() run in the
     # store, as operations, and how their answers read.

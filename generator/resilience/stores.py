@@ -45,6 +45,8 @@ Op = tuple
 class Store(Protocol):
     def run(self, script: Script, keys: list[str], args: list) -> object: ...
 
+    def do(self, op: Op) -> object: ...
+
     def batch(self, ops: list[Op]) -> list: ...
 
     def push_capped(self, key: str, value: str, maxlen: int) -> None: ...
@@ -82,6 +84,10 @@ class RedisStore:
     def run(self, script, keys, args):
         return _decoded(self._registered(script)(keys=[self._k(k) for k in keys], args=args))
 
+    def do(self, op):
+        """One operation of batch()'s kinds, alone."""
+        return getattr(self, op[0])(*op[1:])
+
     def batch(self, ops):
         """One pipeline (not a transaction). A script Redis does not hold (it restarted
         since this process loaded it) did not run: it runs again alone, after the rest."""
@@ -106,7 +112,7 @@ class RedisStore:
             if op[0] == "push_capped":
                 value = next(raw)  # LTRIM's answer after LPUSH's
             if isinstance(value, NoScriptError):
-                value = self.run(*op[1:])  # loads the script, then runs it
+                value = self.do(op)  # loads the script, then runs it
             elif isinstance(value, Exception):
                 raise value
             elif op[0] == "run":
@@ -148,8 +154,11 @@ class MemoryStore:
         with self.lock:
             return script.twin(self, keys, args)
 
+    def do(self, op):
+        return getattr(self, op[0])(*op[1:])
+
     def batch(self, ops):
-        return [getattr(self, op[0])(*op[1:]) for op in ops]
+        return [self.do(op) for op in ops]
 
     # --- for the twins (called under the lock) -------------------------------------------
 
