@@ -6,12 +6,13 @@ commits, so a worker never looks for a row that is not
 there yet, and a rolled-back submission queues nothing.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import uuid4
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from generator import economy, queue
@@ -29,6 +30,8 @@ from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES, Strate
 from generator.upstream.availability import is_configured
 from quotas.errors import QuotaExceeded
 from quotas.services import reserving
+
+log = logging.getLogger("steadyshot.admission")
 
 PROMPT_MAX_CHARS = 4000
 MAX_COUNT = 4
@@ -140,13 +143,36 @@ def wait_up_to(submission: Submission, now: datetime) -> datetime | None:
 
 def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     """Accept the submission as `count` requests of one batch, or raise AdmissionError /
-    QuotaExceeded having created and queued nothing."""
+    QuotaExceeded having created and queued nothing.
+
+    A connection to the database lost on the way (a failover, a restart, a terminated
+    session) is not the person's problem: the admission runs again once on a new
+    connection, unless the lost round trip was the commit and it went through (its
+    rows are there), in which case what was committed is returned and queued."""
     validate(submission)
     catalogue = get_catalogue()
     chain = plan_chain(submission.strategy)
     # The worst case is the most expensive model the chain could end on.
     worst = max(catalogue[m].price(submission.image_size) for m in chain)
     batch = uuid4()
+    try:
+        return _admit(user, team, submission, chain, worst, batch)
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:  # an outer transaction: it is lost as a whole
+            raise
+        connection.close()
+        committed = list(GenerationRequest.objects.filter(batch=batch).order_by("created", "id"))
+        if committed:
+            log.warning("batch=%s: connection lost after the commit; queuing it", batch)
+            for request in committed:
+                if request.status == Status.QUEUED:
+                    queue.enqueue(request)
+            return committed
+        log.warning("batch=%s: connection lost before the commit; admitting again", batch)
+        return _admit(user, team, submission, chain, worst, batch)
+
+
+def _admit(user, team, submission, chain, worst, batch) -> list[GenerationRequest]:
     # One time for the requests and their reservation: quotas counts them for its day.
     admitted = timezone.now()
     # Economy: the Batch price, and a wait in the database instead of a job now.

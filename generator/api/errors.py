@@ -8,11 +8,16 @@ does: `{"error": {"message", "type", "param", "code"}}`. Either way it is JSON w
 error's status: no refusal becomes an HTML page or a 500.
 """
 
+import logging
+
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from generator.api import rules
+
+log = logging.getLogger("steadyshot.api")
 
 # The OpenAI-compatible endpoint's paths: its errors are written in OpenAI's format.
 OPENAI_PREFIX = "/v1/"
@@ -53,6 +58,18 @@ def too_large() -> ApiError:
         "too_large",
         f"The body is over {rules.MAX_BODY_BYTES // 1024} KiB. Send a shorter prompt.",
     )
+
+
+def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.error("%s %s: the database is out of reach: %s", request.method, request.path, exc)
+    error = ApiError(
+        503,
+        "unavailable",
+        "The database did not answer (it may be restarting). Try again in a few seconds; "
+        "a submission that was accepted shows in GET /api/v1/generations.",
+        headers={"Retry-After": "5"},
+    )
+    return render(request, error)
 
 
 def render(request: HttpRequest, error: ApiError) -> HttpResponse:
@@ -131,6 +148,10 @@ def install(api) -> None:
     api.add_exception_handler(
         HttpError, lambda request, exc: render(request, from_http_error(request, exc))
     )
+    # The database out of reach (a failover, a restart) past what admission retries
+    # itself: say so, and when to try again, instead of a bare 500.
+    api.add_exception_handler(OperationalError, database_unavailable)
+    api.add_exception_handler(InterfaceError, database_unavailable)
     # Django refuses to read a body over DATA_UPLOAD_MAX_MEMORY_SIZE before our parser
     # sees it: the same 413 as for a body over our own, smaller limit.
     api.add_exception_handler(

@@ -3,9 +3,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts.models import ApiToken
 from generator import queue
 from generator.admission import AdmissionError, Submission, submit
 from generator.models import GenerationRequest, QuotaState, Status
+from quotas.models import UsageEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,5 +57,76 @@ def test_it_refuses_bad_submissions_and_queues_nothing(
         submit(alice, team, Submission(**{"prompt": "x", **change}))
     assert error.value.field == field
     assert text in error.value.message
+    assert not GenerationRequest.objects.exists()
+    assert queue.get_queue().count == 0
+
+
+@pytest.fixture
+def connection_drops():
+    """connection_drops(n): the session inserting a request is terminated by Postgres
+    (`pg_terminate_backend`, as in a failover) at each of the next n inserts, mid-admission."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("terminates a Postgres session")
+    table = GenerationRequest._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SEQUENCE IF NOT EXISTS test_drops")
+        cursor.execute(
+            "CREATE OR REPLACE FUNCTION test_drop() RETURNS trigger AS $$ BEGIN"
+            " IF nextval('test_drops') <= current_setting('test.drops', true)::int THEN"
+            "  PERFORM pg_terminate_backend(pg_backend_pid()); END IF;"
+            " RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER test_drop BEFORE INSERT ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION test_drop()"
+        )
+
+    def drops(n: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT setval('test_drops', 1, false)")
+            cursor.execute(
+                f"ALTER DATABASE {connection.settings_dict['NAME']} SET test.drops = {n}"
+            )
+        connection.close()  # the setting applies to new sessions
+
+    yield drops
+    connection.close()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER test_drop ON {table}")
+        cursor.execute("DROP FUNCTION test_drop()")
+        cursor.execute("DROP SEQUENCE test_drops")
+        cursor.execute(f"ALTER DATABASE {connection.settings_dict['NAME']} RESET test.drops")
+
+
+def test_it_admits_again_on_a_new_connection_when_postgres_drops_it(
+    alice, team, redis_conn, connection_drops
+):
+    connection_drops(1)
+    requests = submit(alice, team, Submission(prompt="a red apple", count=2))
+    rows = GenerationRequest.objects.filter(batch=requests[0].batch)
+    assert sorted(r.pk for r in rows) == sorted(r.pk for r in requests)
+    assert GenerationRequest.objects.count() == 2  # nothing of the lost try is left
+    assert UsageEntry.objects.filter(kind=UsageEntry.Kind.RESERVE).get().images == 2
+    jobs = queue.get_queue().get_jobs()
+    assert sorted(j.args[0] for j in jobs) == sorted(str(r.pk) for r in requests)
+
+
+def test_it_answers_503_with_what_to_do_when_the_database_stays_away(
+    client, alice, team, redis_conn, connection_drops
+):
+    _, token = ApiToken.issue(alice, "ci")
+    connection_drops(2)
+    response = client.post(
+        "/api/v1/generations",
+        data={"prompt": "a red apple"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    assert "Try again in a few seconds" in response.json()["error"]["message"]
+    assert response["Retry-After"] == "5"
     assert not GenerationRequest.objects.exists()
     assert queue.get_queue().count == 0
