@@ -1,14 +1,15 @@
-"""RQ entry points: one step of a request per job (or two, around a call), never a sleep.
+"""A request's steps: `advance` is the RQ job of a step (never a sleep), `record` the end
+of a step whose upstream call a caller made, run by that caller.
 
-A step claims the request with a filtered UPDATE on (status, step) and asks the policy
-what to do (`advance`). To call a model it passes the claim to the queue of calls and
-ends: a caller process makes the call among hundreds of others (generator/caller) and
-queues `record`, which takes the claim back from it, records the call as an Attempt,
-asks the policy again and hands the request back to the queue (now, or at a later
-time through the workers' scheduler), delivers it, or fails it with a reason a person
-can read. Every write after the claim is filtered on the claim too, so a step that lost
-its claim (its worker or caller was presumed dead and the reconciler took the request
-back) can change nothing.
+A step claims the request with a filtered UPDATE on (status, step) that returns the row
+(`advance`) and asks the policy what to do. To call a model it passes the claim to the
+queue of calls and ends: a caller process makes the call among hundreds of others
+(generator/caller) and then, in its thread pool and under its own claim, `record`s the
+answer: the call becomes an Attempt, the shared health is fed, the policy is asked again
+and the request is handed back to the queue (now, or at a later time through the
+workers' scheduler), delivered, or failed with a reason a person can read. Every write
+after the claim is filtered on the claim too, so a step that lost its claim (its worker
+or caller was presumed dead and the reconciler took the request back) can change nothing.
 """
 
 import logging
@@ -36,8 +37,6 @@ log = logging.getLogger("steadyshot.jobs")
 # latency and the decision taken after it, with its reason code and words.
 attempt_log = logging.getLogger("steadyshot.attempt")
 
-ANSWER_LOST = "The answer of the last call was lost before it was recorded; calling again."
-
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -47,29 +46,24 @@ def advance(request_id: str, step: int) -> str:
     """Run one step of the request if `step` is still its current step; returns what
     happened (for RQ's job result and the tests)."""
     me = worker_name()
-    if not GenerationRequest.objects.claim(request_id, step, me):
+    request = GenerationRequest.objects.claim(request_id, step, me)
+    if request is None:
         # A duplicate, or a job from before a cancel or a reconciler hand-over.
         log.info("request=%s step=%s stale job: nothing to do", request_id, step)
         return "stale"
-    request = GenerationRequest.objects.get(pk=request_id)
     return StepRunner(request, me).run()
 
 
-def record(request_id: str, step: int, caller: str) -> str:
-    """The end of a step whose call `caller` made: take the claim from it, then record
-    the answer and act on it. A caller that lost the step meanwhile, or a duplicate of
-    this job, finds nothing to take."""
-    me = worker_name()
-    if not GenerationRequest.objects.pass_claim(request_id, step, caller, me):
-        calls.drop_answer(request_id, step)
-        log.info("request=%s step=%s stale answer: nothing to record", request_id, step)
+def record(request_id: str, step: int, caller: str, answer: calls.Answer) -> str:
+    """The end of a step whose call `caller` made, run by that caller (in its thread
+    pool): record the answer and act on it, under the caller's claim. The claim's lease
+    is renewed by the same UPDATE that reads the row; a caller that lost the step
+    meanwhile (the reconciler took it back) finds nothing and drops the answer."""
+    request = GenerationRequest.objects.pass_claim(request_id, step, caller, caller)
+    if request is None:
+        log.warning("request=%s step=%s answer dropped: claim lost", request_id, step)
         return "stale"
-    request = GenerationRequest.objects.get(pk=request_id)
-    runner = StepRunner(request, me)
-    answer = calls.take_answer(request_id, step)
-    if answer is None:
-        return runner.call_again()
-    return runner.record(answer, caller)
+    return StepRunner(request, caller).record(answer)
 
 
 class StepRunner:
@@ -117,8 +111,10 @@ class StepRunner:
             log.exception("request=%s step=%s call not queued", request.pk, request.step)
         return "calling"
 
-    def record(self, answer: calls.Answer, caller: str) -> str:
-        """The call's answer: fed to the shared health, recorded, then acted on."""
+    def record(self, answer: calls.Answer) -> str:
+        """The call's answer: fed to the shared health, recorded, then acted on (by the
+        caller that made the call: `self.me`)."""
+        caller = self.me
         spec = self.catalogue[self.request.current_model]
         if answer.error is None:
             latency_ms = answer.result.latency_ms
@@ -139,17 +135,11 @@ class StepRunner:
         attempt = self._record_attempt(
             spec, answer.started, error.outcome, error.latency_ms, error, caller=caller
         )
-        if self._cancel_requested():
+        # The row was read by the UPDATE that renewed the claim, just before: its flag
+        # is as fresh as a query's.
+        if self.request.cancel_requested:
             return self._finish_canceled(attempt)
         return self._apply(chain.ask(self._ticket(), self.health, self.config), attempt=attempt)
-
-    def call_again(self) -> str:
-        """The answer vanished from Redis (flushed, expired): the next step decides and
-        calls again, as after a worker that died holding an undelivered success."""
-        handed = self.request.hand_over(
-            self.hold, model=self.request.current_model, reason=ANSWER_LOST
-        )
-        return "requeued" if handed else "lost-claim"
 
     # --- outcomes -------------------------------------------------------------------
 
@@ -250,9 +240,6 @@ class StepRunner:
         return "canceled" if done else "lost-claim"
 
     # --- helpers --------------------------------------------------------------------
-
-    def _cancel_requested(self) -> bool:
-        return GenerationRequest.objects.filter(pk=self.request.pk, cancel_requested=True).exists()
 
     def _now_ts(self) -> float:
         return timezone.now().timestamp()

@@ -220,20 +220,37 @@ class GenerationRequestQuerySet(models.QuerySet):
         batch = batch[:size]
         return Page(batch, batch[-1].pk if more else None, found)
 
-    def claim(self, pk, step: int, worker: str) -> bool:
+    def claim(self, pk, step: int, worker: str) -> "GenerationRequest | None":
         """Take the request for one step: only if it is queued or waiting on exactly that
         step, so a duplicate job, a stale one (from before a cancel or a hand-over by
-        the reconciler) or a second worker does nothing."""
+        the reconciler) or a second worker does nothing. Returns the row as claimed (read
+        by the claim itself), or None."""
         now = timezone.now()
-        return bool(
-            self.filter(pk=pk, step=step, status__in=[Status.QUEUED, Status.WAITING]).update(
-                status=Status.RUNNING,
-                claimed_by=worker,
-                lease_until=now + timedelta(seconds=settings.LEASE_SECONDS),
-                started=Coalesce(F("started"), now),
-                waiting_until=None,
-            )
+        return self.filter(
+            pk=pk, step=step, status__in=[Status.QUEUED, Status.WAITING]
+        )._update_returning(
+            status=Status.RUNNING,
+            claimed_by=worker,
+            lease_until=now + timedelta(seconds=settings.LEASE_SECONDS),
+            started=Coalesce(F("started"), now),
+            waiting_until=None,
         )
+
+    def _update_returning(self, **fields) -> "GenerationRequest | None":
+        """`update(**fields)` of at most one row, returning that row as updated, or None
+        if none matched: one statement (`UPDATE … RETURNING`) where a claim used to be an
+        UPDATE and then a SELECT. Django has no public API for it: `QuerySet._update()`
+        with `returning_fields` is what `Model.save()` uses to read expressions back,
+        with the same compilation and converters as `update()`. Both our databases
+        return rows from an UPDATE (Postgres; SQLite from 3.35)."""
+        meta = self.model._meta
+        columns = meta.concrete_fields
+        values = [(meta.get_field(name), None, value) for name, value in fields.items()]
+        with transaction.mark_for_rollback_on_error(using=self.db):
+            rows = self._update(values, returning_fields=columns)
+        if not rows:
+            return None
+        return self.model.from_db(self.db, [f.attname for f in columns], rows[0])
 
     def put_in_batch(self, ids, batch, reason: str) -> int:
         """Scheduled economy requests into `batch`: only those still scheduled and in no
@@ -249,18 +266,17 @@ class GenerationRequestQuerySet(models.QuerySet):
             status_reason=reason[:300]
         )
 
-    def pass_claim(self, pk, step: int, holder: str, to: str) -> bool:
-        """Hand a running step from `holder` to `to` with a fresh lease: a call from the
-        worker that chose it to the caller that makes it (holder CALLS_HOLDER), its
-        answer from the caller to the worker that records it. Only while `holder` still
-        holds that step: a call or an answer the reconciler took back meanwhile (its
-        lease ran out) is dropped by whoever comes late."""
+    def pass_claim(self, pk, step: int, holder: str, to: str) -> "GenerationRequest | None":
+        """Hand a running step from `holder` to `to` with a fresh lease, and return the
+        row as it is then (None if `holder` no longer holds that step): a call from the
+        queue of calls (holder CALLS_HOLDER) to the caller that makes it, then its answer
+        from that caller to itself (`holder == to`), which records it under the renewed
+        lease (generator.jobs.record). A call or an answer the reconciler took back
+        meanwhile (its lease ran out) is dropped by whoever comes late."""
         lease = timedelta(seconds=settings.LEASE_SECONDS)
-        return bool(
-            self.filter(pk=pk, step=step, status=Status.RUNNING, claimed_by=holder).update(
-                claimed_by=to, lease_until=timezone.now() + lease
-            )
-        )
+        return self.filter(
+            pk=pk, step=step, status=Status.RUNNING, claimed_by=holder
+        )._update_returning(claimed_by=to, lease_until=timezone.now() + lease)
 
     def renew_leases(self, pks, worker: str) -> int:
         """A caller's heartbeat: one UPDATE for every call it has in flight."""

@@ -1,6 +1,7 @@
 """Handing requests to the RQ workers. Jobs carry the request id and the step they were
-enqueued for, never model instances (see GenerationRequest.step): `advance` starts a
-step, `record` finishes one whose upstream call a caller made (generator/caller)."""
+enqueued for, never model instances (see GenerationRequest.step): `advance`, one job a
+step (a step that calls a model is ended by the caller that makes the call,
+generator/caller, without a job of its own)."""
 
 import logging
 from datetime import datetime
@@ -19,7 +20,6 @@ from tenacity import (
 log = logging.getLogger("steadyshot.queue")
 
 JOB = "generator.jobs.advance"
-RECORD = "generator.jobs.record"
 QUEUE = "default"
 
 
@@ -70,30 +70,6 @@ _redis_blips = retry(
     wait=wait_exponential_jitter(initial=0.1, max=1.0),
     reraise=True,
 )
-
-
-@_redis_blips
-def enqueue_record(request_id, step: int, holder: str, *, also=None):
-    """Queue the recording of a call's answer (generator.jobs.record), at the front and
-    outside the team's limit: the step was admitted when it started, its lease runs,
-    and its answer waits in Redis. `also(pipeline)` adds writes (the answer itself) to
-    the same transaction: one round trip, and no job without its answer."""
-    queue = get_queue()
-    with queue.connection.pipeline() as pipeline:
-        job = queue.enqueue_call(
-            RECORD,
-            args=(str(request_id), step, holder),
-            job_id=f"rec-{request_id}-{step}",
-            timeout=settings.JOB_TIMEOUT_SECONDS,
-            result_ttl=600,
-            failure_ttl=7 * 24 * 3600,
-            at_front=True,
-            pipeline=pipeline,
-        )
-        if also is not None:
-            also(pipeline)
-        pipeline.execute()
-    return job
 
 
 @_redis_blips

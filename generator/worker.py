@@ -42,7 +42,7 @@ from rq.worker_registration import unregister
 # (Pillow, httpx, the resilience core).
 from generator import jobs, scheduling
 from generator.models import Expect, GenerationRequest
-from generator.queue import JOB, RECORD
+from generator.queue import JOB
 
 log = logging.getLogger("steadyshot.worker")
 
@@ -166,7 +166,7 @@ class StepWorker(SimpleWorker):
         """Give the current step back to the queue; whether it was handed back (False:
         no step running, or it had already ended or moved on by itself)."""
         job = self.get_current_job()
-        if job is None or job.func_name not in (JOB, RECORD):
+        if job is None or job.func_name != JOB:
             return False
         request_id, step = job.args[:2]
         close_old_connections()

@@ -3,18 +3,22 @@
 It pops calls from Redis (generator.caller.calls) while it has fewer than
 CALLER_CONCURRENCY in flight, takes each one's claim from CALLS_HOLDER (a call the
 reconciler already took back is dropped here, never made), makes it with one pooled
-httpx.AsyncClient per base URL, and hands the answer back: a fresh lease, the answer
-in Redis, `generator.jobs.record` queued. While calls are in flight one UPDATE every
-third of LEASE_SECONDS renews all their leases; a caller that dies stops renewing and
-the reconciler takes its requests back, like a dead worker's.
+httpx.AsyncClient per base URL, and records the answer itself (`generator.jobs.record`,
+under its own claim: the Attempt, the shared health, the policy, then the delivery, the
+hand-over to the queue or the failure). While calls are in flight one UPDATE every
+third of LEASE_SECONDS renews all their leases, the calls being recorded included; a
+caller that dies stops renewing and the reconciler takes its requests back, like a dead
+worker's.
 
-The database work (a few filtered UPDATEs per call) runs in a small thread pool, so the
-loop only ever waits on sockets. A call in flight costs a task, its request body until
-it is sent and one connection: about 60 KB (docs/benchmarks.md, "Cost per image").
+The loop only ever waits on sockets: the database and storage work, and the CPU work of
+an answer (its JSON, the image decoded, checked and thumbnailed), run in a small thread
+pool (the loop's default executor). A call in flight costs a task, its request body
+until it is sent and one connection: about 60 KB (docs/benchmarks.md, "Cost per image").
 
 SIGTERM (or SIGINT): take no new call; the calls in flight get WORKER_STOP_GRACE_SECONDS
-to finish, then, or at once on a second signal, each one left is handed back to the
-queue (`hand_over`, filtered on this caller's claim) for another caller.
+to finish, then, or at once on a second signal, each one still waiting on the upstream
+is handed back to the queue (`hand_over`, filtered on this caller's claim) for another
+caller; an answer already being recorded is recorded to its end.
 """
 
 import asyncio
@@ -24,16 +28,14 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import redis
 import redis.asyncio
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import close_old_connections
 from django.utils import timezone
 
-from generator import queue
+from generator import jobs
 from generator.caller import calls
-from generator.jobs import worker_name
 from generator.models import CALLS_HOLDER, Expect, GenerationRequest
 from generator.resilience.catalogue import get_catalogue
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
@@ -43,13 +45,14 @@ from generator.upstream.transport import AsyncClients, agenerate
 log = logging.getLogger("steadyshot.caller")
 
 HANDED_BACK = "Handed back by a caller that was stopping (a restart); queued again."
-# Threads for the database and storage work of the calls (never the calls themselves).
+# Threads for the database and storage work of the calls and the CPU work of their
+# answers (never the calls themselves).
 DB_THREADS = 4
 
 
 class Caller:
     def __init__(self, concurrency: int | None = None):
-        self.name = worker_name()
+        self.name = jobs.worker_name()
         self.concurrency = concurrency or settings.CALLER_CONCURRENCY
         self.clients = AsyncClients(self.concurrency)
         self.tasks: set[asyncio.Task] = set()
@@ -133,20 +136,39 @@ class Caller:
 
     async def _handle(self, call: calls.Call) -> None:
         try:
+            answer = await self._make(call)
+            if answer is not None:
+                await self._record(call, answer)
+        finally:
+            self.held.pop(call.request_id, None)
+
+    async def _make(self, call: calls.Call) -> calls.Answer | None:
+        """Take the call's claim and make the call; None if there is nothing to record
+        (a stale call, dropped, or one handed back)."""
+        try:
             if not await asyncio.to_thread(self._take, call):
                 log.info("request=%s step=%s stale call: dropped", call.request_id, call.step)
-                return
+                return None
             self.held[call.request_id] = call
-            answer = await self._call(await self._generation(call))
-            await asyncio.to_thread(self._hand_over_answer, call, answer)
+            return await self._call(await self._generation(call))
         except asyncio.CancelledError:
             await asyncio.to_thread(self._hand_back, call)
             raise
         except Exception:
             log.exception("request=%s step=%s call failed", call.request_id, call.step)
             await asyncio.to_thread(self._hand_back, call)
-        finally:
-            self.held.pop(call.request_id, None)
+            return None
+
+    async def _record(self, call: calls.Call, answer: calls.Answer) -> None:
+        """Record the answer in the thread pool. Once begun it runs to its end: a caller
+        stopping meanwhile waits for it rather than handing back a call whose answer is
+        being delivered."""
+        recording = asyncio.ensure_future(asyncio.to_thread(self._record_answer, call, answer))
+        try:
+            await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            await asyncio.wait([recording])
+            raise
 
     async def _call(self, generation: GenerationCall) -> calls.Answer:
         """The call itself: its latency is measured around the request alone."""
@@ -184,31 +206,15 @@ class Caller:
         close_old_connections()
         GenerationRequest.objects.renew_leases(request_ids, self.name)
 
-    def _hand_over_answer(self, call: calls.Call, answer: calls.Answer) -> None:
-        """A fresh lease for the recording step, the answer in Redis, the step queued.
-        A caller that lost the claim meanwhile drops the answer: the request has moved
-        on without it."""
+    def _record_answer(self, call: calls.Call, answer: calls.Answer) -> None:
         close_old_connections()
-        if not GenerationRequest.objects.pass_claim(
-            call.request_id, call.step, self.name, self.name
-        ):
-            log.warning(
-                "request=%s step=%s answer dropped: claim lost", call.request_id, call.step
-            )
-            return
         try:
-            # The answer and the job that records it, in one transaction.
-            queue.enqueue_record(
-                call.request_id,
-                call.step,
-                self.name,
-                also=lambda pipeline: calls.store_answer(
-                    call.request_id, call.step, answer, pipeline
-                ),
-            )
-        except redis.exceptions.RedisError:
-            # The lease runs out and the reconciler takes the request back.
-            log.exception("request=%s step=%s answer not queued", call.request_id, call.step)
+            jobs.record(call.request_id, call.step, self.name, answer)
+        except Exception:
+            # Nothing is lost: the claim stays this caller's until its lease runs out,
+            # then the reconciler takes the request back (a recovery), as for a caller
+            # that died while recording.
+            log.exception("request=%s step=%s recording failed", call.request_id, call.step)
 
     def _hand_back(self, call: calls.Call) -> None:
         """Give a call this caller holds (or popped but had not yet taken) back to the

@@ -6,6 +6,7 @@ Only the upstream package imports httpx (see base.py). A call is made either blo
 generator/caller, which keeps hundreds of calls in flight in one process).
 """
 
+import asyncio
 import base64
 import binascii
 import json
@@ -128,7 +129,7 @@ async def agenerate(clients: AsyncClients, provider, call):
     """One call of `provider` (gemini.py, openai_images.py: anything with `exchange()`
     and `parse_success()`) on the event loop, through `clients`: the GenerationResult,
     or its UpstreamError raised. The same exchange, errors and parsing as the
-    provider's blocking `generate()` (post_json)."""
+    provider's blocking `generate()` (post_json); the answer is parsed off the loop."""
     x = provider.exchange(call)
     spec, redact = call.model, x["redact"]
     started = time.monotonic()
@@ -141,7 +142,16 @@ async def agenerate(clients: AsyncClients, provider, call):
         )
     except httpx.HTTPError as exc:
         raise _no_answer(exc, spec, redact, started) from exc
-    answer, latency_ms = _json_answer(response, spec, _ms(started), redact)
+    # The body is in: what is left is CPU work (the JSON, and for an image its base64,
+    # its decode, check and thumbnail: tens of ms at 2K), done in the loop's executor so
+    # that the loop goes on moving the other calls meanwhile.
+    return await asyncio.get_running_loop().run_in_executor(
+        None, _parse_answer, response, provider, call, _ms(started), redact
+    )
+
+
+def _parse_answer(response: httpx.Response, provider, call, latency_ms: int, redact: Redactor):
+    answer, latency_ms = _json_answer(response, call.model, latency_ms, redact)
     return provider.parse_success(answer, call, latency_ms)
 
 

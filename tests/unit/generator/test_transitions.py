@@ -35,6 +35,28 @@ def test_it_claims_a_step_once(queued):
     assert queued.lease_until > timezone.now()
 
 
+def test_it_reads_the_row_with_its_claim(queued, django_assert_num_queries):
+    """One statement (UPDATE … RETURNING, Postgres and SQLite alike): the row as the claim
+    left it, its computed fields (`started`) included."""
+    with django_assert_num_queries(1):
+        row = GenerationRequest.objects.claim(queued.pk, queued.step, "w1")
+    assert (row.pk, row.status, row.claimed_by, row.step) == (
+        queued.pk,
+        Status.RUNNING,
+        "w1",
+        queued.step,
+    )
+    assert row.started is not None and row.lease_until > timezone.now()
+    assert (row.prompt, row.chain, row.team_id) == (queued.prompt, queued.chain, queued.team_id)
+    stored = GenerationRequest.objects.get(pk=queued.pk)
+    assert (row.started, row.lease_until, row.created) == (
+        stored.started,
+        stored.lease_until,
+        stored.created,
+    )
+    assert GenerationRequest.objects.claim(queued.pk, queued.step, "w2") is None
+
+
 def test_it_ignores_a_job_for_another_step(queued):
     assert not GenerationRequest.objects.claim(queued.pk, queued.step + 1, "w1")
     queued.refresh_from_db()
