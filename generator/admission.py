@@ -18,6 +18,7 @@ from django.utils import timezone
 from generator import economy, queue
 from generator.images import store_references
 from generator.models import (
+    FIRST_STEP,
     GenerationRequest,
     QuotaState,
     ReferenceImage,
@@ -202,7 +203,7 @@ def _admit(user, team, submission, chain, worst, batch) -> list[GenerationReques
                     waiting_until=plan.waiting_until,
                     status_reason=plan.reason,
                     current_model=chain[0],
-                    step=1,
+                    step=FIRST_STEP,
                     handed_over=admitted,
                     quota_state=QuotaState.RESERVED,
                     reserved_usd=worst,

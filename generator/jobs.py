@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from generator.caller import calls
 from generator.images import add_thumbnail, delivering, prepare_generated_image
-from generator.models import Attempt, Expect, GenerationRequest, Status
+from generator.models import FIRST_STEP, Attempt, Expect, GenerationRequest, Status
 from generator.reasons import words
 from generator.resilience import chain
 from generator.resilience.catalogue import get_catalogue
@@ -74,8 +74,12 @@ class StepRunner:
         self.health = Health.from_settings()
         self.config = policy_config_from_settings()
         # The request's attempts, read once: decide() is asked up to len(chain) + 2 times
-        # a step, and only this step adds attempts while it holds the claim.
-        self.attempts = list(request.attempts.order_by("number"))
+        # a step, and only this step adds attempts while it holds the claim. Every
+        # attempt is recorded by a step that then moves the request on (a hand-over, its
+        # end; if it dies, the reconciler's hand-over), so the first step has none to read.
+        self.attempts = []
+        if request.step != FIRST_STEP:
+            self.attempts = list(request.attempts.order_by("number"))
 
     # --- the step -------------------------------------------------------------------
 

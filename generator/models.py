@@ -119,6 +119,8 @@ class ReferenceImage(models.Model):
         return f"{self.width}×{self.height} {self.mime}"
 
 
+# A request's step at admission; every hand-over adds one.
+FIRST_STEP = 1
 # `claimed_by` of a running step whose call waits in Redis for a caller process.
 CALLS_HOLDER = "calls"
 

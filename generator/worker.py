@@ -40,7 +40,7 @@ from rq.worker_registration import unregister
 
 # Loaded before the first job, once per worker: the step's modules and what they import
 # (Pillow, httpx, the resilience core).
-from generator import jobs, scheduling
+from generator import connections, jobs, scheduling
 from generator.models import Expect, GenerationRequest
 from generator.queue import JOB
 
@@ -58,12 +58,13 @@ class StepWorker(SimpleWorker):
 
     def execute_job(self, job, queue):
         # One process runs job after job: a database connection the server closed
-        # meanwhile is replaced, as Django does around each web request.
-        close_old_connections()
+        # meanwhile is replaced, as Django does around each web request (checked at most
+        # once a second: generator/connections.py).
+        connections.refresh()
         try:
             super().execute_job(job, queue)
         finally:
-            close_old_connections()
+            connections.refresh()
 
     def register_birth(self):
         super().register_birth()

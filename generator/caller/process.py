@@ -34,7 +34,7 @@ from django.core.files.storage import default_storage
 from django.db import close_old_connections
 from django.utils import timezone
 
-from generator import jobs
+from generator import connections, jobs
 from generator.caller import calls
 from generator.models import CALLS_HOLDER, Expect, GenerationRequest
 from generator.resilience.catalogue import get_catalogue
@@ -197,17 +197,17 @@ class Caller:
     # --- in the thread pool: the database and Redis --------------------------------------
 
     def _take(self, call: calls.Call) -> bool:
-        close_old_connections()
+        connections.refresh()
         return GenerationRequest.objects.pass_claim(
             call.request_id, call.step, CALLS_HOLDER, self.name
         )
 
     def _renew(self, request_ids: list[str]) -> None:
-        close_old_connections()
+        connections.refresh()
         GenerationRequest.objects.renew_leases(request_ids, self.name)
 
     def _record_answer(self, call: calls.Call, answer: calls.Answer) -> None:
-        close_old_connections()
+        connections.refresh()
         try:
             jobs.record(call.request_id, call.step, self.name, answer)
         except Exception:

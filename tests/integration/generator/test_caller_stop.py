@@ -12,7 +12,7 @@ from generator.admission import Submission, submit
 from generator.caller import calls
 from generator.caller.process import HANDED_BACK
 from generator.jobs import advance
-from generator.models import CALLS_HOLDER, Attempt, GenerationRequest, Image, Status
+from generator.models import CALLS_HOLDER, Attempt, Expect, GenerationRequest, Image, Status
 from tests.integration.generator.test_chain import wait_for_all
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -90,9 +90,12 @@ def test_it_calls_again_when_a_stopped_step_left_a_success_undelivered(
     caller running, the call waits in Redis for one.)"""
     settings.MEDIA_ROOT = tmp_path / "media"
     (request,) = submit(alice, team, Submission(prompt="a fox"))
+    # Step 1 called and succeeded, then stopped; the reconciler took the request back.
+    request = GenerationRequest.objects.claim(request.pk, request.step, "gone:1")
     Attempt.objects.create(
         request=request, number=1, model=PRO, provider="gemini", outcome="success", latency_ms=900
     )
+    assert request.hand_over(Expect.seen(Status.RUNNING, request.step), model=PRO, reason="Lost")
 
     assert advance(str(request.pk), request.step) == "calling"
     row = GenerationRequest.objects.get(pk=request.pk)
