@@ -5,6 +5,7 @@ being parsed never holds up the other calls in flight."""
 import asyncio
 import base64
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -80,7 +81,10 @@ def test_it_moves_other_calls_on_while_an_answer_is_parsed():
         await clients.client.aclose()
         return results
 
-    held, other = asyncio.run(scenario())
+    # In a thread of its own: the browser tests' Playwright may have left an event loop
+    # running in this one (asyncio.run() refuses to start a second).
+    with ThreadPoolExecutor(1) as thread:
+        held, other = thread.submit(asyncio.run, scenario()).result(timeout=120)
 
     assert order == ["held: parsing", "other: parsed", "other: back on the loop", "held: parsed"]
     for result in (held, other):
