@@ -22,6 +22,7 @@ log = logging.getLogger("steadyshot.images")
 # Pillow's format names for the types we accept, and the extension each is stored with.
 FORMAT_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 MIME_EXTENSION = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+EXTENSION_MIME = {extension: mime for mime, extension in MIME_EXTENSION.items()}
 
 # Generated images: a 4K image at the widest ratio is about 6336×2688 (17 Mpx); the cap
 # leaves room for that and refuses anything absurd.
@@ -87,10 +88,15 @@ def _too_many_pixels(width: int, height: int, max_pixels: int) -> str:
 # the time of the default 4, at the same quality for 10-25 % more bytes
 # (docs/benchmarks.md, "Cost per image").
 THUMBNAIL_WEBP_METHOD = 0
+THUMBNAIL_JPEG_QUALITY = 85
 
 
 def make_thumbnail(source: PILImage.Image) -> bytes:
-    """A WebP no larger than THUMBNAIL_SIZE on its longer side, keeping the ratio.
+    """A thumbnail no larger than THUMBNAIL_SIZE on its longer side, keeping the ratio:
+    a JPEG, or a WebP when the image has transparency (JPEG has none). A 512-pixel JPEG
+    encodes in about a seventh of the time of a WebP even at WebP's fastest effort, for
+    1.5-2 times the bytes (tens of KB): the thumbnail was the largest CPU cost of a
+    delivery (docs/benchmarks.md, "Cost per image"); thumbnail_mime() says which it is.
 
     The pixels are first averaged down by the largest whole factor that keeps the
     thumbnail's size (`reducing_gap=1`: a 1024-pixel image is halved in one cheap pass),
@@ -105,8 +111,16 @@ def make_thumbnail(source: PILImage.Image) -> bytes:
     if target != image.size:
         image = image.resize(target, PILImage.Resampling.LANCZOS, reducing_gap=1.0)
     out = io.BytesIO()
-    image.save(out, format="WEBP", quality=80, method=THUMBNAIL_WEBP_METHOD)
+    if mode == "RGBA":
+        image.save(out, format="WEBP", quality=80, method=THUMBNAIL_WEBP_METHOD)
+    else:
+        image.save(out, format="JPEG", quality=THUMBNAIL_JPEG_QUALITY)
     return out.getvalue()
+
+
+def thumbnail_mime(data: bytes) -> str:
+    """What make_thumbnail() made (or made before: WebP only), from its first bytes."""
+    return "image/jpeg" if data[:3] == b"\xff\xd8\xff" else "image/webp"
 
 
 def _has_alpha(image: PILImage.Image) -> bool:
@@ -121,7 +135,7 @@ class PreparedImage:
     mime: str  # what the bytes really are, whatever the upstream claimed
     width: int
     height: int
-    thumbnail: bytes  # WebP; empty if it could not be made (or was not asked for)
+    thumbnail: bytes  # JPEG or WebP; empty if it could not be made (or was not asked for)
 
 
 def prepare_generated_image(data: bytes, *, thumbnail: bool = True) -> PreparedImage:
@@ -149,6 +163,6 @@ def _thumbnail_or_nothing(decoded: PILImage.Image) -> bytes:
 
 
 def thumbnail_of(data: bytes) -> bytes:
-    """The WebP thumbnail of a generated image's bytes (ImageRejected if not one)."""
+    """The thumbnail of a generated image's bytes (ImageRejected if not one)."""
     with _decode(data, GENERATED_MAX_PIXELS) as decoded:
         return make_thumbnail(decoded)

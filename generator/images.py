@@ -22,12 +22,17 @@ from generator.image_check import (
     PreparedImage,
     inspect,
     prepare_generated_image,
+    thumbnail_mime,
     thumbnail_of,
 )
 from generator.models import GenerationRequest, Image, ReferenceImage
 
 # Callers of this module use these as its own (jobs, batching, the tests).
 __all__ = ["ImageRejected", "inspect", "prepare_generated_image"]
+
+
+def thumbnail_name(name: str, thumbnail: bytes) -> str:
+    return f"{name}.{MIME_EXTENSION[thumbnail_mime(thumbnail)]}"
 
 
 def add_thumbnail(image: Image) -> bool:
@@ -39,7 +44,7 @@ def add_thumbnail(image: Image) -> bool:
         data = handle.read()
     thumbnail = thumbnail_of(data)
     name = image.file.name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    image.thumbnail.save(f"{name}.webp", ContentFile(thumbnail), save=False)
+    image.thumbnail.save(thumbnail_name(name, thumbnail), ContentFile(thumbnail), save=False)
     image.save(update_fields=["thumbnail"])
     return True
 
@@ -72,7 +77,8 @@ def delivering(request: GenerationRequest, prepared: PreparedImage):
         f"{name}.{MIME_EXTENSION[prepared.mime]}", ContentFile(prepared.data), save=False
     )
     if prepared.thumbnail:
-        image.thumbnail.save(f"{name}.webp", ContentFile(prepared.thumbnail), save=False)
+        thumbnail = prepared.thumbnail
+        image.thumbnail.save(thumbnail_name(name, thumbnail), ContentFile(thumbnail), save=False)
     kept = False
     try:
         yield image

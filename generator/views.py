@@ -23,6 +23,7 @@ from accounts.redirects import safe_next
 from generator import files
 from generator.admission import AdmissionError, Submission, submit
 from generator.forms import GalleryFilterForm, PromptForm
+from generator.image_check import EXTENSION_MIME
 from generator.models import GenerationRequest, Status, Strategy
 from generator.status import status_dict, status_view, status_views
 from quotas.errors import QuotaExceeded
@@ -476,4 +477,6 @@ def thumbnail(request, request_id):
     if not image.thumbnail:
         # Delivered a moment ago: its thumbnail is still being made (generator/jobs.py).
         return files.stream(image.file, image.mime, max_age=0)
-    return files.stream(image.thumbnail, "image/webp")
+    # A JPEG, or a WebP (with transparency, and every thumbnail made before JPEGs).
+    extension = image.thumbnail.name.rsplit(".", 1)[-1]
+    return files.stream(image.thumbnail, EXTENSION_MIME.get(extension, "image/webp"))

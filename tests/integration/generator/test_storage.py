@@ -38,7 +38,7 @@ def test_it_writes_the_image_and_its_thumbnail_to_the_storage(media_storage, don
     assert all(media_storage.exists(name) for name in _names(image))
     assert media_storage.size(image.file.name) == image.bytes
     with media_storage.open(image.thumbnail.name) as handle:
-        assert PILImage.open(handle).format == "WEBP"
+        assert PILImage.open(handle).format == "JPEG"
 
 
 def test_it_streams_the_original_and_the_thumbnail_to_a_team_member(done, bob, client_for):
@@ -49,8 +49,8 @@ def test_it_streams_the_original_and_the_thumbnail_to_a_team_member(done, bob, c
     assert original.status_code == 200
     assert b"".join(original.streaming_content) == picture()
     assert original["Cache-Control"].startswith("private")
-    assert thumbnail["Content-Type"] == "image/webp"
-    assert PILImage.open(io.BytesIO(b"".join(thumbnail.streaming_content))).format == "WEBP"
+    assert thumbnail["Content-Type"] == "image/jpeg"
+    assert PILImage.open(io.BytesIO(b"".join(thumbnail.streaming_content))).format == "JPEG"
 
 
 def test_it_answers_an_outsider_404(done, charlie, client_for):

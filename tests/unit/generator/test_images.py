@@ -32,7 +32,7 @@ def request_row(alice, team):
     )
 
 
-def test_it_stores_the_original_and_a_webp_thumbnail(request_row):
+def test_it_stores_the_original_and_a_jpeg_thumbnail(request_row):
     data = picture("PNG", (64, 48))
     image = store_generated_image(request_row, data)
     image.refresh_from_db()
@@ -40,8 +40,9 @@ def test_it_stores_the_original_and_a_webp_thumbnail(request_row):
     assert image.sha256 == hashlib.sha256(data).hexdigest()
     assert image.file.read() == data
     assert image.file.name.startswith(f"images/{request_row.team_id}/")
+    assert image.thumbnail.name.endswith(".jpg")
     with PILImage.open(image.thumbnail) as thumb:
-        assert thumb.format == "WEBP"
+        assert thumb.format == "JPEG"
         assert thumb.size == (32, 24)
 
 
@@ -93,8 +94,9 @@ def test_it_refuses_bytes_that_are_not_an_image(request_row):
 
 def test_it_keeps_transparency_in_the_thumbnail(request_row):
     image = store_generated_image(request_row, picture("PNG", (40, 40), "RGBA"))
+    assert image.thumbnail.name.endswith(".webp")  # JPEG has no transparency
     with PILImage.open(image.thumbnail) as thumb:
-        assert thumb.mode == "RGBA"
+        assert (thumb.format, thumb.mode) == ("WEBP", "RGBA")
 
 
 def upload(data: bytes, name="ref.png") -> SimpleUploadedFile:

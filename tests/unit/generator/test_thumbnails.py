@@ -37,5 +37,15 @@ def test_it_shows_the_image_itself_until_its_thumbnail_is_made(delivered, alice,
 def test_it_makes_the_thumbnail_once(delivered, alice, client_for):
     assert add_thumbnail(delivered)
     delivered.refresh_from_db()
-    assert _shown(client_for(alice), delivered) == ("image/webp", "WEBP")
+    assert _shown(client_for(alice), delivered) == ("image/jpeg", "JPEG")
     assert not add_thumbnail(delivered)  # a second time changes nothing
+
+
+def test_it_shows_a_transparent_image_s_thumbnail_as_webp(
+    settings, tmp_path, alice, team, client_for
+):
+    settings.MEDIA_ROOT = tmp_path
+    row = make_request(alice, team, status="running")
+    prepared = prepare_generated_image(picture("PNG", (64, 48), "RGBA"))
+    image = save_generated_image(row, prepared)
+    assert _shown(client_for(alice), image) == ("image/webp", "WEBP")
