@@ -181,8 +181,9 @@ class BatchStep:
         batch = self.batch
         if not batch.take_step(self.now + STEP_HOLD):
             return  # another tick is on it
-        members = self._rescue(list(batch.requests.filter(status=Status.BATCHED)))
+        members = list(batch.requests.filter(status=Status.BATCHED))
         if batch.state == UpstreamBatch.State.CLOSED:
+            members = self._rescue(members)
             if members:
                 self._send(members)
             else:
@@ -195,6 +196,8 @@ class BatchStep:
             if not batch.is_final:
                 self._cancel_upstream()
         else:
+            # Polled before anyone leaves for the deadline: a batch that has ended
+            # delivers (at half price), or says why it ended, to everyone in it.
             self._poll(members)
         self._finish_step()
 
@@ -265,6 +268,7 @@ class BatchStep:
         except UpstreamError as exc:
             if exc.outcome != Outcome.NOT_FOUND:
                 log.warning("batch %s: poll failed: %s", batch.pk, exc.message)
+                self._rescue(members)
                 self._next_step(scaled(settings.BATCH_POLL_S))
                 return
             status = BatchStatus(batch.name, "failed", error="The provider no longer knows it.")
@@ -282,6 +286,7 @@ class BatchStep:
                 GenerationRequest.objects.tell_batched(
                     batch, f"Batch {batch.short_name} for {self.name} is running."
                 )
+            self._rescue(members)
             self._next_step(scaled(settings.BATCH_POLL_S))
 
     def _cancel_upstream(self) -> None:

@@ -142,6 +142,25 @@ def test_it_a_batch_closes_at_its_size_and_the_rest_wait_for_its_age(
     assert sizes == Counter({("1K", 3): 1, ("1K", 1): 1, ("4K", 1): 1})
 
 
+def test_it_delivers_from_a_batch_that_ended_even_inside_the_deadline_margin(economy, alice, team):
+    [request] = order(alice, team, "a lighthouse at dusk", hours=8)
+    started = time.monotonic()
+    while not UpstreamBatch.objects.exclude(name="").exists():  # closed, then sent
+        assert time.monotonic() - started < GIVE_UP_S
+        tick()
+        time.sleep(0.05)
+    time.sleep(2 * HOUR)  # the sandbox's batches end within 1.1 hours (docs/sandbox.md)
+
+    # The batcher's next look comes late, when the deadline is already inside the margin
+    # for a direct call: the batch is asked first, and what it made is delivered.
+    report = tick(now=request.deadline - timedelta(seconds=2 * HOUR))
+
+    request.refresh_from_db()
+    assert (report.delivered, report.direct) == (1, 0)
+    assert (request.status, request.route) == (Status.SUCCEEDED, Route.BATCH)
+    assert direct_calls(economy) == []
+
+
 @pytest.mark.parametrize(
     ("word", "state"),
     # The batch expires after one hour, or fails; the deadline is eight hours away.
