@@ -32,7 +32,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from generator.economy import direct_margin, scaled
-from generator.images import ImageRejected, delivering, prepare_generated_image
+from generator.images import ImageRejected, delivering
 from generator.models import (
     BATCH_PROVIDER,
     Attempt,
@@ -312,7 +312,8 @@ class BatchStep:
             )
         if isinstance(answer, GenerationResult):
             try:
-                prepared = prepare_generated_image(answer.data)
+                # Decoded and checked already by the provider's parse of the line.
+                prepared = answer.image()
             except ImageRejected as exc:
                 answer = UpstreamError(Outcome.MALFORMED, f"{self.spec.id}: {exc}")
             else:

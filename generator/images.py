@@ -27,7 +27,7 @@ from generator.image_check import (
 )
 from generator.models import GenerationRequest, Image, ReferenceImage
 
-# Callers of this module use these as its own (jobs, batching, the tests).
+# Callers of this module use these as its own (batching, the tests).
 __all__ = ["ImageRejected", "inspect", "prepare_generated_image"]
 
 

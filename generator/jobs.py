@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generator.caller import calls
-from generator.images import add_thumbnail, delivering, prepare_generated_image
+from generator.images import add_thumbnail, delivering
 from generator.models import FIRST_STEP, Attempt, Expect, GenerationRequest, Status
 from generator.reasons import words
 from generator.resilience import chain
@@ -182,10 +182,9 @@ class StepRunner:
     def _deliver(self, spec, result, attempt: Attempt) -> str:
         request = self.request
         # Decoded, checked and thumbnailed by the caller that received it (the provider's
-        # whole_image()), so no Pillow work here; an answer without them is decoded and
-        # checked before the transaction (it holds no lock while Pillow works), and its
-        # thumbnail is made once the delivery has committed.
-        prepared = result.prepared or prepare_generated_image(result.data, thumbnail=False)
+        # whole_image()); an answer without them is prepared here, before the
+        # transaction (it holds no lock while Pillow works).
+        prepared = result.image()
         # The files first, then one transaction for the rows: the request is seen as done
         # only once its image is in storage and in the database.
         with delivering(request, prepared) as image, transaction.atomic():

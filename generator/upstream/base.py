@@ -40,6 +40,11 @@ class GenerationResult:
     # a success is only ever a readable image, and the worker does not decode it twice.
     prepared: PreparedImage | None = None
 
+    def image(self) -> PreparedImage:
+        """The image decoded, checked and thumbnailed: as the provider prepared it, or
+        now for a result built without it (ImageRejected if it is not an image)."""
+        return self.prepared or prepare_generated_image(self.data)
+
 
 class UpstreamError(Exception):
     """A call that did not produce an image. `message` is safe to log and to show to
