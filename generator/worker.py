@@ -36,7 +36,6 @@ from django.conf import settings
 from django.db import close_old_connections
 from rq import SimpleWorker
 from rq.utils import now
-from rq.worker_registration import unregister
 
 # Loaded before the first job, once per worker: the step's modules and what they import
 # (Pillow, httpx, the resilience core).
@@ -70,26 +69,20 @@ class StepWorker(SimpleWorker):
         super().register_birth()
         self.retire_predecessors()
 
-    def retire_predecessors(self) -> list[str]:
-        """Unregister the dead workers this one replaces, and return their names. `make
-        run` restarts a worker only after it exited and names the new one `base+N`
-        (config/up.py): `base` and `base+1` … `base+N-1` are dead, but RQ would count
-        them as workers until their keys expire, minutes later (on the monitoring page,
-        a worker too many)."""
+    def retire_predecessors(self) -> None:
+        """Register the death of the dead workers this one replaces. `make run` restarts
+        a worker only after it exited and names the new one `base+N` (config/up.py):
+        `base` and `base+1` … `base+N-1` are dead, but RQ would count them as workers
+        until their keys expire, minutes later (on the monitoring page, a worker too
+        many)."""
         base, plus, restarts = self.name.partition("+")
         if not plus or not restarts.isdigit():
-            return []
-        retired = []
+            return
         for name in [base] + [f"{base}+{n}" for n in range(1, int(restarts))]:
-            key = self.redis_worker_namespace_prefix + name
-            dead = self.find_by_key(key, connection=self.connection)
+            dead = self.find_by_key(self.redis_worker_namespace_prefix + name, self.connection)
             if dead is not None:
-                with self.connection.pipeline() as pipe:
-                    unregister(dead, pipe)
-                    pipe.delete(key)
-                    pipe.execute()
-                retired.append(name)
-        return retired
+                dead.register_death()
+                log.info("worker %s: registered the death of %s, its predecessor", self.name, name)
 
     # --- RQ's bookkeeping, in fewer round trips --------------------------------------
 
