@@ -2,8 +2,8 @@
 
 The single way in for the web form and the API. Everything happens in one transaction,
 the quota counters last (quotas.services.reserving); the jobs are queued only after it
-commits, so a worker never looks for a row that is not
-there yet, and a rolled-back submission queues nothing.
+commits, so a worker never looks for a row that is not there yet, and a rolled-back
+submission queues nothing.
 """
 
 import logging
