@@ -39,11 +39,16 @@ def inspect(data: bytes, max_pixels: int) -> tuple[str, int, int]:
         return FORMAT_MIME[image.format], image.width, image.height
 
 
-def _decode(data: bytes, max_pixels: int) -> PILImage.Image:
+def _decode(data: bytes, max_pixels: int, *, draft_to: int | None = None) -> PILImage.Image:
     """The decoded image (the caller closes it), or raise ImageRejected.
 
     The header gives the size without decoding; the full decode (verify() and load())
-    then proves the pixel data is really there and not truncated."""
+    then proves the pixel data is really there and not truncated. With `draft_to`, a
+    JPEG is decoded at the smallest of JPEG's own scales (1/2, 1/4, 1/8) that still
+    covers a `draft_to`-pixel thumbnail (Pillow's draft(), as its Image.thumbnail()
+    does): libjpeg still reads every coded block, so a truncated or garbled JPEG is
+    refused as before, but only about the thumbnail's pixels are made. The image's real
+    size is in `.info["full_size"]`; other formats are decoded whole."""
     if not data:
         raise ImageRejected("The file is empty.")
     with warnings.catch_warnings():
@@ -62,6 +67,9 @@ def _decode(data: bytes, max_pixels: int) -> PILImage.Image:
                 probe.verify()
             # verify() leaves the image unusable; a second open decodes the pixels.
             full = PILImage.open(io.BytesIO(data))
+            full.info["full_size"] = (width, height)
+            if draft_to is not None and fmt == "JPEG":
+                full.draft(None, _thumbnail_box(width, height, draft_to))
             full.load()
         except ImageRejected:
             raise
@@ -75,6 +83,13 @@ def _decode(data: bytes, max_pixels: int) -> PILImage.Image:
                 "The file is not a readable image (PNG, JPEG or WebP), or it is damaged."
             ) from exc
     return full
+
+
+def _thumbnail_box(width: int, height: int, size: int) -> tuple[int, int]:
+    """The thumbnail's size for an image of width × height: no side over `size`, the
+    ratio kept (make_thumbnail()); a JPEG's draft decode keeps at least this (_decode())."""
+    scale = min(1.0, size / max(width, height))
+    return (max(1, round(width * scale)), max(1, round(height * scale)))
 
 
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> str:
@@ -102,12 +117,10 @@ def make_thumbnail(source: PILImage.Image) -> bytes:
     thumbnail's size (`reducing_gap=1`: a 1024-pixel image is halved in one cheap pass),
     then Lanczos does what is left: Lanczos over the whole image cost 5-10 times more,
     for about 1 dB of PSNR once encoded (docs/benchmarks.md, "Cost per image")."""
-    size = settings.THUMBNAIL_SIZE
     mode = "RGBA" if _has_alpha(source) else "RGB"
     image = source if source.mode == mode else source.convert(mode)
-    width, height = image.size
-    scale = min(1.0, size / max(width, height))
-    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # Of the image's own size: a JPEG decoded in draft (see _decode) is already smaller.
+    target = _thumbnail_box(*source.info.get("full_size", source.size), settings.THUMBNAIL_SIZE)
     if target != image.size:
         image = image.resize(target, PILImage.Resampling.LANCZOS, reducing_gap=1.0)
     out = io.BytesIO()
@@ -144,12 +157,14 @@ def prepare_generated_image(data: bytes, *, thumbnail: bool = True) -> PreparedI
     PNG, JPEG or WebP image. A thumbnail that cannot be made is left empty (the delivery
     makes it again from the stored file, and the page shows the image until then): the
     image itself passed its checks."""
-    with _decode(data, GENERATED_MAX_PIXELS) as decoded:
+    draft_to = settings.THUMBNAIL_SIZE if thumbnail else None
+    with _decode(data, GENERATED_MAX_PIXELS, draft_to=draft_to) as decoded:
+        width, height = decoded.info["full_size"]
         return PreparedImage(
             data=data,
             mime=FORMAT_MIME[decoded.format],
-            width=decoded.width,
-            height=decoded.height,
+            width=width,
+            height=height,
             thumbnail=_thumbnail_or_nothing(decoded) if thumbnail else b"",
         )
 
@@ -164,5 +179,5 @@ def _thumbnail_or_nothing(decoded: PILImage.Image) -> bytes:
 
 def thumbnail_of(data: bytes) -> bytes:
     """The thumbnail of a generated image's bytes (ImageRejected if not one)."""
-    with _decode(data, GENERATED_MAX_PIXELS) as decoded:
+    with _decode(data, GENERATED_MAX_PIXELS, draft_to=settings.THUMBNAIL_SIZE) as decoded:
         return make_thumbnail(decoded)

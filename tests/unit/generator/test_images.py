@@ -52,6 +52,25 @@ def test_it_records_the_real_type_not_the_claimed_one(request_row):
     assert image.file.name.endswith(".jpg")
 
 
+@pytest.mark.parametrize("size, thumb", [((256, 128), (32, 16)), ((300, 200), (32, 21))])
+def test_it_thumbnails_a_jpeg_at_its_full_size_s_ratio_and_keeps_its_real_size(
+    request_row, size, thumb
+):
+    # A JPEG is decoded at a reduced scale for its thumbnail (256 → 32 is JPEG's 1/8;
+    # 300 → 32 is not a scale of its own): the image keeps its real size all the same.
+    image = store_generated_image(request_row, picture("JPEG", size))
+    assert (image.width, image.height) == size
+    with PILImage.open(image.thumbnail) as made:
+        assert made.size == thumb
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_it_refuses_a_truncated_generated_image_it_would_thumbnail(fmt):
+    data = picture(fmt, (256, 256), "RGB")
+    with pytest.raises(ImageRejected, match="damaged"):
+        prepare_generated_image(data[: len(data) - 40])
+
+
 def test_it_is_idempotent_per_request(request_row):
     first = store_generated_image(request_row, picture())
     second = store_generated_image(request_row, picture("JPEG"))
