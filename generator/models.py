@@ -585,6 +585,7 @@ class GenerationRequest(models.Model):
             "lease_until": None,
             **delivered,
         }
+        fields.update(self._settled(status, fields.get("cost_usd", self.cost_usd)))
         # No savepoint inside a caller's transaction (a delivery, a cancel): whatever
         # fails here fails the whole of it, and two statements fewer.
         with transaction.atomic(savepoint=False):
@@ -592,7 +593,12 @@ class GenerationRequest(models.Model):
                 return False
             for name, value in fields.items():
                 setattr(self, name, value)
-            self.settle_quota()
+            # The request's first settlement, and its quota_state is in the UPDATE above:
+            # the move out of an active status happens once, and only an ended request
+            # is ever settled (here, or by the reconciler for one ended before this
+            # code). A second settlement would break that; its ledger row is refused
+            # and fails the whole transaction rather than end the request twice.
+            self._settle_ledger(first=True)
         return True
 
     def price_to_charge(self, price: Decimal) -> Decimal:
@@ -603,23 +609,33 @@ class GenerationRequest(models.Model):
         return price
 
     def settle_quota(self) -> bool:
-        """Charge the reservation of a request that succeeded (at its cost: the served
-        model's price) or refund one that failed or was canceled; True if this call did
-        it. quotas' ledger makes it exactly-once; quota_state mirrors it here for the
-        pages and the reconciler, in the same transaction."""
+        """Charge the reservation of an ended request that succeeded (at its cost: the
+        served model's price) or refund one that failed or was canceled; True if this
+        call did it. quotas' ledger makes it exactly-once; quota_state mirrors it here for
+        the pages and the reconciler, in the same transaction. finish() settles the
+        requests it ends itself; this is the reconciler's, for requests ended without."""
         with transaction.atomic(savepoint=False):  # as in finish()
-            if self.status == Status.SUCCEEDED:
-                cost = self.reserved_usd if self.cost_usd is None else self.cost_usd
-                done = quota_services.charge(self, cost, model=self.served_model)
-                fields = {"quota_state": QuotaState.CHARGED, "cost_usd": cost}
-            else:
-                done = quota_services.refund(self, reason=self.error_code)
-                fields = {"quota_state": QuotaState.REFUNDED}
+            done = self._settle_ledger(first=False)
             if done:
+                fields = self._settled(self.status, self.cost_usd)
                 GenerationRequest.objects.filter(pk=self.pk).update(**fields)
                 for name, value in fields.items():
                     setattr(self, name, value)
         return done
+
+    def _settled(self, status: str, cost_usd: Decimal | None) -> dict:
+        """The request's fields once settled: charged at its cost (its reservation when
+        it has none), or refunded."""
+        if status == Status.SUCCEEDED:
+            cost = self.reserved_usd if cost_usd is None else cost_usd
+            return {"quota_state": QuotaState.CHARGED, "cost_usd": cost}
+        return {"quota_state": QuotaState.REFUNDED}
+
+    def _settle_ledger(self, *, first: bool) -> bool:
+        if self.status == Status.SUCCEEDED:
+            cost = self._settled(self.status, self.cost_usd)["cost_usd"]
+            return quota_services.charge(self, cost, model=self.served_model, first=first)
+        return quota_services.refund(self, reason=self.error_code, first=first)
 
     CANCELED_MESSAGE = "Canceled. No further attempts were made."
 

@@ -491,34 +491,44 @@ def _check(team, used: dict, p: Periods, images: int, cost_each: Decimal, force=
         )
 
 
-def _settle(request: Settleable, kind: str, *, charged: Decimal, model: str, reason: str) -> bool:
+def _settle(
+    request: Settleable, kind: str, *, charged: Decimal, model: str, reason: str, first: bool
+) -> bool:
     now = timezone.now()
     limits = _limits(request.team_id)
-    try:
-        # A savepoint: a refused second settlement leaves the caller's transaction usable.
-        with transaction.atomic():
-            UsageEntry.objects.create(
-                team_id=request.team_id,
-                user_id=request.user_id,
-                request_id=request.pk,
-                kind=kind,
-                images=1,
-                amount_usd=charged,
-                reserved_usd=request.reserved_usd,
-                model=model[:80],
-                reason=reason[:200],
-                admitted=request.created,
-                created=now,
+    entry = UsageEntry(
+        team_id=request.team_id,
+        user_id=request.user_id,
+        request_id=request.pk,
+        kind=kind,
+        images=1,
+        amount_usd=charged,
+        reserved_usd=request.reserved_usd,
+        model=model[:80],
+        reason=reason[:200],
+        admitted=request.created,
+        created=now,
+    )
+    if first:
+        # The caller knows no settlement can exist (see charge()): no savepoint, and a
+        # refused row fails its transaction.
+        entry.save(force_insert=True)
+    else:
+        try:
+            # A savepoint: a refused second settlement leaves the caller's transaction
+            # usable.
+            with transaction.atomic():
+                entry.save(force_insert=True)
+        except IntegrityError:
+            # usage_one_settlement_per_request: settled already (on Postgres, a
+            # concurrent settlement of the same request makes this insert wait for it,
+            # then fail).
+            settled = UsageEntry.objects.filter(request_id=request.pk).exclude(
+                kind=UsageEntry.Kind.RESERVE
             )
-    except IntegrityError:
-        # usage_one_settlement_per_request: settled already (on Postgres, a concurrent
-        # settlement of the same request makes this insert wait for it, then fail).
-        settled = UsageEntry.objects.filter(request_id=request.pk).exclude(
-            kind=UsageEntry.Kind.RESERVE
-        )
-        if settled.exists():
-            return False
-        raise
+            if settled.exists():
+                return False
+            raise
     if limits.any:
         # After the ledger row, which decides exactly-once: only the settlement that
         # counts moves the counters.
@@ -546,15 +556,26 @@ def _release(limits, request: Settleable, now, images: int, charged: Decimal) ->
             _move(counter, images, micro)
 
 
-def charge(request: Settleable, cost_usd: Decimal, *, model: str = "") -> bool:
+def charge(
+    request: Settleable, cost_usd: Decimal, *, model: str = "", first: bool = False
+) -> bool:
     """Charge the request at the served model's price (releasing the rest of its
-    reservation); True if this call did it, False if it was already charged or refunded."""
+    reservation); True if this call did it, False if it was already charged or refunded.
+    `first`: the caller knows the request was never settled (it has just ended it, in
+    this transaction, from a state no settled request is in); the ledger's row then goes
+    in without a savepoint, and a refused one raises IntegrityError, which fails the
+    caller's transaction."""
     if cost_usd is None or cost_usd < 0:
         raise ValueError(f"A charge needs a price of 0 or more; got {cost_usd!r}.")
-    return _settle(request, UsageEntry.Kind.CHARGE, charged=cost_usd, model=model, reason="")
+    return _settle(
+        request, UsageEntry.Kind.CHARGE, charged=cost_usd, model=model, reason="", first=first
+    )
 
 
-def refund(request: Settleable, *, reason: str = "") -> bool:
+def refund(request: Settleable, *, reason: str = "", first: bool = False) -> bool:
     """Release the request's reservation; True if this call did it. `reason` says why
-    (e.g. "canceled", or the error code: "overloaded", "worker_lost")."""
-    return _settle(request, UsageEntry.Kind.REFUND, charged=ZERO, model="", reason=reason)
+    (e.g. "canceled", or the error code: "overloaded", "worker_lost"); `first` as in
+    charge()."""
+    return _settle(
+        request, UsageEntry.Kind.REFUND, charged=ZERO, model="", reason=reason, first=first
+    )

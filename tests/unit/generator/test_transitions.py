@@ -5,6 +5,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from generator import queue
@@ -129,6 +130,37 @@ def test_it_ends_a_request_once_and_settles_its_quota_with_it(queued):
     (charge,) = UsageEntry.objects.filter(request_id=queued.pk, kind="charge")
     assert charge.amount_usd == Decimal("0.039")
     assert not UsageEntry.objects.filter(request_id=queued.pk, kind="refund").exists()
+
+
+def test_it_ends_and_settles_a_request_in_three_statements(queued, django_assert_num_queries):
+    """The end and its quota state in one UPDATE, the team's limits, the ledger's row: no
+    savepoint and no second UPDATE (a team without limits moves no counter)."""
+    GenerationRequest.objects.claim(queued.pk, queued.step, "w1")
+    with django_assert_num_queries(3):
+        assert queued.finish(Status.FAILED, Expect.held("w1", queued.step), error_code="x")
+    row = GenerationRequest.objects.get(pk=queued.pk)
+    assert (row.status, row.quota_state) == (Status.FAILED, QuotaState.REFUNDED)
+    assert UsageEntry.objects.filter(request_id=queued.pk, kind="refund").count() == 1
+
+
+def test_it_does_not_end_a_request_that_was_settled_already(queued):
+    """A settlement before the end cannot happen (only ended requests are settled); if the
+    ledger ever held one, the end fails whole rather than settle twice."""
+    UsageEntry.objects.create(
+        team_id=queued.team_id,
+        user_id=queued.user_id,
+        request_id=queued.pk,
+        kind="refund",
+        images=1,
+        amount_usd=0,
+        reserved_usd=queued.reserved_usd,
+        admitted=queued.created,
+    )
+    GenerationRequest.objects.claim(queued.pk, queued.step, "w1")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        queued.finish(Status.FAILED, Expect.held("w1", queued.step), error_code="x")
+    row = GenerationRequest.objects.get(pk=queued.pk)
+    assert (row.status, row.quota_state) == (Status.RUNNING, QuotaState.RESERVED)
 
 
 def test_it_refuses_to_finish_into_a_state_that_is_not_an_end(queued):
