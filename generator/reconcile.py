@@ -138,9 +138,10 @@ def _requeue_lost_jobs(now, report):
 
 
 def _settle_quota(report):
-    """A finished request whose quota is still reserved: the worker stopped between
-    finishing and settling (the two share a transaction, so this is rare) or a cancel
-    was interrupted. Charge or refund it now; both are exactly-once."""
+    """A finished request whose quota is still reserved: ended without its settlement
+    (finish() settles in the UPDATE and transaction that end a request, so only a
+    request ended by older code or by hand is left so). Charge or refund it now; both
+    are exactly-once."""
     pending = GenerationRequest.objects.filter(
         status__in=[Status.SUCCEEDED, Status.FAILED, Status.CANCELED],
         quota_state=QuotaState.RESERVED,
