@@ -7,6 +7,13 @@ noisy one like a photograph, at 1024 px (1K) and 2048 px (2K). For each way of m
 the 512-pixel WebP thumbnail: the CPU time of the resize and of the encoding (best of
 7), the bytes, and the PSNR of the decoded thumbnail against Lanczos over the whole
 image, unencoded (higher is closer). The product's way is generator.image_check's.
+
+    .venv/bin/python benchmarks/thumbnails.py --answers
+
+What the caller spends on each answer it delivers: generator.image_check's
+prepare_generated_image() (decode, check, thumbnail) on the sandbox's answers, Nano
+Banana Pro's JPEGs at 1K, 2K and 4K and Nano Banana's 1K PNG, best of 15 CPU times.
+Copied into an older checkout, it measures that checkout's code the same way.
 """
 
 import io
@@ -49,7 +56,34 @@ def best(f, repeat=7):
     return min(times) * 1000, result
 
 
+def answers() -> None:
+    import django
+
+    django.setup()
+    from generator.image_check import prepare_generated_image
+    from generator.upstream.sandbox.painter import paint, pixel_size
+
+    cases = [
+        ("gemini-3-pro-image-preview", "1K"),
+        ("gemini-3-pro-image-preview", "2K"),
+        ("gemini-3-pro-image-preview", "4K"),
+        ("gemini-2.5-flash-image", "1K"),
+    ]
+    prompt = "a lighthouse on a cliff at dusk, oil painting"
+    print(f"{'answer':34} {'KB':>7} {'prepare':>9}")
+    for model, size in cases:
+        data = paint(prompt, model=model, size=pixel_size(model, "1:1", size))
+        ms, prepared = best(lambda d=data: prepare_generated_image(d), repeat=15)
+        assert prepared.thumbnail, "no thumbnail made"
+        label = f"{model} {size} ({prepared.mime.split('/')[1]})"
+        print(f"{label:34} {len(data) / 1024:7.0f} {ms:7.1f}ms")
+    print(f"load average: {os.getloadavg()}")
+
+
 def main() -> None:
+    if "--answers" in sys.argv[1:]:
+        answers()
+        return
     ways = {
         "before: Lanczos, WebP method 4": (None, 4),
         "Lanczos, WebP method 0": (None, 0),
