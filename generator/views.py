@@ -303,12 +303,17 @@ def _zip_response(rows):
 def detail(request, request_id):
     found = _get_request_for_user(request, request_id)
     attempts = list(found.attempts.order_by("number"))
+    # Counted from the timeline it is shown beside, so the two always agree; but an
+    # ended request keeps its count when its attempts' records are pruned
+    # (MONITORING_RETENTION_DAYS), and the timeline says so instead of "none yet".
+    made = max(found.attempt_count, len(attempts)) if found.is_final else len(attempts)
     context = {
         "r": found,
-        # Counted from the timeline it is shown beside, so the two always agree.
-        "s": status_view(found, len(attempts)),
+        "s": status_view(found, made),
         "image": found.images.first(),
         "attempts": attempts,
+        "attempts_pruned": made - len(attempts),
+        "retention_days": settings.MONITORING_RETENTION_DAYS,
         "may_change": found.may_be_changed_by(request.user),
         "is_favourite": found.is_favourite_of(request.user),
         "strategies": dict(Strategy.choices),

@@ -3,6 +3,7 @@ anonymous visitor is sent to log in, a wrong method is refused."""
 
 import io
 import zipfile
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -19,6 +20,7 @@ from generator.models import (
     Status,
 )
 from generator.status import queue_position, status_dict, status_text, status_view
+from monitoring import rollups
 from tests.media import picture as png
 from tests.media import private_media
 
@@ -383,6 +385,46 @@ def test_it_shows_requested_versus_delivered_and_the_attempts(client_for, bob, d
     assert "64×48" in body
     assert "HTTP 503" in body and "1200 ms" in body and "Retrying in 2 s" in body
     assert f"?remix={done.pk}" in body
+
+
+def test_it_keeps_an_old_requests_attempt_count_once_its_attempts_are_pruned(
+    client_for, bob, done, settings
+):
+    """Attempt records go after MONITORING_RETENTION_DAYS; the request's page still says
+    how many there were, as its live status does, and why their details are gone."""
+    GenerationRequest.objects.filter(pk=done.pk).update(attempt_count=2)
+    long_ago = timezone.now() - timedelta(days=settings.MONITORING_RETENTION_DAYS + 5)
+    for number, outcome in [(1, "overloaded"), (2, "success")]:
+        Attempt.objects.create(
+            request=done,
+            number=number,
+            model="gemini-3-pro-image-preview",
+            provider="gemini",
+            outcome=outcome,
+            started=long_ago,
+        )
+    rollups.roll_up()
+    assert rollups.prune()["attempts"] == 2
+    client = client_for(bob)
+    body = client.get(reverse("generator:detail", args=[done.pk])).content.decode()
+    assert '<dd data-part="attempts">2</dd>' in body
+    assert (
+        "This request made 2 attempts; their details were removed: attempt records are "
+        f"kept for {settings.MONITORING_RETENTION_DAYS} days."
+    ) in body
+    assert "No attempts" not in body
+    assert client.get(reverse("generator:status", args=[done.pk])).json()["attempts"] == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [(Status.QUEUED, "No attempts yet."), (Status.CANCELED, "No attempts were made.")],
+)
+def test_it_says_whether_attempts_may_still_come(client_for, alice, team, status, says):
+    row = make_request(alice, team, status=status)
+    body = client_for(alice).get(reverse("generator:detail", args=[row.pk])).content.decode()
+    assert says in body
+    assert "details were removed" not in body
 
 
 def test_it_reports_live_status_as_json(client_for, bob, queued):
