@@ -19,7 +19,7 @@ IMAGE_SIZES = ("1K", "2K", "4K")
 @dataclass(frozen=True)
 class ModelSpec:
     id: str  # the upstream model id, as sent on the wire
-    provider: str  # "gemini" | "openai"
+    provider: str  # one of PROVIDERS
     display_name: str
     quality_rank: int  # higher is better
     sizes: tuple[str, ...]  # image sizes the model can deliver
@@ -150,6 +150,9 @@ DEFAULT_STRATEGIES = {
 }
 
 _FIELDS = {f for f in ModelSpec.__dataclass_fields__ if f != "id"}
+# Gemini's own API; an OpenAI-compatible Images API; an OpenAI-compatible relay's chat
+# completions (generator/upstream/: gemini.py, openai_images.py, openai_chat.py).
+PROVIDERS = ("gemini", "openai", "openai-chat")
 
 
 class CatalogueError(ValueError):
@@ -192,8 +195,11 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
         for name, chain in data.get("strategies", {}).items():
             strategies[name] = tuple(chain)
     for model in models.values():
-        if model.provider not in {"gemini", "openai"}:
-            raise CatalogueError(f"Model {model.id}: unknown provider {model.provider!r}")
+        if model.provider not in PROVIDERS:
+            raise CatalogueError(
+                f"Model {model.id}: unknown provider {model.provider!r}; "
+                f"known: {', '.join(PROVIDERS)}"
+            )
         bad = set(model.sizes) - set(IMAGE_SIZES) or set(model.sizes) - set(model.price_usd)
         if bad or not model.sizes:
             raise CatalogueError(f"Model {model.id}: sizes must be priced and among {IMAGE_SIZES}")

@@ -1,8 +1,8 @@
 """What a provider takes and gives: one call in, one typed result or one typed error out.
 
-Providers (gemini.py, openai_images.py) map every response to the taxonomy and never
-retry: retrying is the policy's job. transport.py, which both share, is the only module
-that imports httpx.
+Providers (gemini.py, openai_images.py, openai_chat.py) map every response to the
+taxonomy and never retry: retrying is the policy's job. transport.py, which they share,
+is the only module that imports httpx.
 """
 
 from dataclasses import dataclass, field

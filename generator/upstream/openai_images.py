@@ -34,14 +34,43 @@ def size_for(aspect_ratio: str | None) -> str:
     return SQUARE
 
 
-class OpenAIImagesProvider:
+class OpenAICompatible:
+    """What the OpenAI-compatible routes share (this module's and openai_chat.py's): the
+    endpoint, with /v1 like the OpenAI SDK's base URL, the Bearer key, one POST."""
+
+    path = ""
+
     def __init__(self, base_url: str, api_key: str):
-        self.base_url = base_url.rstrip("/")  # includes /v1, like the OpenAI SDK's
+        self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.redact = Redactor(api_key)
 
     def __repr__(self):  # never the key
-        return f"OpenAIImagesProvider({self.base_url!r})"
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    def request_body(self, call: GenerationCall) -> dict:
+        raise NotImplementedError
+
+    def parse_success(self, body: dict, call: GenerationCall, latency_ms: int) -> GenerationResult:
+        raise NotImplementedError
+
+    def exchange(self, call: GenerationCall) -> dict:
+        """Where and what to POST for `call` (post_json's, or agenerate's, arguments)."""
+        return {
+            "base_url": self.base_url,
+            "path": self.path,
+            "body": self.request_body(call),
+            "headers": {"Authorization": f"Bearer {self.api_key}"},
+            "redact": self.redact,
+        }
+
+    def generate(self, call: GenerationCall) -> GenerationResult:
+        body, latency_ms = post_json(**self.exchange(call), spec=call.model)
+        return self.parse_success(body, call, latency_ms)
+
+
+class OpenAIImagesProvider(OpenAICompatible):
+    path = "/images/generations"
 
     def request_body(self, call: GenerationCall) -> dict:
         return {
@@ -53,22 +82,11 @@ class OpenAIImagesProvider:
         }
 
     def exchange(self, call: GenerationCall) -> dict:
-        """Where and what to POST for `call` (post_json's, or agenerate's, arguments)."""
         if call.references:
             raise UpstreamError(
                 Outcome.BAD_REQUEST, f"{call.model.id}: this provider does not edit images"
             )
-        return {
-            "base_url": self.base_url,
-            "path": "/images/generations",
-            "body": self.request_body(call),
-            "headers": {"Authorization": f"Bearer {self.api_key}"},
-            "redact": self.redact,
-        }
-
-    def generate(self, call: GenerationCall) -> GenerationResult:
-        body, latency_ms = post_json(**self.exchange(call), spec=call.model)
-        return self.parse_success(body, call, latency_ms)
+        return super().exchange(call)
 
     def parse_success(self, body: dict, call: GenerationCall, latency_ms: int) -> GenerationResult:
         spec = call.model

@@ -9,13 +9,18 @@ from django.conf import settings
 from generator.resilience.catalogue import ModelSpec
 from generator.upstream.gemini import GeminiProvider
 from generator.upstream.gemini_batch import GeminiBatchClient
-from generator.upstream.openai_images import OpenAIImagesProvider
+from generator.upstream.openai_chat import OpenAIChatProvider
+from generator.upstream.openai_images import OpenAICompatible, OpenAIImagesProvider
 
 # The sandbox accepts any key; sending a fixed one means a real key can never reach it.
 SANDBOX_KEY = "sandbox-key"
 
 
-def get_provider(spec: ModelSpec) -> GeminiProvider | OpenAIImagesProvider:
+# The OpenAI-compatible routes, on one endpoint and key (a relay serves both).
+OPENAI_COMPATIBLE = {"openai": OpenAIImagesProvider, "openai-chat": OpenAIChatProvider}
+
+
+def get_provider(spec: ModelSpec) -> GeminiProvider | OpenAICompatible:
     sandbox = settings.UPSTREAM_SANDBOX
     if spec.provider == "gemini":
         if sandbox:
@@ -23,10 +28,11 @@ def get_provider(spec: ModelSpec) -> GeminiProvider | OpenAIImagesProvider:
         return GeminiProvider(
             settings.GEMINI_BASE_URL, settings.GEMINI_API_KEY, settings.GEMINI_API_VERSION
         )
-    if spec.provider == "openai":
+    if spec.provider in OPENAI_COMPATIBLE:
+        provider = OPENAI_COMPATIBLE[spec.provider]
         if sandbox:
-            return OpenAIImagesProvider(f"{settings.SANDBOX_URL}/v1", SANDBOX_KEY)
-        return OpenAIImagesProvider(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
+            return provider(f"{settings.SANDBOX_URL}/v1", SANDBOX_KEY)
+        return provider(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
     raise ValueError(f"Model {spec.id}: unknown provider {spec.provider!r}")
 
 

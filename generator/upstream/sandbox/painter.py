@@ -37,7 +37,8 @@ SIZE_FACTORS = {"1K": 1, "2K": 2, "4K": 4}
 
 
 def is_pro(model: str) -> bool:
-    return model.startswith("gemini-3")
+    # A relay names it with its vendor: "google/gemini-3-pro-image-preview".
+    return model.rsplit("/", 1)[-1].startswith("gemini-3")
 
 
 def pixel_size(model: str, aspect_ratio: str | None, image_size: str | None) -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """The sandbox upstream: a local HTTP server that speaks Gemini's `generateContent` (under
-/v1 and /v1beta) and the OpenAI Images API (/v1/images/generations) as Google and OpenAI
+/v1 and /v1beta), the OpenAI Images API (/v1/images/generations) and a relay's chat
+completions with image output (/v1/chat/completions) as Google, OpenAI and the relays
 do, with the failure behaviour of docs/upstream.md, so the product runs and is tested
 with no key and no internet. A development and test tool, never on the public URL space.
 
@@ -99,6 +100,10 @@ OPENAI_ERRORS = {
         "insufficient_quota", "insufficient_quota",
     ),
 }  # fmt: skip
+# Where a relay's chat completion puts its image (docs/wire.md §4.4): `images`, OpenRouter's
+# `message.images[]` (the default); `parts`, content parts; `markdown`, a Markdown data URI
+# in `message.content` (one-api / new-api). Set with POST /_sandbox/relay-shape.
+RELAY_SHAPES = ("images", "parts", "markdown")
 MAX_BODY = 64 * 1024 * 1024
 MAX_CALLS_KEPT = 200_000
 
@@ -149,7 +154,7 @@ class Sandbox:
     def __init__(
         self,
         profiles: dict[str, Profile],
-        models: dict[str, str],  # model id -> "gemini" | "openai"
+        models: dict[str, str],  # model id -> its provider (catalogue.PROVIDERS)
         *,
         profile: str = "calm",
         seed: int = 0,
@@ -167,6 +172,7 @@ class Sandbox:
         self.trigger_counts: Counter = Counter()
         self.in_flight = 0
         self.max_in_flight = 0  # the most calls in flight at once since the last reset
+        self.relay_shape = RELAY_SHAPES[0]
         # Batch mode builds its answers with this module's helpers, handed in.
         self.batches = BatchBook(self, sys.modules[__name__])
         self._switch(profile, seed)
@@ -195,12 +201,19 @@ class Sandbox:
             self.calls.clear()
             self.trigger_counts.clear()
             self.max_in_flight = self.in_flight
+            self.relay_shape = RELAY_SHAPES[0]
             self._switch("calm", self.initial_seed)
         self.batches.reset()
 
     def set_time_scale(self, scale) -> None:
         with self.lock:
             self.clock.set_scale(scale)
+
+    def set_relay_shape(self, shape) -> None:
+        if shape not in RELAY_SHAPES:
+            raise ProfileError(f"Unknown relay shape {shape!r}; known: {', '.join(RELAY_SHAPES)}")
+        with self.lock:
+            self.relay_shape = shape
 
     def state(self) -> dict:
         with self.lock:
@@ -215,6 +228,7 @@ class Sandbox:
                 "calls": len(self.calls),
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "relay_shape": self.relay_shape,
                 "models": {m: s.describe(now) for m, s in self.states.items()},
             }
 
@@ -426,10 +440,12 @@ class Handler(BaseHTTPRequestHandler):
                 return None
             if path == "/v1/images/generations":
                 return self._openai()
+            if path == "/v1/chat/completions":
+                return self._openai_chat()
             self._body()
             return self._send(404, _google_error(404, "NOT_FOUND", f"No route for POST {path}."))
         except BadRequest as exc:
-            if path.startswith("/v1/images"):
+            if path.startswith("/v1/images") or path == "/v1/chat/completions":
                 return self._send(
                     exc.status, _openai_error(exc.message, "invalid_request_error", None)
                 )
@@ -453,6 +469,8 @@ class Handler(BaseHTTPRequestHandler):
                 if isinstance(scale, bool):
                     raise ProfileError("The time scale must be a number above 0")
                 sandbox.set_time_scale(scale)
+            elif path == "/_sandbox/relay-shape":
+                sandbox.set_relay_shape(data.get("shape"))
             else:
                 return self._send(404, {"error": f"No admin endpoint {path}"})
         except ProfileError as exc:
@@ -613,9 +631,19 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- OpenAI ---------------------------------------------------------------------
 
+    def _openai_key_missing(self, call: dict, started: float) -> bool:
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and auth[7:].strip():
+            return False
+        self._finish(call, started, 401, _openai_error(
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            "invalid_request_error", None,
+        ), "auth")  # fmt: skip
+        return True
+
     def _openai(self):
         started = time.monotonic()
-        auth = self.headers.get("Authorization", "")
         data = self._json()
         if not isinstance(data, dict):
             raise BadRequest("The request body must be a JSON object.")
@@ -623,12 +651,8 @@ class Handler(BaseHTTPRequestHandler):
         prompt = data.get("prompt")
         call = {"model": model, "protocol": "openai", "prompt": prompt if isinstance(prompt, str) else "",
                 "image_size": data.get("size"), "aspect_ratio": None}  # fmt: skip
-        if not auth.startswith("Bearer ") or not auth[7:].strip():
-            return self._finish(call, started, 401, _openai_error(
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                "invalid_request_error", None,
-            ), "auth")  # fmt: skip
+        if self._openai_key_missing(call, started):
+            return None
         if not isinstance(prompt, str) or not prompt.strip():
             raise BadRequest("prompt is required and must be a non-empty string.")
         if model not in self.sandbox.models:
@@ -648,8 +672,6 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def _openai_answer(self, variant, verdict, model, prompt, size, n):
-        scale = self.sandbox.clock.scale
-        rng = self.sandbox.rng_for(model)
         if variant == "success":
             w, h = (1024, 1024) if size == "auto" else (int(x) for x in size.split("x"))
             image = painter.paint(
@@ -669,6 +691,12 @@ class Handler(BaseHTTPRequestHandler):
         if variant == "garbage_image":
             data = [{"b64_json": GARBAGE_PNG, "revised_prompt": None}]
             return 200, {"created": int(time.time()), "data": data, "output_format": "png"}, {}
+        return self._openai_failure(variant, verdict, model)
+
+    def _openai_failure(self, variant, verdict, model):
+        """The OpenAI-shaped error answers, which the Images API and relays share."""
+        scale = self.sandbox.clock.scale
+        rng = self.sandbox.rng_for(model)
         if variant in OPENAI_ERRORS:
             status, message, type_, code = OPENAI_ERRORS[variant]
             return status, _openai_error(message, type_, code), {}
@@ -690,8 +718,130 @@ class Handler(BaseHTTPRequestHandler):
             )
         raise AssertionError(f"unhandled variant {variant}")
 
+    # --- a relay's chat completions -------------------------------------------------
+
+    def _openai_chat(self):
+        started = time.monotonic()
+        data = self._json()
+        model = str(data.get("model") or "") if isinstance(data, dict) else ""
+        call = {"model": model, "protocol": "openai-chat", "prompt": "",
+                "image_size": None, "aspect_ratio": None}  # fmt: skip
+        if self._openai_key_missing(call, started):
+            return None
+        prompt, references, ratio, size = _parse_chat(data)
+        call.update(prompt=prompt, image_size=size, aspect_ratio=ratio, references=len(references))
+        if model not in self.sandbox.models:
+            return self._finish(call, started, 404, _openai_not_found(model), "not_found")
+        shape = self.sandbox.relay_shape
+
+        def answer(variant, verdict):
+            if variant == "success":
+                pixels = painter.pixel_size(model, ratio or "1:1", size)
+                image = painter.paint(
+                    prompt,
+                    model=model,
+                    size=pixels,
+                    seed=self.sandbox.seed,
+                    reference=references[0][0] if references else None,
+                )
+                uri = f"data:{painter.mime_for(model)};base64,{base64.b64encode(image).decode()}"
+                usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 1290,
+                         "total_tokens": len(prompt.split()) + 1290}  # fmt: skip
+                return (
+                    200,
+                    _chat_completion(model, _chat_image_message(shape, uri), "stop", usage),
+                    {},
+                )
+            if variant == "blocked":
+                message = {"role": "assistant", "content": None}
+                return 200, _chat_completion(model, message, "content_filter"), {}
+            if variant == "no_image":
+                message = {"role": "assistant", "content": "I can describe it, but not draw it."}
+                return 200, _chat_completion(model, message, "stop"), {}
+            if variant == "malformed":
+                return 200, b'{"choices": [{"message": {"images": [{"image_u', {}
+            if variant == "garbage_image":
+                uri = f"data:image/png;base64,{GARBAGE_PNG}"
+                return 200, _chat_completion(model, _chat_image_message(shape, uri), "stop"), {}
+            return self._openai_failure(variant, verdict, model)
+
+        return self._serve(call, started, answer)
+
 
 # --- bodies -------------------------------------------------------------------------------
+
+
+def _parse_chat(data) -> tuple[str, list[tuple[bytes, str]], str | None, str | None]:
+    """(prompt, references, aspect ratio, image size) of a relay's chat completion body
+    asking for an image (OpenRouter's `modalities` and `image_config`)."""
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages is required and must be a non-empty list.")
+    texts, references = [], []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict):
+                raise BadRequest("Each content part must be an object.")
+            if part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url") or ""
+                match = re.fullmatch(r"data:(image/(?:png|jpeg|webp));base64,(.+)", url, re.S)
+                if match is None:
+                    raise BadRequest("image_url must be a data: URI of a PNG, JPEG or WebP.")
+                try:
+                    references.append((base64.b64decode(match[2], validate=True), match[1]))
+                except (ValueError, TypeError):
+                    raise BadRequest("image_url's base64 data could not be decoded.") from None
+    prompt = " ".join(texts).strip()
+    if not prompt:
+        raise BadRequest("The user message must hold some text.")
+    modalities = data.get("modalities")
+    if not isinstance(modalities, list) or "image" not in modalities:
+        raise BadRequest('modalities must include "image" to get an image back.')
+    config = data.get("image_config") or {}
+    if not isinstance(config, dict):
+        raise BadRequest("image_config must be an object.")
+    ratio, size = config.get("aspect_ratio"), config.get("image_size")
+    if ratio is not None and ratio not in ASPECT_RATIOS:
+        raise BadRequest(
+            f"Unsupported aspect_ratio {ratio!r}; supported: {', '.join(ASPECT_RATIOS)}."
+        )
+    if size is not None and size not in IMAGE_SIZES:
+        raise BadRequest(f"Unsupported image_size {size!r}; use 1K, 2K or 4K.")
+    return prompt, references, ratio, size
+
+
+def _chat_completion(model: str, message: dict, finish: str, usage: dict | None = None) -> dict:
+    return {
+        "id": f"gen-{secrets.token_hex(12)}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+        "usage": usage or {},
+    }
+
+
+def _chat_image_message(shape: str, data_uri: str) -> dict:
+    """The assistant's message carrying `data_uri` the way a relay of `shape` does."""
+    text = "Here is the image you asked for."
+    if shape == "parts":
+        content = [
+            {"type": "text", "text": text},
+            {"type": "image_url", "image_url": {"url": data_uri}},
+        ]
+        return {"role": "assistant", "content": content}
+    if shape == "markdown":
+        return {"role": "assistant", "content": f"{text}\n\n![image]({data_uri})"}
+    images = [{"type": "image_url", "index": 0, "image_url": {"url": data_uri, "detail": "auto"}}]
+    return {"role": "assistant", "content": text, "images": images}
 
 
 def _google_error(code: int, status: str, message: str, details: list | None = None) -> dict:

@@ -52,6 +52,10 @@ class SandboxHandle:
     def set_time_scale(self, scale: float) -> dict:
         return self._post("time-scale", {"scale": scale})
 
+    def set_relay_shape(self, shape: str) -> dict:
+        """Where /v1/chat/completions puts its image: images, parts or markdown."""
+        return self._post("relay-shape", {"shape": shape})
+
     def state(self) -> dict:
         return self._get("state")
 

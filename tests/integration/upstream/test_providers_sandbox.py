@@ -3,6 +3,7 @@ worker would see it."""
 
 import io
 import socket
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -15,6 +16,8 @@ from generator.upstream.registry import get_provider
 PRO = DEFAULT_MODELS["gemini-3-pro-image-preview"]
 FLASH = DEFAULT_MODELS["gemini-2.5-flash-image"]
 GPT = DEFAULT_MODELS["gpt-image-1"]
+# Nano Banana Pro behind an OpenAI-compatible relay's chat completions.
+RELAYED = replace(PRO, provider="openai-chat")
 
 pytestmark = pytest.mark.django_db(databases=[])
 
@@ -67,8 +70,9 @@ def test_it_uses_the_configured_api_version(upstream, settings):
     assert generate(FLASH).mime == "image/png"
 
 
-# OpenAI answers a safety refusal with a 400 and a missing key with a 401.
-OPENAI_STATUS = {"blocked": 400, "auth": 401}
+# OpenAI answers a safety refusal with a 400 and a missing key with a 401; a relay's
+# chat completion refuses with a 200 whose finish_reason is content_filter.
+OPENAI_STATUS = {"openai": {"blocked": 400, "auth": 401}, "openai-chat": {"auth": 401}}
 
 
 @pytest.mark.parametrize(
@@ -88,12 +92,13 @@ OPENAI_STATUS = {"blocked": 400, "auth": 401}
         ("garbage_image", Outcome.MALFORMED, 200),
     ],
 )
-@pytest.mark.parametrize("spec", [PRO, FLASH, GPT], ids=["pro", "flash", "openai"])
+@pytest.mark.parametrize(
+    "spec", [PRO, FLASH, GPT, RELAYED], ids=["pro", "flash", "openai", "relay"]
+)
 def test_it_maps_every_forced_outcome(upstream, variant, outcome, status, spec):
     error = failure(spec, f"sandbox:{variant} a lighthouse")
     assert error.outcome == outcome
-    if spec.provider == "openai":
-        status = OPENAI_STATUS.get(variant, status)
+    status = OPENAI_STATUS.get(spec.provider, {}).get(variant, status)
     assert error.http_status == status
     assert upstream.calls()[-1]["outcome"] == outcome.value
 
@@ -187,9 +192,29 @@ def test_it_a_real_key_never_reaches_a_message(upstream, settings):
         assert key not in error.message and key not in repr(error)
 
 
-@pytest.mark.parametrize("spec", [PRO, GPT], ids=["gemini", "openai"])
+@pytest.mark.parametrize("spec", [PRO, GPT, RELAYED], ids=["gemini", "openai", "relay"])
 def test_it_sees_a_connection_closed_without_an_answer_as_a_network_error(upstream, spec):
     error = failure(spec, "sandbox:disconnect*1 a lighthouse")
     assert error.outcome == Outcome.NETWORK
     assert upstream.calls()[-1]["outcome"] == "disconnect"
     assert generate(spec, "sandbox:disconnect*1 a lighthouse").mime.startswith("image/")
+
+
+@pytest.mark.parametrize("shape", ["images", "parts", "markdown"])
+def test_it_gets_pros_jpeg_through_a_relay_whatever_its_answers_shape(upstream, shape):
+    assert upstream.set_relay_shape(shape)["relay_shape"] == shape
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "blue").save(buffer, "PNG")
+    reference = InputImage(buffer.getvalue(), "image/png")
+    result = generate(RELAYED, aspect_ratio="16:9", image_size="2K", references=(reference,))
+    image = Image.open(io.BytesIO(result.data))
+    assert (result.mime, image.format, image.size) == ("image/jpeg", "JPEG", (2752, 1536))
+    assert result.prepared.thumbnail
+    (call,) = upstream.calls()
+    assert (call["protocol"], call["outcome"], call["status"]) == ("openai-chat", "success", 200)
+    assert (call["aspect_ratio"], call["image_size"], call["references"]) == ("16:9", "2K", 1)
+
+
+def test_it_forgets_the_relay_shape_on_reset(upstream):
+    upstream.set_relay_shape("markdown")
+    assert upstream.reset()["relay_shape"] == "images"

@@ -129,6 +129,33 @@ def test_it_the_openai_sdk_speaks_to_it(fast):
         client.images.generate(model="gpt-image-1", prompt="sandbox:overloaded x")
 
 
+def test_it_answers_chat_completions_with_an_image_as_relays_do(fast):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(api_key="sdk-key", base_url=f"{fast.url}/v1", max_retries=0)
+    result = client.chat.completions.create(
+        model=FLASH,
+        messages=[{"role": "user", "content": "a lighthouse"}],
+        extra_body={"modalities": ["image", "text"]},
+    )
+    (image,) = result.choices[0].message.model_extra["images"]
+    assert image["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(
+            model=FLASH,
+            messages=[{"role": "user", "content": "sandbox:overloaded x"}],
+            extra_body={"modalities": ["image", "text"]},
+        )
+    text_only = CLIENT.post(
+        f"{fast.url}/v1/chat/completions",
+        json={"model": FLASH, "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": "Bearer k"},
+    )
+    assert text_only.status_code == 400
+    assert "modalities" in text_only.json()["error"]["message"]
+    bad = httpx.post(f"{fast.url}/_sandbox/relay-shape", json={"shape": "html"})
+    assert bad.status_code == 400 and "Unknown relay shape" in bad.text
+
+
 def test_it_manage_py_sandbox_runs_as_its_own_process_with_its_options(tmp_path):
     process, url = start_sandbox(
         ["--profile", "outage", "--time-scale", "0.001", "--seed", "5"],

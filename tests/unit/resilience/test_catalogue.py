@@ -56,6 +56,25 @@ quality-first = ["gemini-3-pro-image", "sdxl-relay"]
     assert [m.id for m in catalogue.chain("quality-first")] == ["gemini-3-pro-image", "sdxl-relay"]
 
 
+def test_it_adds_a_gemini_model_behind_a_relays_chat_completions(tmp_path):
+    path = tmp_path / "catalogue.toml"
+    path.write_text(
+        """
+[models."google/gemini-3-pro-image-preview"]
+provider = "openai-chat"
+display_name = "Nano Banana Pro (relay)"
+quality_rank = 3
+sizes = ["1K", "2K"]
+price_usd = { "1K" = 0.134, "2K" = 0.134 }
+
+[strategies]
+quality-first = ["google/gemini-3-pro-image-preview", "gemini-2.5-flash-image"]
+"""
+    )
+    catalogue = load_catalogue(path)
+    assert catalogue.primary("quality-first").provider == "openai-chat"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

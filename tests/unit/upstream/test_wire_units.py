@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import os
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from generator.resilience.taxonomy import Outcome
 from generator.upstream import transport
 from generator.upstream.base import GenerationCall, InputImage, UpstreamError
 from generator.upstream.gemini import GeminiProvider
+from generator.upstream.openai_chat import OpenAIChatProvider
 from generator.upstream.openai_images import OpenAIImagesProvider, size_for
 from generator.upstream.sandbox.server import GARBAGE_PNG
 from tests.media import picture
@@ -563,3 +565,136 @@ def test_it_passes_on_the_per_minute_call_quota_a_429_states(
     error = gemini_error(mock_upstream, 429, body)
     assert error.quota_limit == limit
     assert error.retry_after_s == pytest.approx(19.0)
+
+
+# --- A relay's chat completions ----------------------------------------------------------
+
+RELAYED_PRO = replace(PRO, id="google/gemini-3-pro-image-preview", provider="openai-chat")
+
+
+def chat_call(mock_upstream, status, body, headers=None, **call):
+    handler = answer(status, body, headers)
+    provider = OpenAIChatProvider(mock_upstream(handler, "/v1"), KEY)
+    result = provider.generate(GenerationCall(model=RELAYED_PRO, prompt="a red apple", **call))
+    return result, handler
+
+
+def chat_error(mock_upstream, status, body, headers=None) -> UpstreamError:
+    with pytest.raises(UpstreamError) as info:
+        chat_call(mock_upstream, status, body, headers)
+    assert KEY not in info.value.message
+    return info.value
+
+
+def completion(message: dict, finish="stop") -> dict:
+    return {
+        "id": "gen-1",
+        "model": "google/gemini-3-pro-image-preview",
+        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 1290},
+    }
+
+
+def data_uri(data: bytes, mime="image/jpeg") -> str:
+    return f"data:{mime};base64,{b64(data)}"
+
+
+def test_it_chat_sends_openrouters_request_with_the_references_as_data_uris(mock_upstream):
+    message = {"role": "assistant", "content": "", "images": [
+        {"type": "image_url", "image_url": {"url": data_uri(JPEG)}}
+    ]}  # fmt: skip
+    reference = InputImage(data=PNG, mime="image/png")
+    _, handler = chat_call(
+        mock_upstream, 200, completion(message), aspect_ratio="16:9", image_size="2K",
+        references=(reference,),
+    )  # fmt: skip
+    request = handler.requests[0]
+    assert request.url.path == "/v1/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert json.loads(request.content) == {
+        "model": "google/gemini-3-pro-image-preview",
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "a red apple"},
+            {"type": "image_url", "image_url": {"url": data_uri(PNG, "image/png")}},
+        ]}],
+        "modalities": ["image", "text"],
+        "stream": False,
+        "image_config": {"aspect_ratio": "16:9", "image_size": "2K"},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # OpenRouter, Vercel's AI Gateway, LiteLLM: message.images[]
+        {"role": "assistant", "content": "Here it is.", "images": [
+            {"type": "image_url", "index": 0, "image_url": {"url": "", "detail": "auto"}}
+        ]},
+        # content parts, image_url and the {"type": "image"} variant
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Here it is."},
+            {"type": "image_url", "image_url": {"url": ""}},
+        ]},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Here it is."},
+            {"type": "image", "image": {"base64": "", "mime_type": "image/jpeg"}},
+        ]},
+        # one-api / new-api: a Markdown data URI in the text, wrapped over lines
+        {"role": "assistant", "content": "Here it is.\n\n![image]()\nEnjoy."},
+    ],
+    ids=["images", "image_url part", "image part", "markdown"],
+)  # fmt: skip
+def test_it_chat_reads_the_image_wherever_a_relay_puts_it(mock_upstream, message):
+    uri = data_uri(JPEG)
+    encoded = json.dumps(message)
+    wrapped = uri[:40] + "\n" + uri[40:]  # Markdown converters wrap long lines
+    if "![image]()" in encoded:
+        encoded = encoded.replace("![image]()", f"![image]({json.dumps(wrapped)[1:-1]})")
+    else:
+        encoded = encoded.replace('"url": ""', f'"url": "{uri}"')
+        encoded = encoded.replace('"base64": ""', f'"base64": "{b64(JPEG)}"')
+    result, _ = chat_call(mock_upstream, 200, completion(json.loads(encoded)))
+    assert (result.data, result.mime) == (JPEG, "image/jpeg")
+    assert result.prepared is not None and result.prepared.thumbnail
+    assert result.text.startswith("Here it is.")
+    assert "base64" not in result.text
+    assert result.model_version == "google/gemini-3-pro-image-preview"
+
+
+def test_it_chat_reports_a_content_filter_without_an_image_as_blocked(mock_upstream):
+    error = chat_error(
+        mock_upstream, 200, completion({"role": "assistant", "content": None}, "content_filter")
+    )
+    assert error.outcome == Outcome.BLOCKED
+    assert "content_filter" in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "says"),
+    [
+        ({"choices": []}, Outcome.NO_IMAGE, "no choices"),
+        (completion({"role": "assistant", "content": "Sorry, only text."}), Outcome.NO_IMAGE,
+         "no image in the answer"),
+        (completion({"role": "assistant", "content": "![image](https://cdn.example/x.png)"}),
+         Outcome.NO_IMAGE, "never fetched"),
+        (completion({"role": "assistant", "images": [{"image_url": {"url": "data:image/png;base64,@@"}}]}),
+         Outcome.MALFORMED, "not valid base64"),
+        (completion({"role": "assistant", "images": [{"image_url": {"url": f"data:image/png;base64,{GARBAGE_PNG}"}}]}),
+         Outcome.MALFORMED, "not readable"),
+        ({"choices": ["text"]}, Outcome.MALFORMED, "not a list of objects"),
+        ({"choices": [{"message": "text"}]}, Outcome.MALFORMED, "not an object"),
+    ],
+    ids=["no choices", "text only", "a link", "bad base64", "garbage image", "choices", "message"],
+)  # fmt: skip
+def test_it_chat_reports_answers_without_a_usable_image(mock_upstream, body, outcome, says):
+    error = chat_error(mock_upstream, 200, body)
+    assert error.outcome == outcome
+    assert says in error.message
+
+
+def test_it_chat_maps_openai_shaped_errors_like_the_images_api(mock_upstream):
+    error = chat_error(
+        mock_upstream, 429, err("Rate limit reached", "requests", "rate_limit_exceeded"),
+        {"retry-after": "3"},
+    )  # fmt: skip
+    assert (error.outcome, error.retry_after_s) == (Outcome.RATE_LIMITED, 3.0)
