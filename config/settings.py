@@ -413,6 +413,11 @@ POLICY_REQUEST_BUDGET_S = env_float("POLICY_REQUEST_BUDGET_S", 1200.0)
 # A call's length, successful and failed, until a model's own latencies are known.
 POLICY_EXPECTED_CALL_S = env_float("POLICY_EXPECTED_CALL_S", 40.0)
 POLICY_EXPECTED_FAILURE_S = env_float("POLICY_EXPECTED_FAILURE_S", 10.0)
+# A request moves down its chain after this many failures in a row that it may have
+# caused itself (500s, timeouts, no image, unreadable answers; never 503s) when the
+# model's success rate with the other calls makes them this unlikely by chance.
+POLICY_OWN_STREAK_MIN = env_int("POLICY_OWN_STREAK_MIN", 3)
+POLICY_OWN_STREAK_EVIDENCE = env_float("POLICY_OWN_STREAK_EVIDENCE", 0.001)
 # Circuit breaker per model, shared in Redis. It means "dead": it opens when
 # BREAKER_DEAD_AFTER calls in a row failed, then lets one probe through BREAKER_PROBE_S
 # later and, while probes fail, at intervals doubling up to BREAKER_PROBE_MAX_S; a

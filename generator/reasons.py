@@ -69,6 +69,12 @@ def words(reason: Reason | None, name: Callable[[str], str]) -> str:
             return f"{m} is not found upstream"
         case Code.STRUGGLING:
             return f"{m} is struggling ({reason.rate or 0:.0%} success recently)"
+        case Code.ONLY_THIS_REQUEST:
+            how = _FAILING.get(outcome, "failing")
+            return (
+                f"{m} was {how} for this request {reason.count} times in a row while it "
+                f"served {reason.rate or 0:.0%} of other calls"
+            )
         case Code.FAILED_TIMES:
             what = f" ({outcome})" if outcome else ""
             return f"{m} failed {reason.count} times{what}"

@@ -45,6 +45,8 @@ def policy_config_from_settings() -> PolicyConfig:
                 max_rate_limit_wait_s=settings.POLICY_STABILITY_MAX_WAIT_S * k,
                 min_success_rate=settings.POLICY_STABILITY_MIN_SUCCESS_RATE,
             ),
+            own_streak_min=settings.POLICY_OWN_STREAK_MIN,
+            own_streak_evidence=settings.POLICY_OWN_STREAK_EVIDENCE,
         )
     except ValueError as exc:
         raise ImproperlyConfigured(f"Retry policy settings: {exc}") from exc

@@ -34,6 +34,13 @@ Why the rules are what they are (docs/resilience.md has the long version):
 - For the other models, an open breaker or a limiter with no headroom is a wait the
   request did not cause: quality-first waits only if the wait is short or its deadline
   allows it, stability-first never waits long.
+- A request whose own calls keep failing on a model that serves the others is the
+  problem, not the model (its prompt, its references, its size: a prompt that always
+  gets text back or an internal error, a reference the model chokes on): after
+  `own_streak_min` such failures in a row (OWN_TROUBLE: never 503s, which say the model
+  has no capacity) that the others' recent success rate p makes unlikely ((1 - p)^k
+  below `own_streak_evidence`), it moves down the chain instead of spending its
+  attempts and the model's quota on more of the same.
 """
 
 import random
@@ -61,6 +68,13 @@ RETRYABLE = frozenset(
         Outcome.MALFORMED,
     }
 )
+# Failures a request's own content can cause (a prompt that always gets text back or an
+# internal error, a reference the model chokes on, a size that times out). A 503 says
+# the model has no capacity, a network error that it cannot be reached: never the
+# request's doing.
+OWN_TROUBLE = frozenset(
+    {Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.NO_IMAGE, Outcome.MALFORMED}
+)
 
 
 class Code(StrEnum):
@@ -80,6 +94,8 @@ class Code(StrEnum):
     DAILY_QUOTA = "daily_quota"  # model's daily quota is used up
     NOT_FOUND = "not_found"  # model is not found upstream
     STRUGGLING = "struggling"  # model's recent success rate is below the floor (rate)
+    ONLY_THIS_REQUEST = "only_this_request"  # model failed count times in a row (the
+    # last with outcome) for this request while it served others (rate)
     FAILED_TIMES = "failed_times"  # model failed count times (the last with outcome)
     NOT_RETRIED = "not_retried"  # model answered outcome, which another call cannot fix
     ATTEMPTS_USED = "attempts_used"  # count attempts made, the last: model, outcome
@@ -216,6 +232,10 @@ class PolicyConfig:
         attempts_per_model=2, max_wait_s=5.0, max_rate_limit_wait_s=5.0, min_success_rate=0.5
     )
     min_calls_for_rate: int = 5  # success_rate is trusted only above this many calls
+    # A request's own failures in a row on a model, and how unlikely they must be given
+    # the others' success rate, before the request takes them for its own problem.
+    own_streak_min: int = 3
+    own_streak_evidence: float = 0.001
 
     def limits(self, strategy: str) -> StrategyLimits:
         return self.stability if strategy == STABILITY_FIRST else self.quality
@@ -228,6 +248,10 @@ class PolicyConfig:
                 raise ValueError("attempts_per_model must be at least 1")
         if min(self.backoff_base_s, self.backoff_cap_s, self.min_wait_s) < 0:
             raise ValueError("durations must not be negative")
+        if self.own_streak_min < 1 or not 0 < self.own_streak_evidence < 1:
+            raise ValueError(
+                "own_streak_min must be at least 1 and own_streak_evidence between 0 and 1"
+            )
 
 
 def backoff_s(config: PolicyConfig, failures: int, rng: random.Random) -> float:
@@ -374,6 +398,9 @@ class _Planner:
             if not is_last and self._struggling(health):
                 rate = health.success_rate or 0.0
                 return float("inf"), Reason(Code.STRUGGLING, model, rate=rate), False, None
+            alone = None if is_last else self._only_this_request(model, health)
+            if alone is not None:
+                return float("inf"), alone, False, None
             available = health.available_at(self.now)
             # Compared with now too: a backoff that has already run out is no reason to
             # blame the breaker or the quota for the call not going at once.
@@ -474,6 +501,28 @@ class _Planner:
             and health.window_calls >= self.config.min_calls_for_rate
             and health.success_rate < floor
         )
+
+    def _only_this_request(self, model: str, health: ModelHealth) -> Reason | None:
+        """Why `model` is out of play for this request when its own failures in a row
+        on it are too many to be the model's (None when they are not)."""
+        mine, streak = 0, []  # its failures in a row; those it may have caused
+        for a in reversed(self.s.attempts):
+            if a.model != model or a.outcome not in RETRYABLE:
+                break
+            mine += 1
+            if a.outcome in OWN_TROUBLE:
+                streak.append(a)
+        k = len(streak)
+        if k < self.config.own_streak_min or health.success_rate is None:
+            return None
+        # The window holds this request's failures too: the others' calls are the rest.
+        others = health.window_calls - mine
+        if others < self.config.min_calls_for_rate:
+            return None
+        rate = min(1.0, health.success_rate * health.window_calls / others)
+        if (1.0 - rate) ** k >= self.config.own_streak_evidence:
+            return None
+        return Reason(Code.ONLY_THIS_REQUEST, model, streak[0].outcome, count=k, rate=rate)
 
     def _deadline_allows(self, ready: float) -> bool:
         """A patient request (quality-first with a deadline) waits for its model when the

@@ -182,6 +182,22 @@ def test_it_takes_a_garbled_image_for_a_malformed_answer_and_goes_on(chain, work
     assert [c["outcome"] for c in chain.calls()] == ["malformed", "success"]
 
 
+def test_it_moves_on_when_pro_fails_only_this_request(chain, workers, alice, team):
+    """Pro serves every other prompt; this one gets server errors from it every time:
+    after three in a row the request goes to Flash instead of spending its wait limit
+    and Pro's quota on more."""
+    workers.start(1)
+    rows = wait_for_all(submit_many(alice, team, 8), timeout=120)
+    assert all(r.served_model == PRO for r in rows), failures(rows)
+    (request,) = submit(alice, team, Submission(prompt=f"sandbox:server_error@{PRO} a cat"))
+    (row,) = wait_for_all([request], timeout=120)
+    assert row.status == Status.SUCCEEDED, failures([row])
+    assert row.served_model == FLASH
+    outcomes = [(a.model, a.outcome) for a in row.attempts.order_by("number")]
+    assert outcomes == [(PRO, "server_error")] * 3 + [(FLASH, "success")]
+    assert "for this request 3 times in a row" in row.fallback_reason
+
+
 def test_it_nothing_is_lost_when_a_worker_dies_and_redis_is_flushed(
     chain, workers, alice, team, redis_conn
 ):

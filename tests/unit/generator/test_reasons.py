@@ -53,3 +53,11 @@ def test_it_has_words_for_every_code():
         assert say(
             Reason(code, PRO, Outcome.OVERLOADED, count=2, seconds=5, rate=0.5, cause=cause)
         )
+
+
+def test_it_says_when_a_model_failed_only_this_request():
+    reason = Reason(Code.ONLY_THIS_REQUEST, PRO, Outcome.NO_IMAGE, count=3, rate=0.97)
+    assert say(reason) == (
+        "Nano Banana Pro was answering without an image for this request 3 times in a row "
+        "while it served 97% of other calls"
+    )

@@ -354,3 +354,59 @@ def test_it_every_request_terminates_within_its_budget_on_its_chain(
         assert len(attempts) <= CONFIG.attempt_budget
     else:
         pytest.fail("the request did not terminate")
+
+
+# --- a request's own trouble -------------------------------------------------------------
+
+
+def own_streak(n, outcome="server_error"):
+    return [attempt(PRO, outcome, at=T0 + 30 * (i + 1)) for i in range(n)]
+
+
+def test_it_moves_on_when_a_model_fails_only_this_request():
+    """Three failures in a row while the model serves 97 % of the other calls: the
+    request's prompt or references are the trouble; more of the same would not help."""
+    health = {PRO: ModelHealth(PRO, success_rate=0.9, window_calls=40)}
+    decision = decide(situation(own_streak(3), health=health), CONFIG)
+    assert (decision.action, decision.model, decision.downgraded_from) == (
+        Action.CALL, FLASH, PRO
+    )  # fmt: skip
+    cause = decision.reason.cause
+    assert (cause.code, cause.model, cause.outcome, cause.count) == (
+        Code.ONLY_THIS_REQUEST, PRO, Outcome.SERVER_ERROR, 3
+    )  # fmt: skip
+    assert cause.rate == pytest.approx(36 / 37)
+
+
+@pytest.mark.parametrize(
+    ("failures", "success_rate", "window_calls"),
+    [
+        (2, 0.9, 40),  # two in a row happen to anyone
+        (3, 0.5, 40),  # the model fails half its calls: this request is no exception
+        (3, 0.8, 40),  # an overload starting: the others fail too (0.135^3 > 0.001)
+        (3, 0.9, 7),  # too few other calls to judge
+        (3, None, 0),  # nothing known
+    ],
+)
+def test_it_keeps_trying_a_model_that_fails_others_too(failures, success_rate, window_calls):
+    health = {PRO: ModelHealth(PRO, success_rate=success_rate, window_calls=window_calls)}
+    decision = decide(situation(own_streak(failures), health=health), CONFIG)
+    assert decision.model == PRO
+
+
+@pytest.mark.parametrize("outcome", ["overloaded", "unavailable", "network"])
+def test_it_never_takes_a_model_without_capacity_for_the_requests_own_trouble(outcome):
+    health = {PRO: ModelHealth(PRO, success_rate=0.9, window_calls=40)}
+    assert decide(situation(own_streak(4, outcome), health=health), CONFIG).model == PRO
+
+
+def test_it_does_not_count_429s_as_the_requests_own_trouble():
+    health = {PRO: ModelHealth(PRO, success_rate=0.9, window_calls=40)}
+    attempts = [*own_streak(2), attempt(PRO, "rate_limited", at=T0 + 90, retry_after_s=1)]
+    assert decide(situation(attempts, health=health), CONFIG).model == PRO
+
+
+def test_it_keeps_the_last_model_in_the_chain_whatever_its_streak():
+    health = {PRO: ModelHealth(PRO, success_rate=0.9, window_calls=40)}
+    decision = decide(situation(own_streak(3), chain=(PRO,), health=health), CONFIG)
+    assert decision.model == PRO
