@@ -113,7 +113,8 @@ def _image_urls(message: dict) -> tuple[list[str], str]:
     """(the image URLs of a chat message, in the order of the module docstring; its
     text with any Markdown images left out)."""
     urls: list[str] = []
-    for item in message.get("images") or []:
+    images = message.get("images")
+    for item in images if isinstance(images, list) else []:
         if isinstance(item, dict):
             urls.append(_url_of(item.get("image_url")))
     content = message.get("content")

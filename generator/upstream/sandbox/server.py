@@ -791,7 +791,9 @@ def _parse_chat(data) -> tuple[str, list[tuple[bytes, str]], str | None, str | N
             if part.get("type") == "text" and isinstance(part.get("text"), str):
                 texts.append(part["text"])
             elif part.get("type") == "image_url":
-                url = (part.get("image_url") or {}).get("url") or ""
+                url = part.get("image_url")
+                url = url.get("url") if isinstance(url, dict) else url
+                url = url if isinstance(url, str) else ""
                 match = re.fullmatch(r"data:(image/(?:png|jpeg|webp));base64,(.+)", url, re.S)
                 if match is None:
                     raise BadRequest("image_url must be a data: URI of a PNG, JPEG or WebP.")

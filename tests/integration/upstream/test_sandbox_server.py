@@ -152,6 +152,19 @@ def test_it_answers_chat_completions_with_an_image_as_relays_do(fast):
     )
     assert text_only.status_code == 400
     assert "modalities" in text_only.json()["error"]["message"]
+    bad_reference = CLIENT.post(
+        f"{fast.url}/v1/chat/completions",
+        json={
+            "model": FLASH,
+            "modalities": ["image"],
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "x"}, {"type": "image_url", "image_url": 7},
+            ]}],
+        },
+        headers={"Authorization": "Bearer k"},
+    )  # fmt: skip
+    assert bad_reference.status_code == 400
+    assert "data: URI" in bad_reference.json()["error"]["message"]
     bad = httpx.post(f"{fast.url}/_sandbox/relay-shape", json={"shape": "html"})
     assert bad.status_code == 400 and "Unknown relay shape" in bad.text
 

@@ -681,10 +681,13 @@ def test_it_chat_reports_a_content_filter_without_an_image_as_blocked(mock_upstr
          Outcome.MALFORMED, "not valid base64"),
         (completion({"role": "assistant", "images": [{"image_url": {"url": f"data:image/png;base64,{GARBAGE_PNG}"}}]}),
          Outcome.MALFORMED, "not readable"),
+        (completion({"role": "assistant", "content": 5, "images": 5}), Outcome.NO_IMAGE,
+         "no image in the answer"),
         ({"choices": ["text"]}, Outcome.MALFORMED, "not a list of objects"),
         ({"choices": [{"message": "text"}]}, Outcome.MALFORMED, "not an object"),
     ],
-    ids=["no choices", "text only", "a link", "bad base64", "garbage image", "choices", "message"],
+    ids=["no choices", "text only", "a link", "bad base64", "garbage image", "odd fields",
+         "choices", "message"],
 )  # fmt: skip
 def test_it_chat_reports_answers_without_a_usable_image(mock_upstream, body, outcome, says):
     error = chat_error(mock_upstream, 200, body)
