@@ -27,6 +27,14 @@ class GenerationCall:
     references: tuple[InputImage, ...] = ()
     request_id: str = ""  # for logs only
 
+    def image_size_to_send(self) -> str | None:
+        """The size to ask for, only from a model that offers a choice: Flash is 1K only
+        and whether it rejects the field is unconfirmed, so it never gets it."""
+        sizes = self.model.sizes
+        if self.image_size and len(sizes) > 1 and self.image_size in sizes:
+            return self.image_size
+        return None
+
 
 @dataclass(frozen=True)
 class GenerationResult:

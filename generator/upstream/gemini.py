@@ -46,10 +46,8 @@ class GeminiProvider:
         image_config: dict = {}
         if call.aspect_ratio:
             image_config["aspectRatio"] = call.aspect_ratio
-        # imageSize only for models that offer a choice: Flash is 1K only and whether it
-        # rejects the field is unconfirmed, so it never gets it.
-        if call.image_size and len(call.model.sizes) > 1 and call.image_size in call.model.sizes:
-            image_config["imageSize"] = call.image_size
+        if size := call.image_size_to_send():
+            image_config["imageSize"] = size
         config: dict = {"responseModalities": ["TEXT", "IMAGE"]}
         if image_config:
             config["imageConfig"] = image_config

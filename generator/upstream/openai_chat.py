@@ -53,9 +53,8 @@ class OpenAIChatProvider(OpenAICompatible):
         image_config: dict = {}
         if call.aspect_ratio:
             image_config["aspect_ratio"] = call.aspect_ratio
-        # As for Gemini itself: a size only where the model offers a choice.
-        if call.image_size and len(call.model.sizes) > 1 and call.image_size in call.model.sizes:
-            image_config["image_size"] = call.image_size
+        if size := call.image_size_to_send():
+            image_config["image_size"] = size
         body: dict = {
             "model": call.model.id,
             "messages": [{"role": "user", "content": content}],
