@@ -130,7 +130,7 @@ RQ_SHOW_ADMIN_LINK = True
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "throttle": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "config.caches.SharedRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "throttle",
         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
