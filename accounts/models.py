@@ -83,11 +83,12 @@ class User(AbstractUser):
     def current_team(self) -> "Team":
         """The team the user works in: the active one while they are still a member of it,
         else their first team; a user who has none gets a personal team."""
-        if (
-            self.active_team_id
-            and Membership.objects.filter(team_id=self.active_team_id, user=self).exists()
-        ):
-            return self.active_team
+        if self.active_team_id:
+            # One query on every page and API call: the team, if still a member of it.
+            team = Team.objects.filter(pk=self.active_team_id, memberships__user=self).first()
+            if team is not None:
+                self.active_team = team
+                return team
         team = self.teams().first() or Team.create_personal(self)
         self.switch_team(team)
         return team

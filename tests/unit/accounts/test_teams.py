@@ -243,3 +243,20 @@ def test_it_shows_the_team_page_when_the_invite_in_its_address_is_not_open(
     body = response.content.decode()
     assert "That invite link is not open any more; create a new one." in body
     assert invite.token not in body  # the page shows no link it was not asked for
+
+
+def test_it_finds_the_current_team_in_one_query(django_assert_num_queries, bob, team):
+    bob = type(bob).objects.get(pk=bob.pk)  # as a request loads its user
+    with django_assert_num_queries(1):
+        assert bob.current_team() == team
+        assert bob.active_team.name == "Acme"  # loaded with it, no second query
+
+
+def test_it_moves_a_removed_member_to_a_team_of_their_own(bob, team):
+    bob.membership_in(team).delete()
+    bob = type(bob).objects.get(pk=bob.pk)
+
+    current = bob.current_team()
+
+    assert current != team and current.is_personal
+    assert type(bob).objects.get(pk=bob.pk).active_team == current
