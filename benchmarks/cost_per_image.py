@@ -10,9 +10,11 @@ sandbox, --workers RQ workers (`rqworker --with-scheduler`, as `make run`) and o
 (`manage.py caller`) with TIME_SCALE 0.0001, and measures two things:
 
 1. zero latency: --requests quality-first requests submitted at once (through
-   generator.admission, in this process) while the sandbox answers at once; delivered
-   per second per worker, and the CPU time each process spent per request (/proc;
-   admission's, this process's while it submits);
+   generator.admission, in this process; with --http N, through the web server as
+   `make run` starts it, `POST /api/v1/generations` from N client threads) while the
+   sandbox answers at once; delivered per second per worker, and the CPU time each
+   process spent per request (/proc; admission's, this process's while it submits, or
+   the web server's, its master and worker processes);
 2. slow upstream: the sandbox's clock set to real time and --slow-calls requests whose
    every call takes --slow seconds (`sandbox:slow=`): (a) end to end, the most calls in
    flight at once (the sandbox's count); (b) the caller alone: the calls are queued
@@ -37,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from config.up import manage, served_as_deployed  # noqa: E402
+from config.up import manage, served_as_deployed, web_command  # noqa: E402
 
 CALLS_KEY = "steadyshot:calls"  # generator.caller.calls.CALLS_KEY, read before Django is set up
 
@@ -50,6 +52,16 @@ def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     # utime + stime, and those of its children waited for (RQ's forked work horses)
     return sum(int(f) for f in fields[11:15]) / TICK
+
+
+def family(pid: int) -> list[int]:
+    """The process and its children (a web server's master and its worker processes)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(int(child) for child in children)]
+
+
+def family_cpu_s(pids: list[int]) -> float:
+    return sum(cpu_s(pid) for pid in pids)
 
 
 def rss_mb(pid: int) -> float:
@@ -152,6 +164,27 @@ def wait_final(ids, timeout: float, backends: Backends | None = None) -> tuple[f
     raise SystemExit(f"not final after {timeout:.0f} s: {dict(states)}")
 
 
+def submit_over_http(base_url: str, token: str, count: int, clients: int) -> list:
+    """`count` submissions through the JSON API from `clients` threads, each with its own
+    keep-alive connection, as fast as the server answers; the ids of the requests."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(numbers: range) -> list:
+        ids = []
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
+            for n in numbers:
+                answer = http.post("/api/v1/generations", json={"prompt": f"a lighthouse {n}"})
+                if answer.status_code != 202:
+                    raise SystemExit(f"submission {n}: {answer.status_code} {answer.text}")
+                ids += [row["id"] for row in answer.json()["data"]]
+        return ids
+
+    with ThreadPoolExecutor(clients) as pool:
+        shares = pool.map(client, (range(c, count, clients) for c in range(clients)))
+        return [pk for share in shares for pk in share]
+
+
 def submit_slow(args, user, team, tag: str) -> list:
     from generator.admission import Submission, submit
 
@@ -197,6 +230,13 @@ def main() -> None:
         metavar="DIR",
         help="profile the workers and the caller during the zero-latency round with py-spy "
         "(pip install py-spy): DIR/<process>.txt, collapsed stacks of on-CPU samples",
+    )
+    parser.add_argument(
+        "--http",
+        type=int,
+        metavar="N",
+        help="submit the zero-latency round through the web server (as make run starts it) "
+        "from N client threads, and count the web server's CPU as admission's",
     )
     parser.add_argument(
         "--no-caller",
@@ -259,35 +299,58 @@ def main() -> None:
         )
     if not args.no_caller:
         processes["caller"] = start("caller", manage("caller"), env, log_dir)
+    web_url = None
+    if args.http:
+        from accounts.models import ApiToken
+
+        web_port = str(free_port())
+        web_url = f"http://127.0.0.1:{web_port}"
+        token = ApiToken.issue(user, "bench")[1]
+        processes["web"] = start("web", web_command(env, "127.0.0.1", web_port), env, log_dir)
     try:
-        for _ in range(100):
-            try:
-                httpx.get(f"{sandbox_url}/_sandbox/state", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        for url in filter(
+            None, (f"{sandbox_url}/_sandbox/state", web_url and f"{web_url}/healthz")
+        ):
+            for _ in range(100):
+                try:
+                    httpx.get(url, timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
         time.sleep(3)  # the workers and the caller load Django
         print(f"load average before: {os.getloadavg()}")
 
         # 1. Zero latency.
-        pids = {name: p.pid for name, p in processes.items()}
+        pids = {name: p.pid for name, p in processes.items() if name != "web"}
         spies = profile(args.py_spy, pids) if args.py_spy else []
         conn = redis.Redis.from_url(os.environ["REDIS_URL"])
         cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
         redis_before, backends = redis_cpu_s(conn), Backends()
         started = time.monotonic()
         ids = []
-        # Admission runs in this process: its CPU (not its database's, counted with
-        # Postgres) is what a web process spends on the submission past the HTTP layer.
-        admission_before = time.process_time()
-        for n in range(args.requests):
-            ids += [r.pk for r in submit(user, team, Submission(prompt=f"a lighthouse {n}"))]
-        admission = time.process_time() - admission_before
+        if web_url:
+            # The web server's processes: admission, the API's view, token, HTTP and
+            # access log; the statements of all that are in the web server's own
+            # Postgres backends, counted with Postgres.
+            web = family(processes["web"].pid)
+            admission_before = family_cpu_s(web)
+            ids = submit_over_http(web_url, token, args.requests, args.http)
+            admission = family_cpu_s(web) - admission_before
+        else:
+            # Admission runs in this process: its CPU is what a web process spends on the
+            # submission past the HTTP layer. Its statements run in this process's own
+            # Postgres backend, which the Postgres figure leaves out (it also polls for
+            # the results): --http counts them.
+            admission_before = time.process_time()
+            for n in range(args.requests):
+                submission = Submission(prompt=f"a lighthouse {n}")
+                ids += [r.pk for r in submit(user, team, submission)]
+            admission = time.process_time() - admission_before
         submitted = time.monotonic()
         ended, states = wait_final(ids, timeout=600, backends=backends)
         elapsed = ended - started
         spent = {name: cpu_s(pid) - cpu_before[name] for name, pid in pids.items()}
-        spent["admission"] = admission
+        spent["web server" if web_url else "admission"] = admission
         spent["postgres"] = backends.spent()
         spent["redis"] = redis_cpu_s(conn) - redis_before
         for spy in spies:
@@ -301,16 +364,15 @@ def main() -> None:
         for name, ms in per_request.items():
             print(f"  CPU per request, {name}: {ms:.1f} ms")
         # The sandbox stands in for the upstream: not the product's CPU.
-        product = sum(
-            ms for name, ms in per_request.items() if name not in (*SERVICES, "admission")
-        )
-        with_admission = product + per_request["admission"]
+        front = "web server" if web_url else "admission"
+        product = sum(ms for name, ms in per_request.items() if name not in (*SERVICES, front))
+        with_admission = product + per_request[front]
         whole = with_admission + per_request["postgres"] + per_request["redis"]
         print(f"  CPU per request, workers and caller: {product:.1f} ms", end="")
         print(f" = {1000 / product:.1f} requests/s per core")
-        print(f"  CPU per request, with admission: {with_admission:.1f} ms", end="")
+        print(f"  CPU per request, with {front}: {with_admission:.1f} ms", end="")
         print(f" = {1000 / with_admission:.1f} requests/s per core")
-        print(f"  CPU per request, with admission, Postgres and Redis: {whole:.1f} ms", end="")
+        print(f"  CPU per request, with {front}, Postgres and Redis: {whole:.1f} ms", end="")
         print(f" = {1000 / whole:.1f} requests/s per core")
         print(f"  load average after: {os.getloadavg()}")
 
