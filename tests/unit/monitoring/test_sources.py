@@ -52,3 +52,11 @@ def test_it_reads_quota_use(monkeypatch):
     module.usage_overview = lambda now=None: {"teams": [{"team": "Acme"}], "users": []}
     monkeypatch.setitem(sys.modules, "quotas.selectors", module)
     assert sources.quota_usage()["teams"][0]["team"] == "Acme"
+
+
+def test_it_reads_redis_over_one_client_per_process(settings):
+    """Every page view and scrape shares one pool: no connection opened per read."""
+    first = sources._redis()
+    assert sources._redis() is first
+    settings.REDIS_URL = "redis://127.0.0.1:9/7"  # another Redis: another client
+    assert sources._redis() is not first
