@@ -149,15 +149,17 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
     A connection to the database lost on the way (a failover, a restart, a terminated
     session) is not the person's problem: the admission runs again once on a new
     connection, unless the lost round trip was the commit and it went through (its
-    rows are there), in which case what was committed is returned and queued."""
+    rows are there), in which case what was committed is returned and queued. The
+    uploads the lost try wrote are removed before the next try writes them again."""
     validate(submission)
     catalogue = get_catalogue()
     chain = plan_chain(submission.strategy)
     # The worst case is the most expensive model the chain could end on.
     worst = max(catalogue[m].price(submission.image_size) for m in chain)
     batch = uuid4()
+    first_try: list[ReferenceImage] = []
     try:
-        return _admit(user, team, submission, chain, worst, batch)
+        return _admit(user, team, submission, chain, worst, batch, first_try)
     except (OperationalError, InterfaceError):
         if connection.in_atomic_block:  # an outer transaction: it is lost as a whole
             raise
@@ -170,10 +172,12 @@ def submit(user, team, submission: Submission) -> list[GenerationRequest]:
                     queue.enqueue(request)
             return committed
         log.warning("batch=%s: connection lost before the commit; admitting again", batch)
-        return _admit(user, team, submission, chain, worst, batch)
+        _remove_files(first_try)  # their rows were rolled back
+        return _admit(user, team, submission, chain, worst, batch, [])
 
 
-def _admit(user, team, submission, chain, worst, batch) -> list[GenerationRequest]:
+def _admit(user, team, submission, chain, worst, batch, stored) -> list[GenerationRequest]:
+    """The admission's transaction; the uploads it writes are added to `stored`."""
     # One time for the requests and their reservation: quotas counts them for its day.
     admitted = timezone.now()
     # Economy: the Batch price, and a wait in the database instead of a job now.
@@ -181,7 +185,6 @@ def _admit(user, team, submission, chain, worst, batch) -> list[GenerationReques
     if submission.strategy == StrategyName.ECONOMY:
         worst = economy.price(chain, submission.image_size)
         plan = economy.plan(chain, submission.deadline, admitted)
-    stored: list[ReferenceImage] = []
     try:
         with reserving() as reservation:
             requests = []
@@ -218,7 +221,7 @@ def _admit(user, team, submission, chain, worst, batch) -> list[GenerationReques
             # Uploads are written before the counters move, not while they are locked; a
             # refusal removes them below. Should the commit fail otherwise, the files left
             # are swept later (retention.sweep_orphan_files).
-            stored = store_references(user, team, submission.uploads)
+            stored += store_references(user, team, submission.uploads)
             references = submission.references + stored
             if references:
                 for request in requests:
@@ -228,7 +231,16 @@ def _admit(user, team, submission, chain, worst, batch) -> list[GenerationReques
                     transaction.on_commit(lambda r=request: queue.enqueue(r))
     except QuotaExceeded:
         # Refused: no file stays behind (issue 13, item 8).
-        for reference in stored:
-            reference.file.storage.delete(reference.file.name)
+        _remove_files(stored)
         raise
     return requests
+
+
+def _remove_files(references: list[ReferenceImage]) -> None:
+    """Delete the files of uploads whose rows were never committed. One that cannot be
+    deleted now is left to the hourly sweep of orphan files (retention.py)."""
+    for reference in references:
+        try:
+            reference.file.storage.delete(reference.file.name)
+        except Exception:
+            log.exception("upload %s not removed; the orphan sweep will", reference.file.name)

@@ -4,10 +4,12 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import ApiToken
+from drills.run import orphan_files
 from generator import queue
 from generator.admission import AdmissionError, Submission, submit
 from generator.models import GenerationRequest, QuotaState, Status
 from quotas.models import UsageEntry
+from tests.media import picture, private_media
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,13 +65,14 @@ def test_it_refuses_bad_submissions_and_queues_nothing(
 
 @pytest.fixture
 def connection_drops():
-    """connection_drops(n): the session inserting a request is terminated by Postgres
-    (`pg_terminate_backend`, as in a failover) at each of the next n inserts, mid-admission."""
+    """connection_drops(n, table=requests'): the session inserting into `table` is
+    terminated by Postgres (`pg_terminate_backend`, as in a failover) at each of the
+    next n inserts, mid-admission."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
         pytest.skip("terminates a Postgres session")
-    table = GenerationRequest._meta.db_table
+    tables = []
     with connection.cursor() as cursor:
         cursor.execute("CREATE SEQUENCE IF NOT EXISTS test_drops")
         cursor.execute(
@@ -78,13 +81,15 @@ def connection_drops():
             "  PERFORM pg_terminate_backend(pg_backend_pid()); END IF;"
             " RETURN NEW; END $$ LANGUAGE plpgsql"
         )
-        cursor.execute(
-            f"CREATE TRIGGER test_drop BEFORE INSERT ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION test_drop()"
-        )
 
-    def drops(n: int) -> None:
+    def drops(n: int, table: str = GenerationRequest._meta.db_table) -> None:
         with connection.cursor() as cursor:
+            if table not in tables:
+                cursor.execute(
+                    f"CREATE TRIGGER test_drop BEFORE INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION test_drop()"
+                )
+                tables.append(table)
             cursor.execute("SELECT setval('test_drops', 1, false)")
             cursor.execute(
                 f"ALTER DATABASE {connection.settings_dict['NAME']} SET test.drops = {n}"
@@ -94,7 +99,8 @@ def connection_drops():
     yield drops
     connection.close()
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TRIGGER test_drop ON {table}")
+        for table in tables:
+            cursor.execute(f"DROP TRIGGER test_drop ON {table}")
         cursor.execute("DROP FUNCTION test_drop()")
         cursor.execute("DROP SEQUENCE test_drops")
         cursor.execute(f"ALTER DATABASE {connection.settings_dict['NAME']} RESET test.drops")
@@ -111,6 +117,23 @@ def test_it_admits_again_on_a_new_connection_when_postgres_drops_it(
     assert UsageEntry.objects.filter(kind=UsageEntry.Kind.RESERVE).get().images == 2
     jobs = queue.get_queue().get_jobs()
     assert sorted(j.args[0] for j in jobs) == sorted(str(r.pk) for r in requests)
+
+
+def test_it_leaves_no_upload_behind_when_postgres_drops_the_admission(
+    alice, team, redis_conn, connection_drops, settings, tmp_path
+):
+    private_media(settings, tmp_path)
+    # The session ends when the request is tied to its upload: after the file is written.
+    connection_drops(1, table=GenerationRequest.references.through._meta.db_table)
+
+    (request,) = submit(
+        alice, team, Submission(prompt="make it blue", uploads=[(picture(), "image/png")])
+    )
+
+    (reference,) = request.references.all()
+    assert reference.file.storage.exists(reference.file.name)
+    assert orphan_files() == []  # the lost try's copy is gone
+    assert len(list((tmp_path / "media").rglob("*.png"))) == 1
 
 
 def test_it_answers_503_with_what_to_do_when_the_database_stays_away(
