@@ -8,7 +8,7 @@ marked succeeded.
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -196,8 +196,8 @@ class GenerationRequestQuerySet(models.QuerySet):
             rows = rows.filter(status=filters["status"])
         if "since" in filters:
             rows = rows.filter(created__gte=_day_start(filters["since"]))
-        if "until" in filters:
-            rows = rows.filter(created__lt=_day_start(filters["until"]) + timedelta(days=1))
+        if "until" in filters and filters["until"] < date.max:  # no day after the last
+            rows = rows.filter(created__lt=_day_start(filters["until"] + timedelta(days=1)))
         if "q" in filters:
             rows = rows.filter(prompt__icontains=filters["q"])
         if "batch" in filters:

@@ -323,6 +323,16 @@ def test_it_filters_by_served_model_and_fallback(client_for, alice, done):
     assert "a red fox" in body and "an owl" not in body
 
 
+def test_it_filters_by_day_up_to_the_last_day_a_date_picker_offers(client_for, alice, done):
+    client = client_for(alice)
+    for until, shown in [("9999-12-31", True), ("0001-01-01", False)]:
+        response = client.get(reverse("generator:gallery") + f"?until={until}")
+        assert response.status_code == 200
+        assert ("a red fox" in response.content.decode()) is shown
+    since = client.get(reverse("generator:gallery") + "?since=9999-12-31")
+    assert since.status_code == 200 and "a red fox" not in since.content.decode()
+
+
 def test_it_paginates_by_keyset(client_for, alice, team, settings):
     settings.GALLERY_PAGE_SIZE = 2
     for n in range(3):
