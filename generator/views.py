@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.redirects import safe_next
 from generator import files
-from generator.admission import AdmissionError, Submission, submit
+from generator.admission import AdmissionError, Submission, submit, unstorable
 from generator.forms import GalleryFilterForm, PromptForm
 from generator.image_check import EXTENSION_MIME
 from generator.models import GenerationRequest, Status, Strategy
@@ -417,6 +417,12 @@ def describe(request, request_id):
     text = request.POST.get("description", "").strip()
     if len(text) > 1000:
         messages.error(request, "Keep the description to 1000 characters.")
+    elif unstorable(text):
+        messages.error(
+            request,
+            "The description holds a character that cannot be stored (a NUL or a broken "
+            "one). Remove it and save again.",
+        )
     else:
         image.description = text
         image.save(update_fields=["description"])

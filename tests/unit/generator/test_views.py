@@ -510,6 +510,15 @@ def test_it_saves_a_description_used_as_alt_text(client_for, alice, done):
     assert 'alt="A fox in snow"' in body
 
 
+def test_it_refuses_a_description_that_cannot_be_stored(client_for, alice, done):
+    client = client_for(alice)
+    url = reverse("generator:describe", args=[done.pk])
+    client.post(url, {"description": "A fox in snow"})
+    response = client.post(url, {"description": "A fox\x00 in snow"}, follow=True)
+    assert "cannot be stored" in response.content.decode()
+    assert Image.objects.get(request=done).alt_text == "A fox in snow"  # kept as it was
+
+
 def test_it_streams_the_original_privately(client_for, bob, done):
     response = client_for(bob).get(reverse("generator:original", args=[done.pk]) + "?download=1")
     assert response["Content-Type"] == "image/png"
