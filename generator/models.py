@@ -638,17 +638,23 @@ class GenerationRequest(models.Model):
         return quota_services.refund(self, reason=self.error_code, first=first)
 
     CANCELED_MESSAGE = "Canceled. No further attempts were made."
+    # What a running request says between the cancel and its call's answer.
+    CANCELING_REASON = (
+        "Cancel requested. The call already made cannot be taken back: if it returns an "
+        "image, the image is delivered and charged; nothing more is tried."
+    )
 
     def cancel(self, by_user=None) -> bool:
         """Stop the request. One not on a worker right now (queued, waiting) ends at once
-        with its quota refunded; a running one is flagged, and its worker ends it after
-        the upstream answers (the call in flight cannot be taken back). False when the
-        request had already ended. The filtered UPDATEs make it safe against a worker
-        claiming the row at the same moment."""
+        with its quota refunded; a running one is flagged, and ends after the upstream
+        answers the call in flight, which cannot be taken back: an error ends it
+        canceled, an image is delivered (the upstream bills it) and charged. False when
+        the request had already ended. The filtered UPDATEs make it safe against a
+        worker claiming the row at the same moment."""
         with transaction.atomic():
             flagged = GenerationRequest.objects.filter(
                 pk=self.pk, status__in=ACTIVE_STATUSES
-            ).update(cancel_requested=True)
+            ).update(cancel_requested=True, status_reason=self.CANCELING_REASON)
             ended = self.finish(
                 Status.CANCELED,
                 Expect.off_worker(),

@@ -368,11 +368,7 @@ def cancel(request, request_id):
         if found.status == Status.CANCELED:
             messages.success(request, "Canceled. Your quota was given back.")
         else:
-            messages.info(
-                request,
-                "Canceling: the model is working on it right now; no further attempts "
-                "will be made after it answers.",
-            )
+            messages.info(request, GenerationRequest.CANCELING_REASON)
     else:
         messages.info(request, f"This request had already ended ({found.get_status_display()}).")
     if request.headers.get("Accept") == "application/json":

@@ -117,6 +117,7 @@ def serialize(row: GenerationRequest, *, attempts: bool = False) -> dict:
         ),
         "fell_back": row.fell_back,
         "fallback_reason": row.fallback_reason or None,
+        "cancel_requested": row.cancel_requested,
         "route": row.route,
         "upstream_batch": (
             {"name": row.upstream_batch.name, "state": row.upstream_batch.state}

@@ -121,6 +121,10 @@ class GenerationOut(Schema):
     served_model_name: str | None
     fell_back: bool
     fallback_reason: str | None
+    cancel_requested: bool = Field(
+        description="A cancel was asked for. A running request stops after the call "
+        "already made: if that call returns an image, the image is delivered and charged."
+    )
     route: str = Field(
         description="How it is served: direct (the chain), batch (Gemini's Batch mode, "
         "economy) or off_peak (economy, at the calmest hour before its deadline)."

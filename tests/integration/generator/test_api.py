@@ -169,6 +169,21 @@ def test_it_cancel_ends_a_queued_request_at_once(client, token, redis_conn):
     assert again.status_code == 409
 
 
+def test_it_cancel_says_a_running_request_may_still_deliver(client, token, redis_conn):
+    (sent,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
+    assert not sent["cancel_requested"]
+    GenerationRequest.objects.claim(sent["id"], 1, "worker-1")  # its call is in flight
+
+    response = call(client, "post", f"/api/v1/generations/{sent['id']}/cancel", token)
+
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["status"], body["cancel_requested"]) == ("running", True)
+    assert "if it returns an image, the image is delivered and charged" in body["status_reason"]
+    again = call(client, "get", f"/api/v1/generations/{sent['id']}", token).json()
+    assert again["cancel_requested"] and again["status_reason"] == body["status_reason"]
+
+
 def test_it_cancel_is_for_the_member_who_asked_or_an_owner(client, token, bob, redis_conn):
     (mine,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
     _, bobs_token = ApiToken.issue(bob, "ci")

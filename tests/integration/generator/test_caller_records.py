@@ -78,6 +78,39 @@ def test_it_hands_a_failed_call_to_the_queue_under_the_callers_claim(taken, redi
     assert redis_conn.keys("rq:job:rec-*") == []
 
 
+def test_it_delivers_and_charges_an_image_that_answers_a_canceled_call(taken, redis_conn, alice):
+    """The call in flight cannot be taken back and the upstream bills its image: the
+    person gets it, charged, and the request says it was canceled too late."""
+    assert taken.cancel(alice)
+    assert GenerationRequest.objects.get(pk=taken.pk).status_reason.startswith(
+        "Cancel requested. The call already made cannot be taken back"
+    )
+    result = GenerationResult(data=picture("PNG"), mime="image/png", latency_ms=900)
+
+    outcome = jobs.record(str(taken.pk), taken.step, CALLER, Answer(timezone.now(), result=result))
+
+    assert outcome == "succeeded"
+    row = GenerationRequest.objects.get(pk=taken.pk)
+    assert (row.status, row.quota_state, row.cancel_requested) == (
+        Status.SUCCEEDED,
+        "charged",
+        True,
+    )
+    assert Image.objects.filter(request=row).exists()
+
+
+def test_it_ends_a_canceled_call_that_fails_canceled_and_refunded(taken, redis_conn, alice):
+    assert taken.cancel(alice)
+    error = UpstreamError(Outcome.UNAVAILABLE, "503", http_status=503, latency_ms=80)
+
+    outcome = jobs.record(str(taken.pk), taken.step, CALLER, Answer(timezone.now(), error=error))
+
+    assert outcome == "canceled"
+    row = GenerationRequest.objects.get(pk=taken.pk)
+    assert (row.status, row.quota_state, row.status_reason) == (Status.CANCELED, "refunded", "")
+    assert queue.get_queue().scheduled_job_registry.get_job_ids() == []  # nothing more tried
+
+
 def test_it_drops_an_answer_the_reconciler_took_back(taken, redis_conn):
     step = taken.step
     # The caller's lease ran out while it waited on the upstream: the request went round.
