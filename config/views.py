@@ -6,6 +6,8 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from generator.api.errors import OPENAI_PREFIX, ApiError
+from generator.api.errors import render as api_error
 from generator.forms import PromptForm
 from generator.models import GenerationRequest
 from generator.status import status_views
@@ -114,7 +116,18 @@ def permission_denied(request, exception=None):
     return _error(request, 403, "Not allowed", text)
 
 
+def _for_programs(request) -> bool:
+    """A path of the JSON API or the OpenAI-compatible endpoint: its errors are JSON in
+    the API's own envelope (docs/api.md), even where no endpoint answers."""
+    return request.path.startswith(("/api/", OPENAI_PREFIX))
+
+
 def page_not_found(request, exception=None):
+    if _for_programs(request):
+        return api_error(
+            request,
+            ApiError(404, "not_found", "No such endpoint. The endpoints are listed at /api/docs."),
+        )
     return _error(
         request,
         404,
@@ -124,6 +137,16 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
+    if _for_programs(request):
+        return api_error(
+            request,
+            ApiError(
+                500,
+                "server_error",
+                "Something broke on our side and it was logged. Try again; if it keeps "
+                "failing, tell the operators the time of the call.",
+            ),
+        )
     # No context processors that touch the database: the error may be the database.
     from django.http import HttpResponseServerError
     from django.template import loader

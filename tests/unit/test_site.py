@@ -46,7 +46,7 @@ def _boom(request):
     raise RuntimeError("a bug")
 
 
-urlpatterns = [path("boom/", _boom)]
+urlpatterns = [path("boom/", _boom), path("api/v1/boom", _boom)]
 handler500 = "config.views.server_error"
 
 
@@ -60,6 +60,27 @@ def test_it_renders_its_own_500_page_without_settings(client, settings):
     body = response.content.decode()
     assert "Something broke on our side" in body
     assert "SECRET_KEY" not in body and "Traceback" not in body
+
+
+@pytest.mark.urls("tests.unit.test_site")
+def test_it_answers_a_programs_500_in_json(client, settings):
+    settings.DEBUG = False
+    client.raise_request_exception = False
+    response = client.get("/api/v1/boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "server_error"
+    assert "Try again" in response.json()["error"]["message"]
+
+
+def test_it_answers_an_unknown_api_path_in_json(client, settings):
+    settings.DEBUG = False
+    response = client.get("/api/v1/no-such-thing")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert "/api/docs" in response.json()["error"]["message"]
+    openai = client.post("/v1/no-such-thing", {}, content_type="application/json")
+    assert openai.status_code == 404
+    assert openai.json()["error"]["type"] == "invalid_request_error"  # OpenAI's envelope
 
 
 def test_it_lists_no_url_patterns_on_a_404(client, settings):
