@@ -36,6 +36,9 @@ log = logging.getLogger("steadyshot.admission")
 
 PROMPT_MAX_CHARS = 4000
 MAX_COUNT = 4
+# The latest "deliver by": quality-first retries its first model until then and holds its
+# reservation meanwhile, so a slip of the year must not keep a request open for decades.
+MAX_DEADLINE = timedelta(days=7)
 
 
 class AdmissionError(ValueError):
@@ -113,6 +116,12 @@ def validate(submission: Submission) -> None:
         )
     if submission.deadline is not None and submission.deadline <= timezone.now():
         raise AdmissionError("deadline", "“Deliver by” must be in the future.")
+    if submission.deadline is not None and submission.deadline > timezone.now() + MAX_DEADLINE:
+        raise AdmissionError(
+            "deadline",
+            f"“Deliver by” can be at most {MAX_DEADLINE.days} days from now. Choose an "
+            "earlier time, or leave it empty to get the image as soon as it can be made.",
+        )
     if submission.strategy == StrategyName.ECONOMY:
         lead = economy.min_lead()
         if submission.deadline is None or submission.deadline < timezone.now() + lead:

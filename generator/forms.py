@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from generator import economy
-from generator.admission import MAX_COUNT, PROMPT_MAX_CHARS, default_patience
+from generator.admission import MAX_COUNT, MAX_DEADLINE, PROMPT_MAX_CHARS, default_patience
 from generator.images import validate_reference
 from generator.models import STRATEGY_HELP, Status, Strategy
 from generator.reasons import duration_words
@@ -101,9 +101,9 @@ class PromptForm(forms.Form):
         ]
         lead = duration_words(economy.min_lead().total_seconds())
         self.fields["deadline"].help_text = (
-            f"Optional (UTC). Quality-first waits for Nano Banana Pro until then instead "
-            f"of up to {patience}, and falls back in time to deliver by it. Economy needs "
-            f"one at least {lead} away."
+            f"Optional (UTC), within {MAX_DEADLINE.days} days. Quality-first waits for "
+            f"Nano Banana Pro until then instead of up to {patience}, and falls back in "
+            f"time to deliver by it. Economy needs one at least {lead} away."
         )
         # The sizes each strategy's first model delivers: the page's script disables the
         # others when the strategy changes (admission refuses them anyway, with a reason).

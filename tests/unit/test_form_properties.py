@@ -11,11 +11,13 @@ harder.
 """
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLResolver, get_resolver
+from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -98,7 +100,15 @@ PLAUSIBLE = {
     "aspect_ratio": st.sampled_from(ASPECT_RATIOS),
     "image_size": st.sampled_from(IMAGE_SIZES),
     "count": st.integers(0, 5).map(str),
-    "deadline": st.sampled_from(["", "2099-01-01T00:00", "2000-01-01T00:00"]),
+    # Empty, tomorrow (accepted), past and too far ahead (refused).
+    "deadline": st.sampled_from(
+        [
+            "",
+            f"{timezone.now() + timedelta(days=1):%Y-%m-%dT%H:%M}",
+            "2000-01-01T00:00",
+            "2099-01-01T00:00",
+        ]
+    ),
     "email": st.sampled_from(["dora@example.com", "alice@example.com", "nobody@example.com"]),
     "username": st.sampled_from(["alice@example.com", "ALICE@example.com "]),
     "password": st.sampled_from([PASSWORD, "wrong"]),

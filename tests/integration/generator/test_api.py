@@ -4,8 +4,10 @@ test_chain.py; here the queued jobs are only looked at in Redis.)"""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from accounts.models import ApiToken
 from generator import queue
@@ -222,6 +224,21 @@ def test_it_refuses_a_deadline_that_is_not_a_real_time(client, token, deadline):
     assert (error["code"], error["field"]) == ("invalid", "deadline")
     assert "ISO 8601" in error["message"]
     assert not GenerationRequest.objects.exists()
+
+
+def test_it_refuses_a_deadline_more_than_a_week_ahead(client, token, redis_conn):
+    far = (timezone.now() + timedelta(days=8)).isoformat()
+    response = call(client, "post", "/api/v1/generations", token, {"prompt": "a", "deadline": far})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid", "deadline")
+    assert "at most 7 days from now" in error["message"]
+    assert not GenerationRequest.objects.exists()
+    near = (timezone.now() + timedelta(days=6)).isoformat()
+    accepted = call(
+        client, "post", "/api/v1/generations", token, {"prompt": "a", "deadline": near}
+    )
+    assert accepted.status_code == 202
 
 
 def test_it_refuses_deeply_nested_json_as_not_json(client, token):
