@@ -405,6 +405,13 @@ class GenerationRequest(models.Model):
         return self.status in ACTIVE_STATUSES
 
     @property
+    def is_falling_back(self) -> bool:
+        """Active on a model after the first of its chain (`fell_back` says it of an image
+        delivered by one)."""
+        first = self.chain[0] if self.chain else ""
+        return bool(self.is_active and first and self.current_model not in ("", first))
+
+    @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 

@@ -116,6 +116,7 @@ def serialize(row: GenerationRequest, *, attempts: bool = False) -> dict:
             else None
         ),
         "fell_back": row.fell_back,
+        "falling_back": row.is_falling_back,
         "fallback_reason": row.fallback_reason or None,
         "cancel_requested": row.cancel_requested,
         "route": row.route,

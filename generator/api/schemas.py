@@ -119,7 +119,10 @@ class GenerationOut(Schema):
     waiting_until: str | None
     served_model: str | None
     served_model_name: str | None
-    fell_back: bool
+    fell_back: bool = Field(description="Delivered by a later model of its chain than the first.")
+    falling_back: bool = Field(
+        description="Still active, on a later model of its chain than the first."
+    )
     fallback_reason: str | None
     cancel_requested: bool = Field(
         description="A cancel was asked for. A running request stops after the call "

@@ -186,6 +186,19 @@ def test_it_cancel_says_a_running_request_may_still_deliver(client, token, redis
     assert again["cancel_requested"] and again["status_reason"] == body["status_reason"]
 
 
+def test_it_says_a_request_is_falling_back_before_it_has_fallen_back(client, token, redis_conn):
+    (sent,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
+    assert not sent["falling_back"]
+    GenerationRequest.objects.filter(pk=sent["id"]).update(
+        current_model="gemini-2.5-flash-image", fallback_reason="Nano Banana Pro is down."
+    )
+
+    found = call(client, "get", f"/api/v1/generations/{sent['id']}", token).json()
+
+    assert (found["status"], found["falling_back"], found["fell_back"]) == ("queued", True, False)
+    assert found["fallback_reason"] == "Nano Banana Pro is down."
+
+
 def test_it_cancel_is_for_the_member_who_asked_or_an_owner(client, token, bob, redis_conn):
     (mine,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
     _, bobs_token = ApiToken.issue(bob, "ci")
