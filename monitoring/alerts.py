@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
+from generator.models import GenerationRequest
 from generator.resilience.taxonomy import Outcome
 from monitoring import rollups, sources
 from monitoring.models import Alert
@@ -84,14 +85,25 @@ def _auth(attempts, minutes) -> list[Firing]:
         Firing(
             "auth",
             model,
-            f"{n} attempts on {model} were refused as unauthorised (401/403) in the last "
-            f"{minutes} min: check the API key and the project's access.",
+            f"{_attempts(n)} on {_name(model)} {'was' if n == 1 else 'were'} refused as "
+            f"unauthorised (401/403) in the last {minutes} min: check the API key and the "
+            "project's access.",
             Alert.Severity.CRITICAL,
             {"attempts": n},
         )
         for model, n in sorted(per_model.items())
         if n >= settings.ALERT_AUTH_ERRORS
     ]
+
+
+def _attempts(n: int) -> str:
+    return "1 attempt" if n == 1 else f"{n} attempts"
+
+
+def _name(model: str) -> str:
+    """A model as people know it ("Nano Banana Pro"), as everywhere on the page; the
+    alert's subject keeps the id, which the admin's filters and the webhook match on."""
+    return GenerationRequest.model_name(model)
 
 
 def _breakers() -> list[Firing]:
@@ -105,7 +117,7 @@ def _breakers() -> list[Firing]:
             Firing(
                 "breaker_open",
                 b["model"],
-                f"The circuit breaker for {b['model']} is open"
+                f"The circuit breaker for {_name(b['model'])} is open"
                 + (f" ({why})" if why else "")
                 + ": requests skip it until it recovers.",
                 details={"open_until": str(b.get("open_until") or ""), "reason": why},

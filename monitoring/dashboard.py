@@ -431,15 +431,22 @@ def _served(requests, prev_requests, names: ModelNames, finished: dict) -> dict:
 
 def _breakers(rows, names: ModelNames, called: set[str]):
     """Each model's breaker and quota headroom: the models called in the window first
-    (catalogue order), then, folded on the page, those that were not."""
+    (catalogue order), then, folded on the page, those that were not. A model skipped
+    (its breaker not closed, or its daily quota used up) is never folded: it is why
+    requests fall back, and it goes uncalled for as long as it is skipped."""
     if rows is None:
         return None
     for row in rows:
         row["name"] = names.name(row["model"])
     ordered = sorted(rows, key=lambda r: names.rank(r["model"]))
+
+    def shown(r):
+        return r["model"] in called or r["breaker"] != "closed" or r.get("out_of_quota_until")
+
     return {
-        "active": [r for r in ordered if r["model"] in called or r["breaker"] != "closed"],
-        "idle": [r for r in ordered if r["model"] not in called and r["breaker"] == "closed"],
+        "active": [r for r in ordered if shown(r)],
+        "idle": [r for r in ordered if not shown(r)],
+        "window_size": max((r.get("window_size") or 0 for r in rows), default=0),
     }
 
 

@@ -28,7 +28,8 @@ def _health():
 
 
 def breakers() -> list[dict] | None:
-    """Per model: breaker state, open_until, failure_rate, window_calls, p50_ms, quota."""
+    """Per model: breaker state, open_until, failure_rate over window_calls (of the
+    breaker's window_size), p50_ms, quota, out_of_quota_until (Health.overview())."""
     health = _health()
     if health is None:
         return None
@@ -48,8 +49,9 @@ def breakers() -> list[dict] | None:
         latest = {}
     for row in rows:
         # Epoch seconds in the store; a time a person can read on the page.
-        if row.get("open_until"):
-            row["open_until"] = datetime.fromtimestamp(row["open_until"], tz=UTC)
+        for key in ("open_until", "out_of_quota_until"):
+            if row.get(key):
+                row[key] = datetime.fromtimestamp(row[key], tz=UTC)
         change = latest.get(row["model"])
         if row["breaker"] != "closed" and change:
             row["why"] = change.get("reason", "")

@@ -231,6 +231,13 @@ class Health:
     # --- for monitoring ------------------------------------------------------------------
 
     def overview(self) -> list[dict]:
+        """Per model, what the monitoring page shows. The failure rate is over the
+        breaker's own window (its last `window_size` counted calls, whenever they were
+        made: `window_calls` of them so far), not over any time window; `p50_ms` over
+        the last LATENCY_SAMPLES successes. `out_of_quota_until`: after a per-day 429,
+        the upstream's next daily reset (epoch seconds), until which the policy skips
+        the model; else None."""
+        now = self.clock.now()
         rows = []
         for model in self.quotas:
             state = self.breaker.state(model)
@@ -241,8 +248,10 @@ class Health:
                     "open_until": state.open_until,
                     "failure_rate": state.failure_rate,
                     "window_calls": state.calls,
+                    "window_size": self.breaker.config.window,
                     "p50_ms": self.p50_ms(model),
                     "quota": self.limiter.usage(model, self._quotas(model)),
+                    "out_of_quota_until": self.store.get_float(f"quota-out:{model}", now),
                 }
             )
         return rows

@@ -41,6 +41,21 @@ def test_it_shows_the_shared_breakers_and_the_teams_quota_use(
     assert "$0.134" in teams
 
 
+def test_it_shows_a_model_out_of_its_daily_quota_through_redis(client_for, staff, redis_conn):
+    from datetime import UTC, datetime
+
+    from generator.resilience.health import Health
+    from generator.resilience.taxonomy import Outcome
+
+    health = Health.from_settings()
+    health.record(PRO, Outcome.RATE_LIMITED, 300, quota_scope="day")
+    _, reset = health.limiter.day_window(health.clock.now())
+    html = client_for(staff).get(URL, {"window": "15m"}).content.decode()
+    row = re.search(r">Nano Banana Pro</th>.*?</tr>", _cell(html, "breakers"), re.S).group(0)
+    assert '<span class="badge danger">daily quota used up</span>' in row
+    assert f"until {datetime.fromtimestamp(reset, UTC):%-d %b %H:%M} UTC" in row
+
+
 def test_it_shows_queue_depth_and_workers(client_for, staff, redis_conn):
     from rq import Queue
 

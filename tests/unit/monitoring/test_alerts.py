@@ -132,6 +132,30 @@ def test_it_alerts_on_auth_errors_per_model(alice, alerting):
     assert (alert.rule, alert.subject, alert.severity) == ("auth", PRO, "critical")
 
 
+def test_it_counts_auth_errors_in_words_and_names_the_model_as_people_know_it(alice, alerting):
+    now = timezone.now()
+    make_request(
+        alice,
+        created=now - timedelta(minutes=2),
+        status="failed",
+        attempts=[(PRO, "auth", 1, 100, 403)],
+    )
+    for i in range(2):
+        make_request(
+            alice,
+            created=now - timedelta(minutes=3, seconds=i),
+            status="failed",
+            attempts=[(FLASH, "auth", 1, 100, 401)],
+        )
+    alerts.evaluate(now=now)
+    messages = {a.subject: a.message for a in Alert.objects.all()}
+    assert messages[PRO].startswith(
+        "1 attempt on Nano Banana Pro was refused as unauthorised (401/403) in the last 15 min"
+    )
+    assert messages[FLASH].startswith("2 attempts on Nano Banana were refused as unauthorised")
+    assert any("[firing] 1 attempt on Nano Banana Pro was" in m.subject for m in mail.outbox)
+
+
 def test_it_alerts_when_a_breaker_opens(db, alerting, monkeypatch):
     state = {"breaker": "open"}
     # sources.breakers() tells an open breaker's reason (its latest transition) as "why".
@@ -150,6 +174,7 @@ def test_it_alerts_when_a_breaker_opens(db, alerting, monkeypatch):
     alerts.evaluate()
     alert = Alert.objects.get(resolved=None)
     assert alert.rule == "breaker_open" and "6 of 10 calls failed" in alert.message
+    assert alert.message.startswith("The circuit breaker for Nano Banana Pro is open")
     state["breaker"] = "closed"
     alerts.evaluate()
     assert not Alert.objects.filter(resolved=None).exists()

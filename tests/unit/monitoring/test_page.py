@@ -242,3 +242,61 @@ def test_it_folds_the_models_that_were_not_called_in_the_window(
     folded = re.search(r'<details id="breakers-idle-box">.*?</details>', html, re.S)[0]
     assert "2 models not called in this window" in folded
     assert "GPT Image (OpenAI-compatible)" in folded and "Nano Banana Pro (GA)" in folded
+
+
+def test_it_says_the_breakers_figures_are_over_its_own_recent_calls(
+    client_for, staff, scenario, no_redis, monkeypatch
+):
+    from monitoring import sources
+
+    row = {
+        "model": PRO,
+        "breaker": "closed",
+        "open_until": None,
+        "failure_rate": 6 / 11,
+        "window_calls": 11,
+        "window_size": 20,
+        "p50_ms": 14_000,
+        "quota": {},
+    }
+    monkeypatch.setattr(sources, "breakers", lambda: [row])
+    html = client_for(staff).get(URL, {"window": "1h"}).content.decode()
+    breakers = _cell(html, "breakers")
+    assert '<th class="num">Failed, of its recent calls</th>' in breakers
+    assert re.search(
+        r'data-label="Failed, of its recent calls">54.5 % '
+        r'<span class="count">of its last 11 counted calls</span>',
+        breakers,
+    )
+    note = " ".join(_text(re.search(r'<p [^>]*id="breakers-note">.*?</p>', html, re.S)[0]).split())
+    assert "its own window of recent calls, not by this page's time window" in note
+    assert "last counted calls (at most 20)" in note
+    assert "not 429s" in note and "below, counts every attempt in the window" in note
+
+
+def test_it_shows_a_model_whose_daily_quota_is_used_up(client_for, staff, no_redis, monkeypatch):
+    from generator.resilience.breaker import BreakerConfig
+    from generator.resilience.clock import VirtualClock
+    from generator.resilience.health import Health
+    from generator.resilience.limiter import LimiterConfig, Quotas
+    from generator.resilience.stores import MemoryStore
+    from generator.resilience.taxonomy import Outcome
+    from monitoring import sources
+
+    # 1 700 000 000 is 14 Nov 2023, 22:13 UTC: the upstream's day ends at midnight
+    # Pacific, 08:00 UTC.
+    quotas = {PRO: Quotas(rpm=20, ipm=20, rpd=1000), FLASH: Quotas(rpm=150)}
+    health = Health(MemoryStore(), VirtualClock(), quotas, BreakerConfig(), LimiterConfig())
+    assert health.acquire(PRO)[0]
+    health.record(PRO, Outcome.RATE_LIMITED, 300, quota_scope="day")
+    monkeypatch.setattr(sources, "_health", lambda: health)
+    html = client_for(staff).get(URL, {"window": "15m"}).content.decode()
+    # Not called in the window (it is skipped), yet not folded away: it is why requests
+    # fall back.
+    row = re.search(r">Nano Banana Pro</th>.*?</tr>", _cell(html, "breakers"), re.S)[0]
+    assert 'class="badge ok">closed</span>' in row
+    assert '<span class="badge danger">daily quota used up</span>' in row
+    assert "until 15 Nov 08:00 UTC: skipped until then, requests fall back" in row
+    assert "rpd 1/1000" in row
+    idle = re.search(r">Nano Banana</th>.*?</tr>", _cell(html, "breakers-idle"), re.S)[0]
+    assert "daily quota" not in idle

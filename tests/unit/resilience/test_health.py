@@ -67,6 +67,22 @@ def test_it_a_daily_429_marks_the_model_out_of_quota_until_the_reset(health, clo
     assert health.snapshot([PRO])[PRO].breaker == "closed"
 
 
+def test_it_shows_monitoring_a_model_out_of_its_daily_quota_until_the_reset(health, clock):
+    health.record(PRO, Outcome.RATE_LIMITED, 300, retry_after_s=20, quota_scope="day")
+    _, reset = health.limiter.day_window(clock.now())
+    rows = {row["model"]: row for row in health.overview()}
+    assert (rows[PRO]["breaker"], rows[PRO]["out_of_quota_until"]) == ("closed", reset)
+    assert rows[FLASH]["out_of_quota_until"] is None
+
+
+def test_it_tells_monitoring_the_breakers_window_its_failure_rate_is_over(health):
+    for outcome in (Outcome.SUCCESS, Outcome.OVERLOADED, Outcome.RATE_LIMITED, Outcome.BLOCKED):
+        health.record(PRO, outcome, 1000)
+    row = health.overview()[0]
+    # 429s and blocked prompts say nothing about the model being down: not counted.
+    assert (row["failure_rate"], row["window_calls"], row["window_size"]) == (0.5, 2, 10)
+
+
 def test_it_a_per_minute_429_holds_every_worker_back_for_the_servers_delay(health, clock):
     health.record(PRO, Outcome.RATE_LIMITED, 300, retry_after_s=37, quota_scope="minute")
     assert health.snapshot([PRO])[PRO].next_free_at == clock.now() + 37
