@@ -10,7 +10,7 @@ the server's fresh rendering of the whole card or page body (static/js/generator
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Case, Count, DateTimeField, F, Q, When
@@ -143,6 +143,18 @@ def status_views(requests, now: datetime | None = None) -> dict:
     }
 
 
+def when(moment: datetime, now: datetime) -> str:
+    """A time ahead as a person reads it, in the current time zone: "at 08:00:00" today,
+    "tomorrow at 08:00:00", "on 6 Mar 2026 at 08:00:00" later (a retry can wait for a
+    daily quota's reset, hours away and past midnight)."""
+    at, today = timezone.localtime(moment), timezone.localtime(now).date()
+    if at.date() == today:
+        return f"at {at:%H:%M:%S}"
+    if at.date() == today + timedelta(days=1):
+        return f"tomorrow at {at:%H:%M:%S}"
+    return f"on {at.day} {at:%b %Y} at {at:%H:%M:%S}"
+
+
 def _worker_wait(ahead: int) -> str:
     if ahead == 0:
         return "waiting for a free worker, next in line"
@@ -228,8 +240,7 @@ def status_view(
     elif status == Status.WAITING:
         if request.waiting_until and request.waiting_until > now:
             waiting_until = request.waiting_until
-            at = timezone.localtime(waiting_until)
-            text = f"Waiting to retry {model} at {at:%H:%M:%S}. {reason}".strip()
+            text = f"Waiting to retry {model} {when(waiting_until, now)}. {reason}".strip()
         else:
             # The retry is due but every worker is busy: say so, never a time in the past.
             ahead = place()

@@ -3,7 +3,7 @@ the card, the detail page and the live-status JSON never disagree, and a step th
 overdue says what it waits for instead of a time in the past."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generator.models import Attempt, GenerationRequest, QuotaState, Status
-from generator.status import status_dict, status_text
+from generator.status import status_dict, status_text, status_view
 from tests.media import private_media
 from tests.unit.generator.test_views import make_request
 
@@ -62,18 +62,59 @@ def detail(client, row) -> dict:
 
 
 def test_it_names_a_retry_time_only_while_it_lies_ahead(alice, team):
-    at = timezone.now() + timedelta(minutes=5)
+    # Noon: five minutes later is the same day, whenever the test runs.
+    now = timezone.localtime().replace(hour=12, minute=0, second=0, microsecond=0)
     row = make_request(
         alice,
         team,
         status=Status.WAITING,
-        waiting_until=at,
+        waiting_until=now + timedelta(minutes=5),
         status_reason="Nano Banana Pro failed (overloaded); retrying with backoff",
     )
-    assert status_text(row) == (
-        f"Waiting to retry Nano Banana Pro at {timezone.localtime(at):%H:%M:%S}. "
+    assert status_view(row, now=now).text == (
+        "Waiting to retry Nano Banana Pro at 12:05:00. "
         "Nano Banana Pro failed (overloaded); retrying with backoff."
     )
+
+
+def test_it_says_tomorrow_when_a_retry_waits_past_midnight(alice, team):
+    now = timezone.localtime().replace(hour=23, minute=50, second=0, microsecond=0)
+    row = make_request(
+        alice,
+        team,
+        status=Status.WAITING,
+        waiting_until=now + timedelta(hours=8, minutes=10),
+        status_reason="Nano Banana Pro's daily quota is used up",
+    )
+    assert status_view(row, now=now).text == (
+        "Waiting to retry Nano Banana Pro tomorrow at 08:00:00. "
+        "Nano Banana Pro's daily quota is used up."
+    )
+
+
+def test_it_gives_the_date_of_a_retry_later_than_tomorrow(alice, team):
+    now = timezone.make_aware(datetime(2026, 3, 4, 23, 50))
+    row = make_request(
+        alice, team, status=Status.WAITING, waiting_until=now + timedelta(days=1, hours=8)
+    )
+    assert (
+        status_view(row, now=now).text
+        == "Waiting to retry Nano Banana Pro on 6 Mar 2026 at 07:50:00."
+    )
+
+
+def test_it_tells_a_retry_time_in_the_current_time_zone(alice, team):
+    # 23:30 UTC is already tomorrow in Paris (UTC+1 in March).
+    now = datetime(2026, 3, 4, 22, 0, tzinfo=UTC)
+    row = make_request(
+        alice, team, status=Status.WAITING, waiting_until=now + timedelta(hours=1, minutes=30)
+    )
+    with timezone.override("Europe/Paris"):
+        assert status_view(row, now=now).text == (
+            "Waiting to retry Nano Banana Pro tomorrow at 00:30:00."
+        )
+    with timezone.override("UTC"):
+        assert status_view(row, now=now).text == "Waiting to retry Nano Banana Pro at 23:30:00."
 
 
 def test_it_says_an_overdue_retry_waits_for_a_free_worker_never_a_past_time(alice, team):
