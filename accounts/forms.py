@@ -36,12 +36,14 @@ class TeamForm(forms.ModelForm):
         model = Team
         fields = ("name",)
         labels = {"name": "Team name"}
-
-    def clean_name(self):
-        name = self.cleaned_data["name"].strip()
-        if not name:
-            raise forms.ValidationError("Give the team a name.")
-        return name
+        # The field strips spaces, so a name of spaces only is "required" too.
+        error_messages = {
+            "name": {
+                "required": "Give the team a name.",
+                "max_length": "Shorten the team name to %(limit_value)d characters or fewer "
+                "(it has %(show_value)d).",
+            }
+        }
 
 
 class ApiTokenForm(forms.ModelForm):

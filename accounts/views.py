@@ -106,6 +106,11 @@ def team_detail(request, team_id):
             new_invite = team.pending_invites().filter(id=invite_id).first()
         if new_invite is None:
             messages.info(request, "That invite link is not open any more; create a new one.")
+    return _render_team(request, membership, TeamForm(instance=team), new_invite=new_invite)
+
+
+def _render_team(request, membership, rename_form, *, new_invite=None, status=200):
+    team = membership.team
     return render(
         request,
         "accounts/team_detail.html",
@@ -115,7 +120,9 @@ def team_detail(request, team_id):
             "members": team.members(),
             "invites": team.pending_invites() if membership.is_owner else [],
             "new_invite": new_invite,
+            "rename_form": rename_form,
         },
+        status=status,
     )
 
 
@@ -131,11 +138,13 @@ def _uuid_or_none(value: str) -> UUID | None:
 def team_rename(request, team_id):
     membership = _get_owner_membership(request, team_id)
     form = TeamForm(request.POST, instance=membership.team)
-    if form.is_valid():
-        form.save()
-        messages.success(request, "Team renamed.")
-    else:
-        messages.error(request, " ".join(form.errors["name"]))
+    if not form.is_valid():
+        # The page again with the form as typed and its message beside the field, which
+        # takes the focus: the browser scrolls to it, at the foot of a long page.
+        form.fields["name"].widget.attrs["autofocus"] = True
+        return _render_team(request, membership, form, status=400)
+    form.save()
+    messages.success(request, "Team renamed.")
     return redirect("accounts:team", team_id=team_id)
 
 

@@ -1,7 +1,13 @@
 import pytest
+from django.contrib.auth.forms import PasswordChangeForm, PasswordResetForm, SetPasswordForm
+from django.contrib.auth.tokens import default_token_generator
 from django.core import mail
+from django.core.exceptions import ValidationError
 from django.urls import reverse
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 
+from accounts.forms import LoginForm, SignupForm
 from accounts.models import Membership, User
 from tests.conftest import PASSWORD
 
@@ -118,3 +124,44 @@ def test_it_sends_anonymous_visitors_of_account_pages_to_log_in(client):
         response = client.get(reverse(name))
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("accounts:login"))
+
+
+def test_it_shows_why_a_login_failed_once(client, alice):
+    response = client.post(reverse("accounts:login"), {"username": alice.email, "password": "x"})
+    assert response.content.decode().count("do not match an account") == 1
+
+
+def _reset_link_page(client, user) -> str:
+    """The page a reset link leads to (Django's moves the token into the session)."""
+    uid = urlsafe_base64_encode(force_bytes(user.pk))
+    link = reverse(
+        "accounts:password_reset_confirm", args=[uid, default_token_generator.make_token(user)]
+    )
+    return client.get(link, follow=True).redirect_chain[-1][0]
+
+
+@pytest.mark.parametrize(
+    ("page", "form_class"),
+    [
+        ("login", LoginForm),
+        ("signup", SignupForm),
+        ("password_reset", PasswordResetForm),
+        ("password_change", PasswordChangeForm),
+        ("password_reset_confirm", SetPasswordForm),
+    ],
+)
+def test_it_shows_an_error_about_the_whole_form_once(client, alice, monkeypatch, page, form_class):
+    def refuse(form):
+        raise ValidationError("Nothing was saved: try again in a minute.")
+
+    monkeypatch.setattr(form_class, "clean", refuse)
+    if page == "password_change":
+        client.force_login(alice)
+    url = (
+        _reset_link_page(client, alice)
+        if page == "password_reset_confirm"
+        else reverse(f"accounts:{page}")
+    )
+    response = client.post(url, {"email": alice.email, "username": alice.email})
+    assert response.status_code == 200
+    assert response.content.decode().count("Nothing was saved: try again in a minute.") == 1

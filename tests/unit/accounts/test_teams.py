@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 
 import pytest
@@ -50,7 +51,7 @@ def test_it_creates_a_team_with_the_creator_as_owner(client_for, alice):
 def test_it_explains_an_empty_team_name(client_for, alice):
     response = client_for(alice).post(reverse("accounts:team_create"), {"name": "   "})
     assert response.status_code == 400
-    assert "This field is required" in response.content.decode()
+    assert "Give the team a name." in response.content.decode()
     assert Team.objects.count() == 1
 
 
@@ -209,6 +210,35 @@ def test_it_renames_the_team(client_for, alice, team):
     client_for(alice).post(reverse("accounts:team_rename", args=[team.id]), {"name": "Acme Ltd"})
     team.refresh_from_db()
     assert team.name == "Acme Ltd"
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("", "Give the team a name."),
+        ("   ", "Give the team a name."),
+        ("x" * 500, "Shorten the team name to 80 characters or fewer (it has 500)."),
+    ],
+)
+def test_it_explains_a_refused_rename_beside_the_name_and_keeps_what_was_typed(
+    client_for, alice, team, typed, message
+):
+    response = client_for(alice).post(
+        reverse("accounts:team_rename", args=[team.id]), {"name": typed}
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    field = re.search(r'<div>\s*<label for="id_name">Team name:</label>.*?</div>', body, re.S)
+    assert message in field.group()
+    assert body.count(message) == 1  # beside the field only, not also at the top
+    name_input = re.search(r'<input[^>]* name="name"[^>]*>', body).group()
+    assert 'aria-invalid="true"' in name_input
+    assert 'value="Acme"' not in name_input  # what was typed, not the old name again
+    if typed:
+        assert f'value="{typed}"' in name_input
+    assert "<h1>Acme</h1>" in body
+    team.refresh_from_db()
+    assert team.name == "Acme"
 
 
 def test_it_issues_shows_once_and_revokes_api_tokens(client_for, alice, bob):
