@@ -171,6 +171,62 @@ def test_it_the_form_explains_bad_values(client_for, alice, team, field, value, 
     assert getattr(team, field) is None
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "images_per_day",
+            "9223372036854775807",
+            "Images per day can be at most 10 000 000. Leave it empty for no limit.",
+        ),
+        (
+            "images_per_month",
+            "10000001",
+            "Images per month can be at most 10 000 000. Leave it empty for no limit.",
+        ),
+        (
+            "member_daily_cap",
+            "99999999999999999999999",
+            "Images per member per day can be at most 10 000 000. Leave it empty for no limit.",
+        ),
+        (
+            "monthly_budget_usd",
+            "10000000.01",
+            "The monthly budget can be at most 10 000 000 USD. Leave it empty for no limit.",
+        ),
+        (  # one message, not also "no more than 8 digits before the decimal point"
+            "monthly_budget_usd",
+            "100000000",
+            "The monthly budget can be at most 10 000 000 USD. Leave it empty for no limit.",
+        ),
+    ],
+)
+def test_it_explains_a_limit_above_the_maximum(client_for, alice, team, field, value, message):
+    response = client_for(alice).post(_edit(team), {field: value})
+    assert response.status_code == 400
+    assert response.context["form"].errors[field] == [message]
+    assert message in response.content.decode()
+    team.refresh_from_db()
+    assert getattr(team, field) is None
+
+
+def test_it_accepts_the_maximum_limits(client_for, alice, team):
+    most = "10000000"
+    response = client_for(alice).post(
+        _edit(team),
+        {
+            "images_per_day": most,
+            "images_per_month": most,
+            "monthly_budget_usd": most,
+            "member_daily_cap": most,
+        },
+    )
+    assert response.status_code == 302
+    team.refresh_from_db()
+    assert (team.images_per_day, team.images_per_month, team.member_daily_cap) == (10**7,) * 3
+    assert team.monthly_budget_usd == Decimal(10**7)
+
+
 def test_it_a_daily_limit_above_the_monthly_one_is_refused(client_for, alice, team):
     response = client_for(alice).post(
         _edit(team), {"images_per_day": "50", "images_per_month": "10"}
