@@ -251,7 +251,8 @@ class BatchStep:
         self.report.sent += 1
         GenerationRequest.objects.tell_batched(
             batch,
-            f"In batch {batch.short_name} for {self.name}, sent {timezone.localtime(self.now):%H:%M}; "
+            f"In batch {batch.short_name} for {self.name}, sent "
+            f"{_day_and_time(timezone.localtime(self.now))}; "
             "Batch mode answers within 24 hours.",
         )
         self._next_step(scaled(settings.BATCH_POLL_S))
@@ -455,3 +456,8 @@ def _references(request: GenerationRequest):
     for ref in request.references.all():
         with ref.file.open("rb") as handle:
             yield InputImage(data=handle.read(), mime=ref.mime)
+
+
+def _day_and_time(moment) -> str:
+    """ "4 Dec 17:42": read the next day, a time alone would be wrong."""
+    return f"{moment.day} {moment:%b %H:%M}"

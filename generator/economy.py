@@ -83,7 +83,8 @@ def plan(chain: list[str], deadline: datetime, now: datetime) -> Plan:
         Route.OFF_PEAK,
         Status.SCHEDULED,
         start,
-        f"Scheduled for {start:%H:%M} UTC, the calmest hour for {spec.display_name} "
+        f"Scheduled for {start.day} {start:%b %H:%M} UTC, the calmest hour for "
+        f"{spec.display_name} "
         "before its deadline.",
     )
 

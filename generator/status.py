@@ -220,7 +220,10 @@ def status_view(
     if request.cancel_requested and request.is_active:
         label = "Canceling"
         if status == Status.RUNNING:
-            text = f"Canceling: waiting for {model} to answer…"
+            text = (
+                f"Canceling: waiting for {model} to answer the call already made. If it "
+                "returns an image, you get it and it is charged; nothing more is tried."
+            )
         else:
             text = "Canceling…"
     elif status == Status.QUEUED:
@@ -263,6 +266,11 @@ def status_view(
             text += f", after falling back from {first_name}"
             text += f" because {because}" if because else ""
         text += "."
+        if request.cancel_requested:
+            text += (
+                " You asked to cancel while its call was already made: the image it "
+                "returned is yours, and charged."
+            )
     elif status == Status.FAILED:
         text = f"Failed. {request.error_message}".strip()
     else:

@@ -170,7 +170,7 @@ def test_it_counts_every_part_of_the_page_from_the_same_attempt_rows(client_for,
         (
             {"status": Status.RUNNING, "cancel_requested": True},
             "Canceling",
-            "Canceling: waiting for Nano Banana Pro",
+            "Canceling: waiting for Nano Banana Pro to answer the call already made",
             False,
             "nothing yet",
         ),
@@ -272,4 +272,12 @@ def test_it_writes_each_decision_once(alice, team):
     )
     assert attempt(row, 3, reason="Nano Banana Pro failed; retrying").decision_text == (
         "Retry the same model later: Nano Banana Pro failed; retrying"
+    )
+
+
+def test_it_says_an_image_that_answered_a_canceled_call_is_delivered_and_charged(alice, team):
+    row = make_request(alice, team, status=Status.SUCCEEDED, cancel_requested=True)
+    assert status_view(row).text == (
+        "Done by Nano Banana Pro. You asked to cancel while its call was already made: "
+        "the image it returned is yours, and charged."
     )
