@@ -52,9 +52,7 @@ class ApiTokenForm(forms.ModelForm):
         fields = ("name",)
         labels = {"name": "Token name"}
         help_texts = {"name": "What will use it, e.g. “CI pipeline”."}
-
-    def clean_name(self):
-        name = self.cleaned_data["name"].strip()
-        if not name:
-            raise forms.ValidationError("Give the token a name so you can recognise it later.")
-        return name
+        # The field strips spaces, so a name of spaces only is "required" too.
+        error_messages = {
+            "name": {"required": "Give the token a name so you can recognise it later."}
+        }

@@ -260,6 +260,9 @@ def test_it_issues_shows_once_and_revokes_api_tokens(client_for, alice, bob):
 def test_it_explains_an_empty_token_name(client_for, alice):
     response = client_for(alice).post(reverse("accounts:tokens"), {"name": " "})
     assert response.status_code == 400
+    body = response.content.decode()
+    assert "Give the token a name so you can recognise it later." in body
+    assert "This field is required." not in body
     assert not ApiToken.objects.exists()
 
 
