@@ -143,14 +143,22 @@ class SteadyshotCollector:
                 "Share of the upstream quota in use per model and dimension",
                 labels=["model", "dimension"],
             )
+            out = GaugeMetricFamily(
+                "steadyshot_daily_quota_used_up",
+                "1 while the upstream's daily quota of the model is used up (a per-day 429): "
+                "it is skipped and requests fall back until the daily reset",
+                labels=["model"],
+            )
             for b in breakers:
                 for s in BREAKER_STATES:
                     state.add_metric([b["model"], s], 1 if b.get("breaker") == s else 0)
                 for dim, q in (b.get("quota") or {}).items():
                     if q and q.get("limit"):
                         quota.add_metric([b["model"], dim], q["used"] / q["limit"])
+                out.add_metric([b["model"]], 1 if b.get("out_of_quota_until") else 0)
             yield state
             yield quota
+            yield out
         queues = sources.queues()
         up.add_metric(["redis"], 0 if queues is None else 1)
         if queues is not None:

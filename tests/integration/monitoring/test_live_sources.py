@@ -56,6 +56,24 @@ def test_it_shows_a_model_out_of_its_daily_quota_through_redis(client_for, staff
     assert f"until {datetime.fromtimestamp(reset, UTC):%-d %b %H:%M} UTC" in row
 
 
+def test_it_exports_a_used_up_daily_quota_to_metrics(client, db, redis_conn, settings):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from generator.resilience.health import Health
+    from generator.resilience.taxonomy import Outcome
+
+    settings.METRICS_TOKEN = "scrape"
+    Health.from_settings().record(PRO, Outcome.RATE_LIMITED, 300, quota_scope="day")
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape").content.decode()
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "steadyshot_daily_quota_used_up"
+    ]
+    used_up = {s.labels["model"]: s.value for s in family.samples}
+    assert (used_up[PRO], used_up[FLASH]) == (1, 0)
+
+
 def test_it_shows_queue_depth_and_workers(client_for, staff, redis_conn):
     from rq import Queue
 
