@@ -119,14 +119,16 @@ def test_it_stays_quiet_below_the_minimum_count(alice, alerting):
     assert mail.outbox == []
 
 
+def _refused(alice, model, at, http_status=403):
+    """A request failed by an unauthorised answer from `model`."""
+    make_request(
+        alice, created=at, status="failed", attempts=[(model, "auth", 1, 100, http_status)]
+    )
+
+
 def test_it_alerts_on_auth_errors_per_model(alice, alerting):
     now = timezone.now()
-    make_request(
-        alice,
-        created=now - timedelta(minutes=2),
-        status="failed",
-        attempts=[(PRO, "auth", 1, 100, 403)],
-    )
+    _refused(alice, PRO, now - timedelta(minutes=2))
     alerts.evaluate(now=now)
     alert = Alert.objects.get()
     assert (alert.rule, alert.subject, alert.severity) == ("auth", PRO, "critical")
@@ -134,19 +136,9 @@ def test_it_alerts_on_auth_errors_per_model(alice, alerting):
 
 def test_it_counts_auth_errors_in_words_and_names_the_model_as_people_know_it(alice, alerting):
     now = timezone.now()
-    make_request(
-        alice,
-        created=now - timedelta(minutes=2),
-        status="failed",
-        attempts=[(PRO, "auth", 1, 100, 403)],
-    )
+    _refused(alice, PRO, now - timedelta(minutes=2))
     for i in range(2):
-        make_request(
-            alice,
-            created=now - timedelta(minutes=3, seconds=i),
-            status="failed",
-            attempts=[(FLASH, "auth", 1, 100, 401)],
-        )
+        _refused(alice, FLASH, now - timedelta(minutes=3, seconds=i), http_status=401)
     alerts.evaluate(now=now)
     messages = {a.subject: a.message for a in Alert.objects.all()}
     assert messages[PRO].startswith(
