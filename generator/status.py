@@ -241,13 +241,19 @@ def status_view(
             why = f": {_sentence(request.fallback_reason)}" if request.fallback_reason else "."
             text = f"Running on {model}, after falling back from {first_name}{why}"
     elif status == Status.WAITING:
+        # A first call can wait too (for a booked quota slot, or for a model that is down
+        # while a deadline allows it): "retry" only once something was tried.
+        step = "retry of" if attempts else "call to"
+        if not attempts:
+            label = "Waiting"
         if request.waiting_until and request.waiting_until > now:
             waiting_until = request.waiting_until
-            text = f"Waiting to retry {model} {when(waiting_until, now)}. {reason}".strip()
+            verb = "retry" if attempts else "call"
+            text = f"Waiting to {verb} {model} {when(waiting_until, now)}. {reason}".strip()
         else:
-            # The retry is due but every worker is busy: say so, never a time in the past.
+            # The step is due but every worker is busy: say so, never a time in the past.
             ahead = place()
-            text = f"The retry of {model} is due, {_worker_wait(ahead)}. {reason}".strip()
+            text = f"The {step} {model} is due, {_worker_wait(ahead)}. {reason}".strip()
     elif status == Status.SCHEDULED:
         if request.waiting_until and request.waiting_until > now:
             waiting_until = request.waiting_until

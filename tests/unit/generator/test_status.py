@@ -61,13 +61,19 @@ def detail(client, row) -> dict:
     return parts(client.get(reverse("generator:detail", args=[row.pk])).content.decode())
 
 
+def retrying(alice, team, **fields):
+    """A request waiting to retry its first model after one failed attempt."""
+    row = make_request(alice, team, status=Status.WAITING, **fields)
+    attempt(row, 1)
+    return row
+
+
 def test_it_names_a_retry_time_only_while_it_lies_ahead(alice, team):
     # Noon: five minutes later is the same day, whenever the test runs.
     now = timezone.localtime().replace(hour=12, minute=0, second=0, microsecond=0)
-    row = make_request(
+    row = retrying(
         alice,
         team,
-        status=Status.WAITING,
         waiting_until=now + timedelta(minutes=5),
         status_reason="Nano Banana Pro failed (overloaded); retrying with backoff",
     )
@@ -79,10 +85,9 @@ def test_it_names_a_retry_time_only_while_it_lies_ahead(alice, team):
 
 def test_it_says_tomorrow_when_a_retry_waits_past_midnight(alice, team):
     now = timezone.localtime().replace(hour=23, minute=50, second=0, microsecond=0)
-    row = make_request(
+    row = retrying(
         alice,
         team,
-        status=Status.WAITING,
         waiting_until=now + timedelta(hours=8, minutes=10),
         status_reason="Nano Banana Pro's daily quota is used up",
     )
@@ -94,9 +99,7 @@ def test_it_says_tomorrow_when_a_retry_waits_past_midnight(alice, team):
 
 def test_it_gives_the_date_of_a_retry_later_than_tomorrow(alice, team):
     now = timezone.make_aware(datetime(2026, 3, 4, 23, 50))
-    row = make_request(
-        alice, team, status=Status.WAITING, waiting_until=now + timedelta(days=1, hours=8)
-    )
+    row = retrying(alice, team, waiting_until=now + timedelta(days=1, hours=8))
     assert (
         status_view(row, now=now).text
         == "Waiting to retry Nano Banana Pro on 6 Mar 2026 at 07:50:00."
@@ -106,9 +109,7 @@ def test_it_gives_the_date_of_a_retry_later_than_tomorrow(alice, team):
 def test_it_tells_a_retry_time_in_the_current_time_zone(alice, team):
     # 23:30 UTC is already tomorrow in Paris (UTC+1 in March).
     now = datetime(2026, 3, 4, 22, 0, tzinfo=UTC)
-    row = make_request(
-        alice, team, status=Status.WAITING, waiting_until=now + timedelta(hours=1, minutes=30)
-    )
+    row = retrying(alice, team, waiting_until=now + timedelta(hours=1, minutes=30))
     with timezone.override("Europe/Paris"):
         assert status_view(row, now=now).text == (
             "Waiting to retry Nano Banana Pro tomorrow at 00:30:00."
@@ -126,10 +127,9 @@ def test_it_says_an_overdue_retry_waits_for_a_free_worker_never_a_past_time(alic
     )
     # Became ready after it: not ahead of it.
     make_request(alice, team, status=Status.QUEUED, handed_over=now - timedelta(seconds=10))
-    overdue = make_request(
+    overdue = retrying(
         alice,
         team,
-        status=Status.WAITING,
         waiting_until=now - timedelta(minutes=1, seconds=25),
         status_reason="Nano Banana Pro failed (overloaded); retrying with backoff",
     )
@@ -160,10 +160,10 @@ def test_it_counts_every_part_of_the_page_from_the_same_attempt_rows(client_for,
     [
         ({"status": Status.QUEUED}, "Queued", "Queued for Nano Banana Pro", True, "nothing yet"),
         ({"status": Status.RUNNING}, "Running", "Running on Nano Banana Pro", True, "nothing yet"),
-        (
+        (  # its first call waits (a booked quota slot): nothing to "retry" yet
             {"status": Status.WAITING, "waiting_until": timezone.now() + timedelta(hours=1)},
-            "Waiting to retry",
-            "Waiting to retry Nano Banana Pro at",
+            "Waiting",
+            "Waiting to call Nano Banana Pro at",
             True,
             "nothing yet",
         ),
@@ -281,3 +281,22 @@ def test_it_says_an_image_that_answered_a_canceled_call_is_delivered_and_charged
         "Done by Nano Banana Pro. You asked to cancel while its call was already made: "
         "the image it returned is yours, and charged."
     )
+
+
+def test_it_says_a_first_call_waits_not_a_retry(alice, team):
+    now = timezone.localtime().replace(hour=12, minute=0, second=0, microsecond=0)
+    row = make_request(
+        alice,
+        team,
+        status=Status.WAITING,
+        waiting_until=now + timedelta(minutes=2),
+        status_reason="Nano Banana Pro's upstream quota has no headroom",
+    )
+    view = status_view(row, now=now)
+    assert (view.label, view.attempts) == ("Waiting", 0)
+    assert view.text == (
+        "Waiting to call Nano Banana Pro at 12:02:00. "
+        "Nano Banana Pro's upstream quota has no headroom."
+    )
+    due = status_view(row, now=now + timedelta(minutes=3)).text
+    assert due.startswith("The call to Nano Banana Pro is due, waiting for a free worker")
