@@ -178,6 +178,10 @@ class ListQuery(Schema):
 
 @router.get("/generations", response={200: PageOut, **ERRORS}, summary="List your team's")
 def list_generations(request: HttpRequest, query: Query[ListQuery]):
+    for name in ("status", "before"):
+        if len(request.GET.getlist(name)) > 1:
+            # Read as the last one alone, it would quietly drop the others.
+            raise ApiError(400, "invalid", f"Give “{name}” once.", field=name)
     rows = (
         GenerationRequest.objects.visible_to(request.auth)
         .filter(team=request.auth.current_team())

@@ -254,6 +254,19 @@ def test_it_refuses_a_deadline_more_than_a_week_ahead(client, token, redis_conn)
     assert accepted.status_code == 202
 
 
+def test_it_filters_by_one_status_and_refuses_two(client, token, redis_conn):
+    (sent,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
+    queued = call(client, "get", "/api/v1/generations?status=queued", token).json()["data"]
+    assert [r["id"] for r in queued] == [sent["id"]]
+    assert call(client, "get", "/api/v1/generations?status=failed", token).json()["data"] == []
+    both = call(client, "get", "/api/v1/generations?status=failed&status=queued", token)
+    assert both.status_code == 400
+    assert (both.json()["error"]["field"], both.json()["error"]["message"]) == (
+        "status",
+        "Give “status” once.",
+    )
+
+
 def test_it_refuses_deeply_nested_json_as_not_json(client, token):
     response = call(client, "post", "/api/v1/generations", token, "[" * 50000)
     assert response.status_code == 400
