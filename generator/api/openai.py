@@ -155,6 +155,13 @@ def ratio_for(size: str | None) -> str:
     return min(ASPECT_RATIOS, key=distance)
 
 
+# The official SDKs call again after a 5xx on their own (the openai SDK twice), and each
+# call here is a new request: a 504 leaves the first one running and a 503 answers for
+# requests that already ended. The SDKs honour this header and do not call again; a
+# person or program that wants another try submits it knowingly.
+NO_RETRY = {"x-should-retry": "false"}
+
+
 def _unfinished(ids) -> bool:
     return GenerationRequest.objects.filter(pk__in=ids).exclude(status__in=FINAL_STATUSES).exists()
 
@@ -178,11 +185,14 @@ def _answer(ids) -> dict:
         data.append({"b64_json": base64.b64encode(content).decode(), "revised_prompt": None})
     if not data:
         failed = rows[0]
-        blocked = failed.error_code == "blocked"
+        # The prompt's own fault (refused for safety, or as a bad request by the
+        # upstream) is the caller's 400; anything else is ours, a 503.
+        theirs = failed.error_code in ("blocked", "bad_request")
         raise ApiError(
-            400 if blocked else 503,
+            400 if theirs else 503,
             failed.error_code or None,
             failed.error_message or "No image could be generated.",
+            headers={} if theirs else NO_RETRY,
         )
     return {
         "created": int(rows[0].created.timestamp()),
@@ -215,6 +225,7 @@ async def create_images(request: HttpRequest, body: ImagesIn):
                 None,
                 "The images are still being generated; poll "
                 + ", ".join(f"/api/v1/generations/{i}" for i in ids),
+                headers=NO_RETRY,
             )
         await asyncio.sleep(POLL_SECONDS)
     return await in_thread(_answer)(ids)

@@ -50,13 +50,26 @@ def test_it_answers_504_naming_the_urls_to_poll_when_the_chain_is_slower(start_w
     openai = pytest.importorskip("openai")
     # No worker runs: the request stays queued past the wait.
     web_server = start_web(OPENAI_COMPAT_WAIT_SECONDS="1")
-    client = openai.OpenAI(api_key=token, base_url=f"{web_server.url}/v1", max_retries=0)
+    # The SDK as people use it: it calls again after a 5xx unless told not to.
+    client = openai.OpenAI(api_key=token, base_url=f"{web_server.url}/v1")
     with pytest.raises(openai.APIStatusError) as slow:
         client.images.generate(prompt="a lighthouse")
     assert slow.value.status_code == 504
-    (row,) = GenerationRequest.objects.all()
+    (row,) = GenerationRequest.objects.all()  # one call, one request: no second one
     assert f"/api/v1/generations/{row.pk}" in slow.value.message
     assert row.status == Status.QUEUED  # still generated: nothing the caller paid is lost
+
+
+def test_it_answers_a_prompt_the_upstream_refuses_once_with_a_400(start_web, workers, token):
+    openai = pytest.importorskip("openai")
+    web_server = start_web()
+    workers.start(1)
+    client = openai.OpenAI(api_key=token, base_url=f"{web_server.url}/v1")
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.images.generate(model="stability-first", prompt="sandbox:bad_request a fox")
+    assert refused.value.code == "bad_request"
+    (row,) = GenerationRequest.objects.all()  # not called again by the SDK
+    assert row.status == Status.FAILED
 
 
 @pytest.mark.parametrize("path", [PATH, "/api/v1/generations"])
