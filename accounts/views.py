@@ -176,13 +176,23 @@ def invite_revoke(request, team_id, invite_id):
     return redirect("accounts:team", team_id=team_id)
 
 
+def _locked_pair(request, team_id, membership_id) -> tuple[Membership, Membership]:
+    """The actor's and the target's memberships, read again once the team's row is
+    locked (inside the caller's transaction): membership changes of one team happen one
+    at a time, so two owners demoting or removing each other at the same moment cannot
+    both pass the last-owner check and leave the team with none."""
+    Team.objects.select_for_update().filter(pk=team_id).first()
+    actor = _get_membership(request, team_id)
+    return actor, get_object_or_404(Membership, id=membership_id, team=actor.team)
+
+
 @login_required
 @require_POST
+@transaction.atomic
 def member_remove(request, team_id, membership_id):
     """Owners remove members; any member may remove themselves (leave the team). The last
     owner cannot leave: the team would be left with nobody to manage it."""
-    actor = _get_membership(request, team_id)
-    target = get_object_or_404(Membership, id=membership_id, team=actor.team)
+    actor, target = _locked_pair(request, team_id, membership_id)
     leaving = target.user_id == request.user.id
     if not leaving and not actor.is_owner:
         raise PermissionDenied("Only the team's owners can remove members.")
@@ -204,9 +214,11 @@ def member_remove(request, team_id, membership_id):
 
 @login_required
 @require_POST
+@transaction.atomic
 def member_role(request, team_id, membership_id):
-    actor = _get_owner_membership(request, team_id)
-    target = get_object_or_404(Membership, id=membership_id, team=actor.team)
+    actor, target = _locked_pair(request, team_id, membership_id)
+    if not actor.is_owner:
+        raise PermissionDenied("Only the team's owners can do this.")
     role = request.POST.get("role")
     if role not in Membership.Role.values:
         messages.error(request, "Choose a role: owner or member.")
