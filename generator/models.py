@@ -204,13 +204,16 @@ class GenerationRequestQuerySet(models.QuerySet):
             rows = rows.filter(batch=filters["batch"])
         return rows
 
-    def page(self, before=None, size: int = 24) -> Page:
+    def page(self, before=None, size: int = 24, *, anchors=None) -> Page:
         """Newest first, `size` rows after the row `before` (an id, or None for the first
         page). Keyset, not offset: served by the (team|user, -created, -id) indexes, and
-        a page never repeats or skips a row while new requests arrive."""
+        a page never repeats or skips a row while new requests arrive. `anchors`: where
+        `before` is looked up (default: these rows); a team's rows, deleted ones included,
+        keep the place of a card deleted or changed since its page was shown."""
         rows, found = self, True
         if before is not None:
-            anchor = self.filter(pk=before).values("created", "id").first()
+            where = self if anchors is None else anchors
+            anchor = where.filter(pk=before).values("created", "id").first()
             found = anchor is not None
             if found:
                 rows = rows.filter(

@@ -200,7 +200,12 @@ def gallery(request):
         rows.filtered(request.user, filters)
         .select_related("user")
         .prefetch_related("images")
-        .page(_uuid_or_none(before) if before else None, settings.GALLERY_PAGE_SIZE)
+        .page(
+            _uuid_or_none(before) if before else None,
+            settings.GALLERY_PAGE_SIZE,
+            # The last card shown may have been deleted, or left the filter, since.
+            anchors=GenerationRequest.objects.filter(team=team),
+        )
     )
     page, next_before = page.rows, page.next_before
     favourites = set(

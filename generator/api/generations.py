@@ -182,15 +182,21 @@ def list_generations(request: HttpRequest, query: Query[ListQuery]):
         if len(request.GET.getlist(name)) > 1:
             # Read as the last one alone, it would quietly drop the others.
             raise ApiError(400, "invalid", f"Give “{name}” once.", field=name)
+    team = request.auth.current_team()
     rows = (
         GenerationRequest.objects.visible_to(request.auth)
-        .filter(team=request.auth.current_team())
+        .filter(team=team)
         .select_related("upstream_batch")
     )
     if query.status:
         rows = rows.filter(status=query.status)
     try:
-        page = rows.page(UUID(query.before) if query.before else None, rules.PAGE_SIZE)
+        page = rows.page(
+            UUID(query.before) if query.before else None,
+            rules.PAGE_SIZE,
+            # The last row of the previous page may have been deleted or changed status.
+            anchors=GenerationRequest.objects.filter(team=team),
+        )
     except ValueError:
         page = None
     if page is None or not page.anchor_found:

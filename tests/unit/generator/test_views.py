@@ -347,6 +347,24 @@ def test_it_paginates_by_keyset(client_for, alice, team, settings):
     assert "Load more" not in second
 
 
+def test_it_loads_more_after_a_card_deleted_since_its_page_was_shown(
+    client_for, alice, team, settings
+):
+    settings.GALLERY_PAGE_SIZE = 2
+    rows = [
+        make_request(alice, team, status=Status.FAILED, prompt=f"prompt number {n}")
+        for n in range(3)
+    ]
+    client = client_for(alice)
+    next_query = client.get(reverse("generator:gallery")).context["next_query"]
+    rows[1].soft_delete()  # the last card of the first page, deleted by a team-mate
+
+    second = client.get(reverse("generator:gallery") + "?" + next_query).content.decode()
+
+    assert "prompt number 0" in second
+    assert "prompt number 2" not in second and "prompt number 1" not in second
+
+
 def test_it_downloads_the_selected_images_as_a_zip(client_for, bob, done):
     response = client_for(bob).post(reverse("generator:bulk"), {"ids": [done.pk], "action": "zip"})
     assert response["Content-Type"] == "application/zip"
