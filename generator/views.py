@@ -229,6 +229,8 @@ def gallery(request):
         "requests": page,
         "next_query": next_query,
         "filtered": bool(filters) or bool(before),
+        # Without JavaScript the page refreshes itself while a card is still active.
+        "active": any(r.is_active for r in page),
     }
     return render(request, "generator/gallery.html", context)
 
@@ -257,6 +259,13 @@ def bulk(request):
         messages.warning(request, "Select at least one image first.")
         return redirect("generator:gallery")
     if action == "zip":
+        if not any(row.image for row in rows):
+            messages.warning(
+                request,
+                "None of the selected requests has an image yet (still running, failed or "
+                "canceled): select delivered images to download them.",
+            )
+            return redirect("generator:gallery")
         return _zip_response(rows)
     if action != "delete":
         messages.error(request, "Choose to delete or to download the selected images.")
@@ -285,15 +294,10 @@ def _zip_response(rows):
     import zipstream
 
     archive = zipstream.ZipStream(sized=False)
-    count = 0
     for row in rows:
         image = row.image  # from bulk()'s prefetch: no query per row
-        if image is None:
-            continue
-        archive.add(files.chunks(image.file), _download_name(row, image))
-        count += 1
-    if not count:
-        raise Http404("None of the selected requests has an image yet.")
+        if image is not None:
+            archive.add(files.chunks(image.file), _download_name(row, image))
     response = StreamingHttpResponse(archive, content_type="application/zip")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="steadyshot-{stamp}.zip"'

@@ -365,6 +365,25 @@ def test_it_loads_more_after_a_card_deleted_since_its_page_was_shown(
     assert "prompt number 2" not in second and "prompt number 1" not in second
 
 
+def test_it_refreshes_the_gallery_without_javascript_while_a_card_is_active(
+    client_for, alice, team, done
+):
+    client = client_for(alice)
+    refresh = '<noscript><meta http-equiv="refresh" content="5"></noscript>'
+    assert refresh not in client.get(reverse("generator:gallery")).content.decode()
+    make_request(alice, team, status=Status.RUNNING, prompt="still running")
+    assert refresh in client.get(reverse("generator:gallery")).content.decode()
+
+
+def test_it_says_why_a_zip_of_images_not_delivered_cannot_be_made(client_for, alice, team):
+    failed = make_request(alice, team, status=Status.FAILED)
+    response = client_for(alice).post(
+        reverse("generator:bulk"), {"ids": [failed.pk], "action": "zip"}, follow=True
+    )
+    assert response.status_code == 200
+    assert "None of the selected requests has an image yet" in response.content.decode()
+
+
 def test_it_downloads_the_selected_images_as_a_zip(client_for, bob, done):
     response = client_for(bob).post(reverse("generator:bulk"), {"ids": [done.pk], "action": "zip"})
     assert response["Content-Type"] == "application/zip"
