@@ -101,11 +101,14 @@ class Tab:
 
 @pytest.fixture
 def tab(chromium, live_server):
-    """tab(viewport=DESKTOP, color_scheme="light"): a new page on the live server."""
+    """tab(viewport=DESKTOP, color_scheme="light", javascript=True): a new page on the
+    live server."""
     contexts = []
 
-    def open_tab(viewport=DESKTOP, color_scheme="light"):
-        context = chromium.new_context(viewport=viewport, color_scheme=color_scheme)
+    def open_tab(viewport=DESKTOP, color_scheme="light", javascript=True):
+        context = chromium.new_context(
+            viewport=viewport, color_scheme=color_scheme, java_script_enabled=javascript
+        )
         contexts.append(context)
         return Tab(context, live_server.url)
 

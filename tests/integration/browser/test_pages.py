@@ -72,6 +72,15 @@ def test_it_shows_friendly_error_pages(tab, alice):
     t.screenshot("error-404")
 
 
+def test_it_offers_to_copy_a_prompt_only_where_the_script_can(tab, alice, images):
+    for javascript in (True, False):
+        t = tab(javascript=javascript)
+        t.log_in(alice)
+        t.goto(f"/images/{images[0].pk}/")
+        copy = t.page.get_by_role("button", name="Copy prompt")
+        assert copy.is_visible() is javascript  # without the script it could do nothing
+
+
 def test_it_updates_the_status_live_without_reloading(tab, alice, images):
     """The live status alone (no workers): the row changes under the open pages, and the
     detail page and the gallery card follow within a few seconds without a reload."""
