@@ -2,6 +2,7 @@
 anonymous visitor is sent to log in, a wrong method is refused."""
 
 import io
+import re
 import zipfile
 from datetime import timedelta
 
@@ -382,6 +383,16 @@ def test_it_says_why_a_zip_of_images_not_delivered_cannot_be_made(client_for, al
     )
     assert response.status_code == 200
     assert "None of the selected requests has an image yet" in response.content.decode()
+
+
+def test_it_shows_no_delivery_time_for_a_request_that_delivered_nothing(client_for, alice, team):
+    deadline = timezone.now() + timedelta(hours=5)
+    canceled = make_request(
+        alice, team, status=Status.CANCELED, deadline=deadline, finished=timezone.now()
+    )
+    body = client_for(alice).get(reverse("generator:detail", args=[canceled.pk])).content
+    row = re.search(r'<th scope="row">Deliver by</th>.*?</tr>', body.decode(), re.S).group(0)
+    assert row.endswith("<td>—</td></tr>")
 
 
 def test_it_downloads_the_selected_images_as_a_zip(client_for, bob, done):
