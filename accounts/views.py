@@ -243,6 +243,9 @@ def invite_accept(request, token):
     if request.method == "POST":
         if not request.user.is_authenticated:
             return redirect(f"{reverse('accounts:login')}?next={request.path}")
+        if already:  # a second tab, a double click: nothing to join, nothing to use up
+            messages.info(request, f"You are already a member of “{invite.team.name}”.")
+            return redirect("accounts:team", team_id=invite.team_id)
         try:
             invite.accept(request.user)
         except Invite.Unusable as exc:

@@ -143,6 +143,19 @@ def test_it_uses_an_invite_only_once(client_for, team, invite, charlie, django_u
     assert dora.membership_in(team) is None
 
 
+def test_it_tells_a_member_who_opens_an_invite_that_nothing_changed(client_for, bob, team, invite):
+    personal = Team.create_personal(bob)
+    bob.switch_team(personal)
+    response = client_for(bob).post(reverse("accounts:invite", args=[invite.token]), follow=True)
+    body = response.content.decode()
+    assert f"You are already a member of “{team.name}”." in body
+    assert "You joined" not in body
+    bob.refresh_from_db()
+    assert bob.active_team == personal  # not switched
+    invite.refresh_from_db()
+    assert invite.accepted is None  # still there for the one it was meant for
+
+
 def test_it_refuses_expired_and_withdrawn_invites(client_for, alice, team, charlie):
     expired = Invite.objects.create(team=team, expires=timezone.now() - timedelta(minutes=1))
     withdrawn = Invite.objects.create(team=team)
