@@ -173,7 +173,7 @@ def _answer(ids) -> dict:
         .prefetch_related("images")
         .order_by("created", "id")
     )
-    data = []
+    data, served = [], []
     for row in rows:
         delivered = row.image if row.status == Status.SUCCEEDED else None
         if delivered is None:
@@ -183,6 +183,7 @@ def _answer(ids) -> dict:
         except (FileNotFoundError, ValueError, *files.STORAGE_ERRORS):
             continue  # storage lost it or is down: answered as no image, not as a 500
         data.append({"b64_json": base64.b64encode(content).decode(), "revised_prompt": None})
+        served.append(row.served_model)
     if not data:
         failed = rows[0]
         # The prompt's own fault (refused for safety, or as a bad request by the
@@ -194,10 +195,12 @@ def _answer(ids) -> dict:
             failed.error_message or "No image could be generated.",
             headers={} if theirs else NO_RETRY,
         )
+    # With n > 1, the images that came are answered; one that failed is left out (and
+    # refunded), as the Images API has no place for a failure beside an image.
     return {
         "created": int(rows[0].created.timestamp()),
         "data": data,
-        "model": rows[0].served_model,
+        "model": served[0],
     }
 
 
