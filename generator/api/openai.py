@@ -22,15 +22,16 @@ from ninja import Field, Router, Schema
 from pydantic import BaseModel, ConfigDict
 
 from accounts.models import ApiToken
-from generator import files
+from generator import economy, files
 from generator.api import rules
 from generator.api.auth import OpenAITokenAuth, count_failure, refuse_if_guessing
 from generator.api.errors import ApiError
 from generator.api.generations import accept
 from generator.api.schemas import SubmitIn
 from generator.models import FINAL_STATUSES, GenerationRequest, Status
+from generator.reasons import duration_words
 from generator.resilience.catalogue import ASPECT_RATIOS, get_catalogue
-from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES
+from generator.resilience.strategies import DEFAULT_STRATEGY, STRATEGIES, StrategyName
 
 POLL_SECONDS = 0.5
 # `WxH` in ASCII digits: str.isdigit() also takes "²", which int() refuses, and the cap
@@ -125,6 +126,16 @@ def strategy_for(model: str | None) -> str:
     first (so `gemini-2.5-flash-image` means stability-first)."""
     if not model:
         return DEFAULT_STRATEGY
+    if model == StrategyName.ECONOMY:
+        # It needs a "deliver by" hours away, which this call has no field for, and this
+        # call waits minutes at most.
+        raise ApiError(
+            400,
+            "model_not_found",
+            "Economy is served by the JSON API (POST /api/v1/generations with a deadline "
+            f"at least {duration_words(economy.min_lead().total_seconds())} away), not "
+            "here: this call waits minutes at most. Use quality-first or stability-first.",
+        )
     if model in STRATEGIES:
         return model
     catalogue = get_catalogue()

@@ -65,6 +65,11 @@ def test_it_answers_429_in_its_own_format_after_too_many_unknown_tokens(client, 
         ({"prompt": "\x00"}, "NUL character", "invalid"),
         ({"prompt": "a fox \ud800"}, "surrogate", "invalid"),
         ([], "must be a JSON object", None),
+        (
+            {"prompt": "a", "model": "economy"},
+            "Economy is served by the JSON API",
+            "model_not_found",
+        ),
     ],
 )
 def test_it_says_what_is_wrong_and_queues_nothing(client, token, body, words, code):
