@@ -145,7 +145,8 @@ class GalleryFilterForm(forms.Form):
     until = forms.DateField(
         label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
-    q = forms.CharField(label="Search prompts", required=False, max_length=200)
+    # As long as a prompt: a whole prompt pasted in finds its images.
+    q = forms.CharField(label="Search prompts", required=False, max_length=PROMPT_MAX_CHARS)
     batch = forms.UUIDField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, team, **kwargs):

@@ -311,6 +311,15 @@ def test_it_filters_mine_and_searches_prompts(client_for, alice, bob, done):
     assert "blue whale" in found and "a red fox" not in found
 
 
+def test_it_finds_an_image_by_its_whole_prompt_pasted_in(client_for, alice, team):
+    long_prompt = "a lighthouse at dusk, " * 20  # 440 characters
+    make_request(alice, team, prompt=long_prompt)
+    make_request(alice, team, prompt="a red fox")
+    body = client_for(alice).get(reverse("generator:gallery"), {"q": long_prompt}).content
+    assert "a red fox" not in body.decode()
+    assert "a lighthouse at dusk" in body.decode()
+
+
 def test_it_filters_by_served_model_and_fallback(client_for, alice, done):
     make_request(
         alice, done.team, prompt="an owl", served_model="gemini-2.5-flash-image", fell_back=True
