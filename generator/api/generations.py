@@ -14,6 +14,7 @@ from datetime import datetime
 from uuid import UUID
 
 from django.http import Http404, HttpRequest
+from django.utils import timezone
 from ninja import Query, Router, Schema
 from ninja import Status as Answer
 from ninja.params import Path
@@ -87,6 +88,10 @@ def _one(user, request_id: str) -> GenerationRequest:
     return found
 
 
+def _ahead(value: datetime | None) -> bool:
+    return value is not None and value > timezone.now()
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -108,7 +113,8 @@ def serialize(row: GenerationRequest, *, attempts: bool = False) -> dict:
             "wait_up_to": _iso(row.wait_up_to),
         },
         "current_model": row.current_model or None,
-        "waiting_until": _iso(row.waiting_until),
+        # Only a time ahead: a batched request keeps the time it was put in a batch.
+        "waiting_until": _iso(row.waiting_until) if _ahead(row.waiting_until) else None,
         "served_model": row.served_model or None,
         "served_model_name": (
             catalogue[row.served_model].display_name

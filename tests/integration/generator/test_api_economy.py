@@ -23,6 +23,9 @@ def test_it_an_economy_submission_waits_for_batch_mode(client, token, redis_conn
     assert redis_conn.keys("rq:job:*") == []  # nothing queued: it waits in the database
     detail = call(client, "get", f"/api/v1/generations/{row['id']}", token).json()
     assert detail["strategy"] == "economy" and detail["left_batch_reason"] is None
+    # Waiting for the next batch, at no stated time: never a time already past.
+    waits = detail["waiting_until"]
+    assert waits is None or waits > timezone.now().isoformat()
 
 
 def test_it_an_economy_submission_without_a_deadline_is_refused(client, token, redis_conn):
