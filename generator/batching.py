@@ -42,6 +42,7 @@ from generator.models import (
     Status,
     UpstreamBatch,
 )
+from generator.reasons import duration_words
 from generator.resilience.catalogue import get_catalogue
 from generator.resilience.policy import NON_RETRYABLE
 from generator.resilience.taxonomy import USER_MESSAGES, Outcome
@@ -253,7 +254,9 @@ class BatchStep:
             batch,
             f"In batch {batch.short_name} for {self.name}, sent "
             f"{_day_and_time(timezone.localtime(self.now))}; "
-            "Batch mode answers within 24 hours.",
+            "Batch mode answers within 24 hours; if it has not "
+            f"{duration_words(settings.ECONOMY_DIRECT_MARGIN_S)} before your deadline, the "
+            "image is made directly so that it still arrives in time.",
         )
         self._next_step(scaled(settings.BATCH_POLL_S))
 

@@ -231,6 +231,9 @@ def test_it_a_request_canceled_in_a_sent_batch_is_never_charged(economy, redis_c
             break
         time.sleep(0.05)
     assert request.status == Status.BATCHED
+    # What its page says meanwhile: Batch mode's 24 hours, and that the deadline holds.
+    assert "Batch mode answers within 24 hours" in request.status_reason
+    assert "made directly so that it still arrives in time" in request.status_reason
 
     assert request.cancel(alice)
 
