@@ -101,6 +101,7 @@ def serialize(row: GenerationRequest, *, attempts: bool = False) -> dict:
     data = {
         "id": str(row.id),
         "batch": str(row.batch),
+        "team": str(row.team_id),
         "status": row.status,
         "status_reason": row.status_reason,
         "prompt": row.prompt,
@@ -180,15 +181,16 @@ def submit_generations(request: HttpRequest, body: SubmitIn):
 class ListQuery(Schema):
     status: Status | None = None
     before: str | None = None
+    team: UUID | None = None
 
 
 @router.get("/generations", response={200: PageOut, **ERRORS}, summary="List your team's")
 def list_generations(request: HttpRequest, query: Query[ListQuery]):
-    for name in ("status", "before"):
+    for name in ("status", "before", "team"):
         if len(request.GET.getlist(name)) > 1:
             # Read as the last one alone, it would quietly drop the others.
             raise ApiError(400, "invalid", f"Give “{name}” once.", field=name)
-    team = request.auth.current_team()
+    team = _team_for(request.auth, query.team)
     rows = (
         GenerationRequest.objects.visible_to(request.auth)
         .filter(team=team)

@@ -110,6 +110,7 @@ class GenerationError(Schema):
 class GenerationOut(Schema):
     id: str
     batch: str
+    team: str = Field(description="The team it belongs to (and whose quota it uses).")
     status: str = Field(description=rules.describe("status"))
     status_reason: str
     prompt: str

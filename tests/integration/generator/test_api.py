@@ -254,6 +254,23 @@ def test_it_refuses_a_deadline_more_than_a_week_ahead(client, token, redis_conn)
     assert accepted.status_code == 202
 
 
+def test_it_lists_the_team_a_program_names(client, token, alice, team, charlie, redis_conn):
+    from accounts.models import Team
+
+    studio = Team.create_with_owner("Studio", alice)
+    alice.switch_team(team)  # Acme stays the active team
+    body = {"prompt": "for the studio", "team": str(studio.pk)}
+    (sent,) = call(client, "post", "/api/v1/generations", token, body).json()["data"]
+    assert sent["team"] == str(studio.pk)
+
+    listed = call(client, "get", f"/api/v1/generations?team={studio.pk}", token).json()
+    assert [r["id"] for r in listed["data"]] == [sent["id"]]
+    assert call(client, "get", "/api/v1/generations", token).json()["data"] == []  # Acme's
+    outsider = Team.objects.get(memberships__user=charlie)
+    refused = call(client, "get", f"/api/v1/generations?team={outsider.pk}", token)
+    assert (refused.status_code, refused.json()["error"]["field"]) == (404, "team")
+
+
 def test_it_filters_by_one_status_and_refuses_two(client, token, redis_conn):
     (sent,) = call(client, "post", "/api/v1/generations", token, {"prompt": "a"}).json()["data"]
     queued = call(client, "get", "/api/v1/generations?status=queued", token).json()["data"]
