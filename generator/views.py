@@ -137,13 +137,18 @@ def _remix_initial(request) -> dict:
     if not source_id:
         return {}
     source = _get_request_for_user(request, source_id)
-    return {
+    initial = {
         "prompt": source.prompt,
         "strategy": source.strategy,
         "aspect_ratio": source.aspect_ratio,
         "image_size": source.image_size,
         "remix_of": source.pk,
     }
+    # Economy needs a deadline: the same lead time the original had, as a re-run keeps.
+    lead = _same_lead(source)
+    if lead is not None:
+        initial["deadline"] = lead
+    return initial
 
 
 def _submit_form(request, team, form: PromptForm) -> list[GenerationRequest] | None:

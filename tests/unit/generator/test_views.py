@@ -4,7 +4,7 @@ anonymous visitor is sent to log in, a wrong method is refused."""
 import io
 import re
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -271,6 +271,18 @@ def test_it_prefills_a_remix(client_for, bob, done):
     body = response.content.decode()
     assert "a red fox" in body
     assert f'value="{done.pk}"' in body
+
+
+def test_it_prefills_a_remix_of_economy_with_the_same_lead_time(client_for, alice, team):
+    created = timezone.now() - timedelta(hours=1)
+    source = make_request(alice, team, created=created, deadline=created + timedelta(hours=6))
+    GenerationRequest.objects.filter(pk=source.pk).update(strategy="economy")
+    response = client_for(alice).get(reverse("generator:prompt") + f"?remix={source.pk}")
+    shown = re.search(r'name="deadline" value="([^"]+)"', response.content.decode()).group(1)
+    expected = timezone.localtime(timezone.now() + timedelta(hours=6))
+    assert abs(datetime.fromisoformat(shown) - expected.replace(tzinfo=None)) < timedelta(
+        minutes=2
+    )
 
 
 def test_it_refuses_to_remix_another_teams_request(client_for, charlie, done):
