@@ -260,9 +260,11 @@ def bulk(request):
         .order_by("-created")
     )
     action = request.POST.get("action")
+    # Back to the gallery as it was shown: its filters and search kept.
+    back = safe_next(request, reverse("generator:gallery"))
     if not rows:
         messages.warning(request, "Select at least one image first.")
-        return redirect("generator:gallery")
+        return redirect(back)
     if action == "zip":
         if not any(row.image for row in rows):
             messages.warning(
@@ -270,17 +272,17 @@ def bulk(request):
                 "None of the selected requests has an image yet (still running, failed or "
                 "canceled): select delivered images to download them.",
             )
-            return redirect("generator:gallery")
+            return redirect(back)
         return _zip_response(rows)
     if action != "delete":
         messages.error(request, "Choose to delete or to download the selected images.")
-        return redirect("generator:gallery")
+        return redirect(back)
     allowed = [r for r in rows if r.may_be_changed_by(request.user)]
     if request.POST.get("confirm") != "yes":
         return render(
             request,
             "generator/confirm_bulk_delete.html",
-            {"rows": allowed, "refused": len(rows) - len(allowed)},
+            {"rows": allowed, "refused": len(rows) - len(allowed), "back": back},
         )
     for row in allowed:
         row.soft_delete()
@@ -291,7 +293,7 @@ def bulk(request):
             f"{len(rows) - len(allowed)} were not deleted: only the member who asked for an "
             "image, or a team owner, may delete it.",
         )
-    return redirect("generator:gallery")
+    return redirect(back)
 
 
 def _zip_response(rows):

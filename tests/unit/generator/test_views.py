@@ -416,6 +416,20 @@ def test_it_shows_no_delivery_time_for_a_request_that_delivered_nothing(client_f
     assert row.endswith("<td>—</td></tr>")
 
 
+def test_it_keeps_the_gallery_filters_through_a_bulk_delete(client_for, alice, team, done):
+    gallery = reverse("generator:gallery") + "?scope=mine&q=fox"
+    client = client_for(alice)
+    assert (
+        'name="next" value="' + gallery.replace("&", "&amp;")
+        in client.get(gallery).content.decode()
+    )
+    fields = {"ids": [done.pk], "action": "delete", "next": gallery}
+    confirm = client.post(reverse("generator:bulk"), fields).content.decode()
+    assert f'href="{gallery.replace("&", "&amp;")}">Keep them</a>' in confirm
+    deleted = client.post(reverse("generator:bulk"), {**fields, "confirm": "yes"})
+    assert deleted["Location"] == gallery
+
+
 def test_it_downloads_the_selected_images_as_a_zip(client_for, bob, done):
     response = client_for(bob).post(reverse("generator:bulk"), {"ids": [done.pk], "action": "zip"})
     assert response["Content-Type"] == "application/zip"
