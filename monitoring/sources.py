@@ -71,20 +71,12 @@ def quota_usage() -> dict | None:
         return None
 
 
-_clients: dict = {}
-
-
 def _redis():
-    """One client per URL and process, its pool shared by every page view and scrape: a
-    client per call opened a Redis connection each time and left it open for the
-    garbage collector. Short timeouts: a Redis that does not answer must not hang the
-    page or a scrape."""
-    import redis
+    """The process's client (shared by every page view and scrape), with short timeouts:
+    a Redis that does not answer must not hang the page or a scrape."""
+    from generator.resilience.stores import shared_client
 
-    url = settings.REDIS_URL
-    if url not in _clients:
-        _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
-    return _clients[url]
+    return shared_client(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
 
 
 def queues() -> dict | None:

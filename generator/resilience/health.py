@@ -42,7 +42,6 @@ class Health:
 
     @classmethod
     def from_settings(cls) -> "Health":
-        import redis
         from django.conf import settings
 
         from generator.resilience.catalogue import get_catalogue
@@ -50,12 +49,12 @@ class Health:
             breaker_config_from_settings,
             limiter_config_from_settings,
         )
-        from generator.resilience.stores import RedisStore
+        from generator.resilience.stores import RedisStore, shared_client
 
         catalogue = get_catalogue()
         quotas = {m.id: Quotas(rpm=m.rpm, ipm=m.ipm, rpd=m.rpd) for m in catalogue.models.values()}
         return cls(
-            RedisStore(_connection(settings.REDIS_URL, redis)),
+            RedisStore(shared_client(settings.REDIS_URL)),
             SystemClock(),
             quotas,
             breaker_config_from_settings(),
@@ -273,13 +272,3 @@ def release_slots(holder: str, models) -> None:
         Health.from_settings().release(holder, models)
     except Exception as exc:
         log.warning("request=%s could not give back its booked slots: %s", holder, exc)
-
-
-_connections: dict[str, object] = {}
-
-
-def _connection(url: str, redis):
-    """One connection pool per URL and process (a Health is made for every step)."""
-    if url not in _connections:
-        _connections[url] = redis.Redis.from_url(url)
-    return _connections[url]

@@ -66,6 +66,25 @@ def _decoded(value):
     return value
 
 
+_clients: dict[tuple, object] = {}
+_clients_lock = threading.Lock()
+
+
+def shared_client(url: str, **options):
+    """One redis-py client per URL, options and process, its connection pool shared by
+    every caller (a Health is made for every step; the monitoring page reads Redis on
+    every view and scrape): a client made per call opens a connection each time and
+    leaves it for the garbage collector. redis-py's pool is thread-safe and starts
+    afresh in a forked child."""
+    import redis
+
+    key = (url, tuple(sorted(options.items())))
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = redis.Redis.from_url(url, **options)
+        return _clients[key]
+
+
 class RedisStore:
     def __init__(self, conn, prefix: str = "steadyshot:"):
         self.conn = conn
