@@ -206,9 +206,7 @@ def status_view(
     status = request.status
     model = request.current_model_name
     first = request.chain[0] if request.chain else ""
-    falling_back = bool(
-        request.is_active and request.current_model and first and request.current_model != first
-    )
+    falling_back = request.is_falling_back
     reason = _sentence(request.status_reason)
     label = request.get_status_display()
     ahead = None
