@@ -42,7 +42,7 @@ from generator.models import (
     Status,
     UpstreamBatch,
 )
-from generator.reasons import duration_words
+from generator.reasons import day_and_time, duration_words
 from generator.resilience.catalogue import get_catalogue
 from generator.resilience.policy import NON_RETRYABLE
 from generator.resilience.taxonomy import USER_MESSAGES, Outcome
@@ -253,7 +253,7 @@ class BatchStep:
         GenerationRequest.objects.tell_batched(
             batch,
             f"In batch {batch.short_name} for {self.name}, sent "
-            f"{_day_and_time(timezone.localtime(self.now))}; "
+            f"{day_and_time(timezone.localtime(self.now))}; "
             "Batch mode answers within 24 hours; if it has not "
             f"{duration_words(settings.ECONOMY_DIRECT_MARGIN_S)} before your deadline, the "
             "image is made directly so that it still arrives in time.",
@@ -459,8 +459,3 @@ def _references(request: GenerationRequest):
     for ref in request.references.all():
         with ref.file.open("rb") as handle:
             yield InputImage(data=handle.read(), mime=ref.mime)
-
-
-def _day_and_time(moment) -> str:
-    """ "4 Dec 17:42": read the next day, a time alone would be wrong."""
-    return f"{moment.day} {moment:%b %H:%M}"

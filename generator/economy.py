@@ -24,6 +24,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from generator.models import Route, Status
+from generator.reasons import day_and_time
 from generator.resilience.catalogue import ModelSpec, get_catalogue
 from generator.resilience.offpeak import calmest_start, learned_rates
 
@@ -83,9 +84,8 @@ def plan(chain: list[str], deadline: datetime, now: datetime) -> Plan:
         Route.OFF_PEAK,
         Status.SCHEDULED,
         start,
-        f"Scheduled for {start.day} {start:%b %H:%M} UTC, the calmest hour for "
-        f"{spec.display_name} "
-        "before its deadline.",
+        f"Scheduled for {day_and_time(start)} UTC, the calmest hour for "
+        f"{spec.display_name} before its deadline.",
     )
 
 

@@ -20,6 +20,12 @@ def duration_words(s: float) -> str:
     return f"{s:.0f} s"
 
 
+def day_and_time(moment) -> str:
+    """A time with its day, "4 Dec 17:42", for words read later, perhaps the next day,
+    where a time alone would be wrong."""
+    return f"{moment.day} {moment:%b %H:%M}"
+
+
 # How a model was failing, for "Nano Banana Pro was overloaded through your wait limit".
 _FAILING = {
     Outcome.OVERLOADED: "overloaded",
