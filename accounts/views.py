@@ -29,7 +29,10 @@ def _get_membership(request, team_id) -> Membership:
 
 
 def _get_owner_membership(request, team_id) -> Membership:
-    membership = _get_membership(request, team_id)
+    return _owner(_get_membership(request, team_id))
+
+
+def _owner(membership: Membership) -> Membership:
     if not membership.is_owner:
         raise PermissionDenied("Only the team's owners can do this.")
     return membership
@@ -217,8 +220,7 @@ def member_remove(request, team_id, membership_id):
 @transaction.atomic
 def member_role(request, team_id, membership_id):
     actor, target = _locked_pair(request, team_id, membership_id)
-    if not actor.is_owner:
-        raise PermissionDenied("Only the team's owners can do this.")
+    _owner(actor)  # checked again under the lock: it may have been demoted meanwhile
     role = request.POST.get("role")
     if role not in Membership.Role.values:
         messages.error(request, "Choose a role: owner or member.")
