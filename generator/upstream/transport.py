@@ -9,12 +9,14 @@ generator/caller, which keeps hundreds of calls in flight in one process).
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from functools import cache
 
 import httpx
@@ -53,30 +55,62 @@ def client_for(base_url: str) -> httpx.Client:
     return client
 
 
+# The most connections in one of the caller's pools (AsyncClients).
+POOL_CONNECTIONS = 32
+
+
+class _Pool:
+    def __init__(self, client: httpx.AsyncClient):
+        self.client = client
+        self.in_flight = 0
+
+
 class AsyncClients:
-    """The event loop's clients, one per base URL (the caller's: generator/caller). Each
-    call in flight holds one connection for its whole length, so the pool is as large
-    as the number of calls the caller allows at once."""
+    """The event loop's clients (the caller's: generator/caller): per base URL, pools of
+    at most POOL_CONNECTIONS connections, together as many as the calls the caller
+    allows at once (a call in flight holds one connection for its whole length), and a
+    call goes to the pool with the fewest calls in flight.
+
+    One pool of hundreds would do the same work at a cost that grows with it: httpcore
+    looks at every connection of a pool whenever one of its requests starts or ends (is
+    it expired, idle, free?), each look a system call or two. At a few hundred calls in
+    flight that was most of the caller's CPU per call (docs/benchmarks.md, "Cost per
+    image"); pools of 32 keep it to a few dozen looks, whatever the concurrency."""
 
     def __init__(self, max_connections: int):
-        self.limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self.pools_per_url = max(1, -(-max_connections // POOL_CONNECTIONS))
+        size = -(-max_connections // self.pools_per_url)
+        self.limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._pools: dict[str, list[_Pool]] = {}
 
-    def get(self, base_url: str) -> httpx.AsyncClient:
-        client = self._clients.get(base_url)
-        if client is None:
-            client = httpx.AsyncClient(
-                limits=self.limits, follow_redirects=False, verify=ssl_context()
-            )
-            self._clients[base_url] = client
-        return client
+    @contextlib.contextmanager
+    def use(self, base_url: str) -> Iterator[httpx.AsyncClient]:
+        """The client of the least busy pool for `base_url`, counted busy until the block
+        ends (the event loop's thread alone uses it: no lock)."""
+        pools = self._pools.get(base_url)
+        if pools is None:
+            pools = self._pools[base_url] = [
+                _Pool(self.new_client()) for _ in range(self.pools_per_url)
+            ]
+        pool = min(pools, key=lambda p: p.in_flight)
+        pool.in_flight += 1
+        try:
+            yield pool.client
+        finally:
+            pool.in_flight -= 1
+
+    def new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(limits=self.limits, follow_redirects=False, verify=ssl_context())
+
+    def in_flight(self, base_url: str) -> list[int]:
+        """The calls in flight in each pool of `base_url` (for the tests)."""
+        return [pool.in_flight for pool in self._pools.get(base_url, [])]
 
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        for pools in self._pools.values():
+            for pool in pools:
+                await pool.client.aclose()
+        self._pools.clear()
 
 
 def timeout_for(spec: ModelSpec) -> httpx.Timeout:
@@ -134,12 +168,13 @@ async def agenerate(clients: AsyncClients, provider, call):
     spec, redact = call.model, x["redact"]
     started = time.monotonic()
     try:
-        response = await clients.get(x["base_url"]).post(
-            x["base_url"] + x["path"],
-            json=x["body"],
-            headers=x["headers"],
-            timeout=timeout_for(spec),
-        )
+        with clients.use(x["base_url"]) as client:
+            response = await client.post(
+                x["base_url"] + x["path"],
+                json=x["body"],
+                headers=x["headers"],
+                timeout=timeout_for(spec),
+            )
     except httpx.HTTPError as exc:
         raise _no_answer(exc, spec, redact, started) from exc
     # The body is in: what is left is CPU work (the JSON, and for an image its base64,
