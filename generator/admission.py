@@ -207,6 +207,7 @@ def _admit(user, team, submission, chain, worst, batch, stored) -> list[Generati
                     strategy=submission.strategy,
                     aspect_ratio=submission.aspect_ratio,
                     image_size=submission.image_size,
+                    reference_count=submission.reference_count(),
                     deadline=submission.deadline,
                     wait_up_to=wait_up_to(submission, admitted),
                     chain=chain,

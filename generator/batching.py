@@ -456,6 +456,8 @@ class BatchStep:
 
 
 def _references(request: GenerationRequest):
+    if not request.reference_count:
+        return
     for ref in request.references.all():
         with ref.file.open("rb") as handle:
             yield InputImage(data=handle.read(), mime=ref.mime)

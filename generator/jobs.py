@@ -66,6 +66,14 @@ def record(request_id: str, step: int, caller: str, answer: calls.Answer) -> str
     return StepRunner(request, caller).record(answer)
 
 
+def _references(request: GenerationRequest) -> tuple[tuple[str, str], ...]:
+    """(file name, mime) of each of the request's references; no query for a request
+    admitted without any."""
+    if not request.reference_count:
+        return ()
+    return tuple((ref.file.name, ref.mime) for ref in request.references.all())
+
+
 class StepRunner:
     def __init__(self, request: GenerationRequest, me: str):
         self.request = request
@@ -105,7 +113,7 @@ class StepRunner:
             prompt=request.prompt,
             aspect_ratio=request.aspect_ratio,
             image_size=spec.deliverable_size(request.image_size),
-            references=tuple((ref.file.name, ref.mime) for ref in request.references.all()),
+            references=_references(request),
         )
         try:
             calls.send(call)

@@ -319,6 +319,9 @@ class GenerationRequest(models.Model):
         max_length=2, choices=[(s, s) for s in IMAGE_SIZES], default="1K"
     )
     references = models.ManyToManyField(ReferenceImage, blank=True, related_name="requests")
+    # How many references it was admitted with: a step of a request without any (most)
+    # reads none, a query saved on every call.
+    reference_count = models.PositiveSmallIntegerField(default=0)
     deadline = models.DateTimeField(null=True, blank=True, help_text="Deliver by")
     # Quality-first: until when the first model (Nano Banana Pro) is waited for and
     # retried: the deadline when given, else submission plus the default patience.

@@ -8,11 +8,12 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from generator import jobs, queue
 from generator.admission import Submission, submit
-from generator.caller.calls import Answer
+from generator.caller.calls import CALLS_KEY, Answer, Call
 from generator.image_check import prepare_generated_image
 from generator.models import CALLS_HOLDER, Attempt, Expect, GenerationRequest, Image, Status
 from generator.reconcile import reconcile
@@ -179,3 +180,25 @@ def test_it_delivers_once_when_the_caller_dies_before_its_recording_commits(
     assert attempts[0].worker.endswith(f":{caller.pid}")
     assert not attempts[1].worker.endswith(f":{caller.pid}")
     assert row.finished - row.created < timedelta(minutes=5)
+
+
+def test_a_step_sends_the_references_with_the_call_and_reads_none_without(
+    redis_conn, settings, tmp_path, alice, team
+):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    (edit,) = submit(
+        alice, team, Submission(prompt="make it blue", uploads=[(picture("PNG"), "image/png")])
+    )
+    (plain,) = submit(alice, team, Submission(prompt="a lighthouse"))
+    redis_conn.delete(CALLS_KEY)
+
+    assert jobs.advance(str(edit.pk), edit.step) == "calling"
+    with CaptureQueriesContext(connection) as queries:
+        assert jobs.advance(str(plain.pk), plain.step) == "calling"
+
+    sent = [Call.loads(raw) for raw in redis_conn.lrange(CALLS_KEY, 0, -1)]
+    assert [call.request_id for call in sent] == [str(edit.pk), str(plain.pk)]
+    (reference,) = edit.references.all()
+    assert sent[0].references == ((reference.file.name, "image/png"),)
+    assert sent[1].references == ()
+    assert not [q for q in queries.captured_queries if "referenceimage" in q["sql"]]
