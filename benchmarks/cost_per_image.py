@@ -95,13 +95,24 @@ def start(name: str, args: list[str], env: dict, log_dir: Path) -> subprocess.Po
 
 
 def profile(out: str, pids: dict[str, int]) -> list[subprocess.Popen]:
-    """py-spy on the workers and the caller (not the sandbox), until SIGINT."""
+    """py-spy on the product's processes (not the sandbox), until SIGINT."""
     Path(out).mkdir(parents=True, exist_ok=True)
     spies = []
     for name, pid in pids.items():
         if name == "sandbox":
             continue
-        command = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+        # --gil: only the samples of the thread holding the GIL, the process's Python CPU
+        # (a thread waiting on a socket inside a C call is not counted as working).
+        command = [
+            "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--gil",
+        ]
         command += ["--format", "raw", "--output", f"{out}/{name}.txt"]
         spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
     time.sleep(1)  # attached
@@ -164,17 +175,28 @@ def wait_final(ids, timeout: float, backends: Backends | None = None) -> tuple[f
     raise SystemExit(f"not final after {timeout:.0f} s: {dict(states)}")
 
 
-def submit_over_http(base_url: str, token: str, count: int, clients: int) -> list:
+def prompt_for(n: int, prompts: int) -> str:
+    """The n-th zero-latency prompt: all different, or cycling through `prompts` of them."""
+    return f"a lighthouse {n % prompts if prompts else n}"
+
+
+def submit_over_http(base_url: str, token: str, count: int, clients: int, args) -> list:
     """`count` submissions through the JSON API from `clients` threads, each with its own
-    keep-alive connection, as fast as the server answers; the ids of the requests."""
+    keep-alive connection, as fast as the server answers (or the n-th at n / --rate
+    seconds); the ids of the requests."""
     from concurrent.futures import ThreadPoolExecutor
+
+    prompts, rate = args.prompts, args.rate
+    start = time.monotonic()
 
     def client(numbers: range) -> list:
         ids = []
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
             for n in numbers:
-                answer = http.post("/api/v1/generations", json={"prompt": f"a lighthouse {n}"})
+                if rate:
+                    time.sleep(max(0.0, start + n / rate - time.monotonic()))
+                answer = http.post("/api/v1/generations", json={"prompt": prompt_for(n, prompts)})
                 if answer.status_code != 202:
                     raise SystemExit(f"submission {n}: {answer.status_code} {answer.text}")
                 ids += [row["id"] for row in answer.json()["data"]]
@@ -223,13 +245,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="cycle the zero-latency round through K prompts (0: every prompt different). "
+        "The sandbox paints each prompt once: it competes less with the product for the "
+        "cores, and the product's work per request is the same",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        metavar="R",
+        help="with --http, submit R requests a second (0: as fast as the server answers). "
+        "Below what the cores can serve, the processes do not queue for the cores, and "
+        "their CPU per request is their own, not the cost of sharing 2 of them",
+    )
     parser.add_argument("--slow-calls", type=int, default=150)
     parser.add_argument("--slow", type=float, default=5.0, help="seconds per slow call")
     parser.add_argument(
         "--py-spy",
         metavar="DIR",
-        help="profile the workers and the caller during the zero-latency round with py-spy "
-        "(pip install py-spy): DIR/<process>.txt, collapsed stacks of on-CPU samples",
+        help="profile the workers, the caller and the web server's workers during the "
+        "zero-latency round with py-spy (pip install py-spy): DIR/<process>.txt, collapsed "
+        "stacks of the samples holding the GIL",
     )
     parser.add_argument(
         "--http",
@@ -322,7 +363,10 @@ def main() -> None:
 
         # 1. Zero latency.
         pids = {name: p.pid for name, p in processes.items() if name != "web"}
-        spies = profile(args.py_spy, pids) if args.py_spy else []
+        spied = dict(pids)
+        if web_url:  # the web server's worker processes too (not its master)
+            spied |= {f"web-{pid}": pid for pid in family(processes["web"].pid)[1:]}
+        spies = profile(args.py_spy, spied) if args.py_spy else []
         conn = redis.Redis.from_url(os.environ["REDIS_URL"])
         cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
         redis_before, backends = redis_cpu_s(conn), Backends()
@@ -334,7 +378,7 @@ def main() -> None:
             # Postgres backends, counted with Postgres.
             web = family(processes["web"].pid)
             admission_before = family_cpu_s(web)
-            ids = submit_over_http(web_url, token, args.requests, args.http)
+            ids = submit_over_http(web_url, token, args.requests, args.http, args)
             admission = family_cpu_s(web) - admission_before
         else:
             # Admission runs in this process: its CPU is what a web process spends on the
@@ -343,7 +387,7 @@ def main() -> None:
             # the results): --http counts them.
             admission_before = time.process_time()
             for n in range(args.requests):
-                submission = Submission(prompt=f"a lighthouse {n}")
+                submission = Submission(prompt=prompt_for(n, args.prompts))
                 ids += [r.pk for r in submit(user, team, submission)]
             admission = time.process_time() - admission_before
         submitted = time.monotonic()
