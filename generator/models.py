@@ -14,9 +14,9 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models import F, Q
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from config import statements
 from generator import queue
 from generator.reasons import duration_words
 from generator.resilience.catalogue import ASPECT_RATIOS, IMAGE_SIZES
@@ -151,6 +151,15 @@ class Expect:
         ends it at once)."""
         return cls(OFF_WORKER_STATUSES)
 
+    def where(self) -> dict:
+        """The same conditions for config.statements: a tuple is an IN."""
+        where: dict = {"status": tuple(self.statuses)}
+        if self.step is not None:
+            where["step"] = self.step
+        if self.worker is not None:
+            where["claimed_by"] = self.worker
+        return where
+
     def filter(self) -> dict:
         where: dict = {"status__in": list(self.statuses)}
         if self.step is not None:
@@ -231,31 +240,18 @@ class GenerationRequestQuerySet(models.QuerySet):
         the reconciler) or a second worker does nothing. Returns the row as claimed (read
         by the claim itself), or None."""
         now = timezone.now()
-        return self.filter(
-            pk=pk, step=step, status__in=[Status.QUEUED, Status.WAITING]
-        )._update_returning(
-            status=Status.RUNNING,
-            claimed_by=worker,
-            lease_until=now + timedelta(seconds=settings.LEASE_SECONDS),
-            started=Coalesce(F("started"), now),
-            waiting_until=None,
+        return statements.update_returning(
+            self.model,
+            self.db,
+            set={
+                "status": Status.RUNNING,
+                "claimed_by": worker,
+                "lease_until": now + timedelta(seconds=settings.LEASE_SECONDS),
+                "waiting_until": None,
+            },
+            keep={"started": now},
+            where={"id": pk, "step": step, "status": (Status.QUEUED, Status.WAITING)},
         )
-
-    def _update_returning(self, **fields) -> "GenerationRequest | None":
-        """`update(**fields)` of at most one row, returning that row as updated, or None
-        if none matched: one statement (`UPDATE … RETURNING`) where a claim used to be an
-        UPDATE and then a SELECT. Django has no public API for it: `QuerySet._update()`
-        with `returning_fields` is what `Model.save()` uses to read expressions back,
-        with the same compilation and converters as `update()`. Both our databases
-        return rows from an UPDATE (Postgres; SQLite from 3.35)."""
-        meta = self.model._meta
-        columns = meta.concrete_fields
-        values = [(meta.get_field(name), None, value) for name, value in fields.items()]
-        with transaction.mark_for_rollback_on_error(using=self.db):
-            rows = self._update(values, returning_fields=columns)
-        if not rows:
-            return None
-        return self.model.from_db(self.db, [f.attname for f in columns], rows[0])
 
     def put_in_batch(self, ids, batch, reason: str) -> int:
         """Scheduled economy requests into `batch`: only those still scheduled and in no
@@ -279,9 +275,12 @@ class GenerationRequestQuerySet(models.QuerySet):
         lease (generator.jobs.record). A call or an answer the reconciler took back
         meanwhile (its lease ran out) is dropped by whoever comes late."""
         lease = timedelta(seconds=settings.LEASE_SECONDS)
-        return self.filter(
-            pk=pk, step=step, status=Status.RUNNING, claimed_by=holder
-        )._update_returning(claimed_by=to, lease_until=timezone.now() + lease)
+        return statements.update_returning(
+            self.model,
+            self.db,
+            set={"claimed_by": to, "lease_until": timezone.now() + lease},
+            where={"id": pk, "step": step, "status": Status.RUNNING, "claimed_by": holder},
+        )
 
     def renew_leases(self, pks, worker: str) -> int:
         """A caller's heartbeat: one UPDATE for every call it has in flight."""
@@ -514,8 +513,17 @@ class GenerationRequest(models.Model):
     # canceled) is written by finish() alone, together with the quota's charge or refund.
 
     def _move(self, expect: Expect, **fields) -> bool:
+        if any(hasattr(value, "resolve_expression") for value in fields.values()):
+            moved = GenerationRequest.objects.filter(pk=self.pk, **expect.filter())
+            return bool(moved.update(**fields))
+        # Plain values (a step's hand-over to a caller, a request's end): SQL written once.
         return bool(
-            GenerationRequest.objects.filter(pk=self.pk, **expect.filter()).update(**fields)
+            statements.update(
+                GenerationRequest,
+                GenerationRequest.objects.db,
+                set=fields,
+                where={"id": self.pk, **expect.where()},
+            )
         )
 
     def send_to_caller(self, expect: Expect, model: str, fallback_reason: str = "") -> bool:
