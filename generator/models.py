@@ -161,11 +161,9 @@ class Expect:
         return where
 
     def filter(self) -> dict:
-        where: dict = {"status__in": list(self.statuses)}
-        if self.step is not None:
-            where["step"] = self.step
-        if self.worker is not None:
-            where["claimed_by"] = self.worker
+        """The same conditions for a queryset's filter()."""
+        where = self.where()
+        where["status__in"] = list(where.pop("status"))
         return where
 
 
