@@ -139,3 +139,48 @@ def update(model: type[Model], alias: str, *, set: dict, where: dict) -> int:
     """`UPDATE … SET set WHERE where`: how many rows it changed. Values only (an
     expression such as `F("step") + 1` needs the ORM's `QuerySet.update()`)."""
     return _update(model, alias, set, {}, where, returning=False)
+
+
+@functools.cache
+def _insert_plan(model: type[Model], alias: str) -> tuple[str, tuple]:
+    q = functools.partial(_quote, alias)
+    meta = model._meta
+    auto = meta.auto_field
+    fields = tuple(
+        f for f in meta.concrete_fields if f is not auto and not getattr(f, "generated", False)
+    )
+    # Names from the model's metadata, quoted by the backend; every value a parameter.
+    sql = f"INSERT INTO {q(meta.db_table)} ({', '.join(q(f.column) for f in fields)})"
+    sql += f" VALUES ({', '.join(['%s'] * len(fields))})"
+    if auto is not None:
+        sql += f" RETURNING {q(auto.column)}"
+    return sql, fields
+
+
+def insert(instance: Model, alias: str) -> Model:
+    """`instance.save(force_insert=True)` for a new row of a model without parents: the
+    fields' `pre_save()` (a file already stored gives its name, a default its value),
+    their values prepared for the database, and the key the database gave an
+    auto-incremented primary key read back. Model signals are not sent (nothing in the
+    product listens to the models written here)."""
+    model = type(instance)
+    if model._meta.parents:
+        raise TypeError(f"{model.__name__} has parents: save() it.")
+    sql, fields = _insert_plan(model, alias)
+    connection = connections[alias]
+    params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+    with (
+        transaction.mark_for_rollback_on_error(using=alias),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql, params)
+        if model._meta.auto_field is not None:
+            instance.pk = cursor.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = alias
+    return instance
+
+
+def create(model: type[Model], alias: str, /, **fields) -> Model:
+    """`model.objects.create(**fields)` through insert()."""
+    return insert(model(**fields), alias)

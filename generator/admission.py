@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from config import statements
 from generator import economy, queue
 from generator.images import store_references
 from generator.models import (
@@ -198,7 +199,9 @@ def _admit(user, team, submission, chain, worst, batch, stored) -> list[Generati
         with reserving() as reservation:
             requests = []
             for _ in range(submission.count):
-                request = GenerationRequest.objects.create(
+                request = statements.create(
+                    GenerationRequest,
+                    GenerationRequest.objects.db,
                     user=user,
                     team=team,
                     batch=batch,

@@ -21,9 +21,10 @@ import redis
 from django.db import transaction
 from django.utils import timezone
 
+from config import statements
 from generator.caller import calls
 from generator.images import add_thumbnail, delivering
-from generator.models import FIRST_STEP, Attempt, Expect, GenerationRequest, Status
+from generator.models import FIRST_STEP, Attempt, Expect, GenerationRequest, Image, Status
 from generator.reasons import words
 from generator.resilience import chain
 from generator.resilience.catalogue import get_catalogue
@@ -213,7 +214,7 @@ class StepRunner:
                 return "lost-claim"
             # A second image for the request cannot exist: finish() just moved it on
             # (and the database refuses one: image_one_per_request).
-            image.save()
+            statements.insert(image, Image.objects.db)
             reason = words(Reason(Code.DELIVERED, spec.id), GenerationRequest.model_name)
             self._set_decision(attempt, Attempt.Decision.DONE, reason, code=Code.DELIVERED)
         # Delivered and visible: a thumbnail the caller could not make is made now,
@@ -293,7 +294,9 @@ class StepRunner:
         retry_ms = None
         if error is not None and error.retry_after_s is not None:
             retry_ms = int(error.retry_after_s * 1000)
-        attempt = Attempt.objects.create(
+        attempt = statements.create(
+            Attempt,
+            Attempt.objects.db,
             request=self.request,
             number=number,
             model=spec.id,
@@ -317,7 +320,9 @@ class StepRunner:
         attempt.decision = decision
         attempt.decision_reason = reason[:300]
         attempt.next_model = next_model or ""
-        attempt.save(update_fields=["decision", "decision_reason", "next_model"])
+        fields = {"decision": decision, "decision_reason": attempt.decision_reason}
+        fields["next_model"] = attempt.next_model
+        statements.update(Attempt, Attempt.objects.db, set=fields, where={"id": attempt.pk})
         attempt_log.info(
             'request=%s attempt=%s model=%s outcome=%s http=%s latency_ms=%s decision=%s next=%s code=%s reason="%s"',
             self.request.pk,

@@ -40,6 +40,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import Team
+from config import statements
 from quotas.errors import QuotaExceeded
 from quotas.models import UsageCounter, UsageEntry
 from quotas.periods import Periods, periods
@@ -291,7 +292,9 @@ def _prepare(team, user, images, cost_usd_each, at) -> tuple[datetime, "_Take | 
                 # None), in the commit's round trip.
                 _seed(counter, 0, 0)
         take = _Take(limits, counters, team.pk, user.pk, p, images, needed, cost_usd_each)
-    entry = UsageEntry.objects.create(
+    entry = statements.create(
+        UsageEntry,
+        UsageEntry.objects.db,
         team_id=team.pk,
         user=user,
         kind=UsageEntry.Kind.RESERVE,
@@ -512,7 +515,7 @@ def _settle(
     if first:
         # The caller knows no settlement can exist (see charge()): no savepoint, and a
         # refused row fails its transaction.
-        entry.save(force_insert=True)
+        statements.insert(entry, UsageEntry.objects.db)
     else:
         try:
             # A savepoint: a refused second settlement leaves the caller's transaction

@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.models import ApiToken
 from config import statements
 from generator.admission import Submission, submit
-from generator.models import GenerationRequest, Status
+from generator.models import Attempt, GenerationRequest, Status
 
 pytestmark = pytest.mark.django_db
 
@@ -112,3 +112,23 @@ def test_it_stores_plain_values_as_the_orm_would_and_counts_the_rows(request_row
 
     stored = GenerationRequest.objects.get(pk=request_row.pk)
     assert {name: getattr(stored, name) for name in values} == values
+
+
+def test_it_inserts_a_row_as_save_would_and_reads_back_its_key(request_row):
+    fields = {
+        "request": request_row,
+        "number": 1,
+        "model": "gemini-3-pro-image-preview",
+        "provider": "gemini",
+        "started": timezone.now(),
+        "latency_ms": 900,
+        "outcome": "success",
+        "http_status": 200,
+        "retry_after_ms": None,
+    }
+    created = statements.create(Attempt, "default", **fields)
+    stored = Attempt.objects.get(pk=created.pk)
+
+    assert created.pk is not None and created._state.adding is False
+    assert _fields(created) == _fields(stored)
+    assert Attempt.objects.filter(request=request_row).count() == 1
