@@ -88,7 +88,7 @@ class User(AbstractUser):
         else their first team; a user who has none gets a personal team."""
         if self.active_team_id:
             # One query on every page and API call: the team, if still a member of it.
-            team = Team.objects.filter(pk=self.active_team_id, memberships__user=self).first()
+            team = _member_team(self.active_team_id, self.pk)
             if team is not None:
                 self.active_team = team
                 return team
@@ -336,14 +336,44 @@ class ApiToken(models.Model):
         return token.user
 
 
+def _member_team(team_id, user_id, using: str = DEFAULT_DB_ALIAS) -> "Team | None":
+    """`Team.objects.filter(pk=team_id, memberships__user=user_id).first()`, in SQL
+    written once (config/statements.py: every page and API call runs it)."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            _member_team_sql(using),
+            [
+                statements.db_value(Team, using, "id", team_id),
+                statements.db_value(Membership, using, "user", user_id),
+            ],
+        )
+        row = cursor.fetchone()
+    return None if row is None else statements.reader(Team, using).instance(using, row)
+
+
+def _column(using: str, meta, name: str) -> str:
+    quote = connections[using].ops.quote_name
+    return f"{quote(meta.db_table)}.{quote(meta.get_field(name).column)}"
+
+
+@functools.cache
+def _member_team_sql(using: str) -> str:
+    quote = connections[using].ops.quote_name
+    team, membership = Team._meta, Membership._meta
+    # Names from the models' metadata, quoted by the backend; every value a parameter.
+    return (
+        f"SELECT {statements.select_list(Team, using)} FROM {quote(team.db_table)}"  # noqa: S608
+        f" INNER JOIN {quote(membership.db_table)}"
+        f" ON {_column(using, membership, 'team')} = {_column(using, team, 'id')}"
+        f" WHERE {_column(using, team, 'id')} = %s AND {_column(using, membership, 'user')} = %s"
+    )
+
+
 @functools.cache
 def _live_token_sql(using: str) -> str:
     quote = connections[using].ops.quote_name
     token, user = ApiToken._meta, User._meta
-
-    def column(meta, name: str) -> str:
-        return f"{quote(meta.db_table)}.{quote(meta.get_field(name).column)}"
-
+    column = functools.partial(_column, using)
     # Names from the models' metadata, quoted by the backend; every value a parameter.
     return (
         f"SELECT {statements.select_list(ApiToken, using)}, {statements.select_list(User, using)}"  # noqa: S608

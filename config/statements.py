@@ -184,3 +184,46 @@ def insert(instance: Model, alias: str) -> Model:
 def create(model: type[Model], alias: str, /, **fields) -> Model:
     """`model.objects.create(**fields)` through insert()."""
     return insert(model(**fields), alias)
+
+
+@functools.cache
+def _values_plan(model: type[Model], alias: str, names: tuple, suffix: str):
+    q = functools.partial(_quote, alias)
+    meta = model._meta
+    connection = connections[alias]
+    fields = [meta.get_field(name) for name in names]
+    # Names from the model's metadata, quoted by the backend; every value a parameter.
+    sql = f"SELECT {', '.join(q(f.column) for f in fields)} FROM {q(meta.db_table)}"  # noqa: S608
+    sql += f" WHERE {q(meta.pk.column)} = %s{suffix}"
+    converters = []
+    for field in fields:
+        column = field.get_col(meta.db_table)
+        converters.append(
+            (
+                tuple(
+                    connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+                ),
+                column,
+            )
+        )
+    return sql, tuple(converters)
+
+
+def values_by_pk(model: type[Model], alias: str, pk, names: tuple, *, suffix: str = ""):
+    """The fields `names` of the row with primary key `pk`, as `values_list(*names)` gives
+    them, or None: `SELECT … WHERE pk = %s` followed by `suffix` (a row lock)."""
+    sql, converters = _values_plan(model, alias, tuple(names), suffix)
+    connection = connections[alias]
+    with (
+        transaction.mark_for_rollback_on_error(using=alias),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql, [db_value(model, alias, model._meta.pk.name, pk)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for position, (functions, column) in enumerate(converters):
+        for convert in functions:
+            values[position] = convert(values[position], column, connection)
+    return tuple(values)

@@ -83,13 +83,8 @@ class Limits:
 def _limits(team_id) -> Limits:
     """The team's limits, under a shared lock on its row on Postgres (see the module's
     docstring): never waited for, except while set_limits() changes them."""
-    rows = Team.objects.filter(pk=team_id).values_list(*LIMIT_FIELDS)
-    if connection.vendor != "postgresql":
-        return Limits(*rows.get())
-    sql, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"{sql} FOR KEY SHARE", params)
-        row = cursor.fetchone()
+    lock = " FOR KEY SHARE" if connection.vendor == "postgresql" else ""
+    row = statements.values_by_pk(Team, connection.alias, team_id, LIMIT_FIELDS, suffix=lock)
     if row is None:
         raise Team.DoesNotExist(f"No team {team_id}.")
     return Limits(*row)

@@ -2,13 +2,14 @@
 querysets they replace would: every field as the ORM reads it, on SQLite (the unit tier)
 and on Postgres (CI)."""
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 
-from accounts.models import ApiToken
+from accounts.models import ApiToken, Membership, Team, _member_team
 from config import statements
 from generator.admission import Submission, submit
 from generator.models import Attempt, GenerationRequest, Status
@@ -132,3 +133,24 @@ def test_it_inserts_a_row_as_save_would_and_reads_back_its_key(request_row):
     assert created.pk is not None and created._state.adding is False
     assert _fields(created) == _fields(stored)
     assert Attempt.objects.filter(request=request_row).count() == 1
+
+
+def test_it_reads_values_by_key_as_values_list_does(team):
+    Team.objects.filter(pk=team.pk).update(monthly_budget_usd=Decimal("12.50"), images_per_day=7)
+    names = ("images_per_day", "images_per_month", "monthly_budget_usd", "member_daily_cap")
+
+    found = statements.values_by_pk(Team, "default", team.pk, names)
+
+    assert found == Team.objects.filter(pk=team.pk).values_list(*names).get()
+    assert found[0] == 7 and found[2] == Decimal("12.50")
+    assert statements.values_by_pk(Team, "default", uuid.uuid4(), names) is None
+
+
+def test_it_finds_the_active_team_only_while_its_user_is_a_member(alice, bob, team):
+    other = Team.create_with_owner("Elsewhere", bob)
+
+    assert _fields(_member_team(team.pk, bob.pk)) == _fields(Team.objects.get(pk=team.pk))
+    assert _member_team(other.pk, alice.pk) is None
+    Membership.objects.filter(team=team, user=bob).delete()
+    assert _member_team(team.pk, bob.pk) is None
+    assert bob.current_team() == other
