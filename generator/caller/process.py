@@ -2,10 +2,11 @@
 
 It pops calls from Redis (generator.caller.calls) while it has fewer than
 CALLER_CONCURRENCY in flight, takes each one's claim from CALLS_HOLDER (a call the
-reconciler already took back is dropped here, never made), makes it with one pooled
-httpx.AsyncClient per base URL, and records the answer itself (`generator.jobs.record`,
-under its own claim: the Attempt, the shared health, the policy, then the delivery, the
-hand-over to the queue or the failure). While calls are in flight one UPDATE every
+reconciler already took back is dropped here, never made), makes it through pooled
+httpx.AsyncClients (transport.AsyncClients: pools of at most 32 connections per base
+URL), and records the answer itself (`generator.jobs.record`, under its own claim: the
+Attempt, the shared health, the policy, then the delivery, the hand-over to the queue or
+the failure). While calls are in flight one UPDATE every
 third of LEASE_SECONDS renews all their leases, the calls being recorded included; a
 caller that dies stops renewing and the reconciler takes its requests back, like a dead
 worker's.
