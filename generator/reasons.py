@@ -66,6 +66,10 @@ def words(reason: Reason | None, name: Callable[[str], str]) -> str:
         case Code.QUOTA_PAST_PATIENCE:
             return f"{m}'s quota had no free slot within your wait limit of {duration_words(reason.seconds)}"
         case Code.QUOTA_BUSY:
+            if outcome:
+                return (
+                    f"{m} failed ({outcome}); its upstream quota has no headroom for the retry yet"
+                )
             return f"{m}'s upstream quota has no headroom"
         case Code.ALL_BUSY:
             return "Every model's upstream quota is busy; trying again shortly."

@@ -89,7 +89,8 @@ class Code(StrEnum):
     # the request's wait limit (seconds) for it: another attempt cannot deliver in time
     QUOTA_PAST_PATIENCE = "quota_past_patience"  # model's next free quota slot is later
     # than the request's wait limit (seconds) allows
-    QUOTA_BUSY = "quota_busy"  # model's upstream quota has no headroom
+    QUOTA_BUSY = "quota_busy"  # model's upstream quota has no headroom (for the retry
+    # after outcome, when the request's last call to it failed)
     ALL_BUSY = "all_busy"  # every model's quota refused the call just now
     DAILY_QUOTA = "daily_quota"  # model's daily quota is used up
     NOT_FOUND = "not_found"  # model is not found upstream
@@ -405,7 +406,9 @@ class _Planner:
             # Compared with now too: a backoff that has already run out is no reason to
             # blame the breaker or the quota for the call not going at once.
             if available > max(ready, self.now):
-                ready, why = available, self._blocked_by(health, available)
+                # A retry held back by the quota still says what the last call met.
+                failed = why.outcome if why.code == Code.BACKOFF else None
+                ready, why = available, self._blocked_by(health, available, failed)
         if self._patient_for(model, is_last):
             return self._within_patience(model, ready, why)
         return ready, why, self._waits_for(ready, why), self._book_until(why, is_last)
@@ -428,13 +431,13 @@ class _Planner:
         return self.now, Reason(Code.CALLING, model)
 
     @staticmethod
-    def _blocked_by(health: ModelHealth, ready: float) -> Reason:
+    def _blocked_by(health: ModelHealth, ready: float, failed: Outcome | None) -> Reason:
         model = health.model
         if health.breaker != "closed" and not health.probe_available:
             return Reason(Code.BREAKER_OPEN, model)
         if health.out_of_quota_until is not None and health.out_of_quota_until >= ready:
             return Reason(Code.DAILY_QUOTA, model)
-        return Reason(Code.QUOTA_BUSY, model)
+        return Reason(Code.QUOTA_BUSY, model, failed)
 
     def _waits_for(self, ready: float, why: Reason) -> bool:
         """Whether the strategy waits until `ready` for a model it has no patience for."""

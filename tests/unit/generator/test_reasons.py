@@ -31,6 +31,13 @@ def test_it_says_how_the_first_model_failed_through_the_wait_limit():
     assert say(reason) == "Nano Banana Pro's quota had no free slot within your wait limit of 60 s"
 
 
+def test_it_names_the_failure_behind_a_retry_that_waits_for_the_quota():
+    assert say(Reason(Code.QUOTA_BUSY, PRO)) == "Nano Banana Pro's upstream quota has no headroom"
+    assert say(Reason(Code.QUOTA_BUSY, PRO, Outcome.OVERLOADED)) == (
+        "Nano Banana Pro failed (overloaded); its upstream quota has no headroom for the retry yet"
+    )
+
+
 def test_it_keeps_an_unknown_models_id():
     assert say(Reason(Code.CALLING, "retired-model")) == "calling retired-model"
 

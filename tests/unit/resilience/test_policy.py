@@ -224,6 +224,18 @@ def test_it_stability_first_never_waits_long_even_with_a_deadline():
     assert (decision.action, decision.model) == (Action.CALL, GPT)
 
 
+def test_it_a_retry_held_back_by_the_quota_still_says_what_the_last_call_met():
+    # A 503, then the limiter has no room until well after the backoff would end.
+    health = {PRO: ModelHealth(PRO, next_free_at=T0 + 90)}
+    attempts = [attempt(PRO, "overloaded", at=T0 + 30)]
+    decision = decide(situation(attempts, health=health, wait_until=T0 + 210), CONFIG)
+    assert (decision.action, decision.model, decision.at) == (Action.WAIT, PRO, T0 + 90)
+    assert decision.reason == Reason(Code.QUOTA_BUSY, PRO, Outcome.OVERLOADED)
+    # Without a failed call before it, the wait is the quota's alone.
+    decision = decide(situation(health=health, wait_until=T0 + 210), CONFIG)
+    assert decision.reason == Reason(Code.QUOTA_BUSY, PRO)
+
+
 def test_it_a_short_limiter_wait_keeps_the_primary():
     health = {PRO: ModelHealth(PRO, next_free_at=T0 + 3)}
     decision = decide(situation(health=health), CONFIG)
