@@ -12,8 +12,9 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 from config import statements
@@ -177,6 +178,16 @@ class Page:
     anchor_found: bool = True
 
 
+def _prompt_contains(rows, text: str):
+    """Requests whose prompt holds `text`, whatever the case. On Postgres `icontains`
+    (UPPER(prompt) LIKE UPPER(%s)), served by the trigram index of migration 0007. On
+    SQLite, whose LIKE folds ASCII letters alone, both sides are put in upper case first
+    (SQLite's UPPER is Python's there: generator/apps.py)."""
+    if connections[rows.db].vendor != "sqlite":
+        return rows.filter(prompt__icontains=text)
+    return rows.alias(prompt_upper=Upper("prompt")).filter(prompt_upper__contains=text.upper())
+
+
 class GenerationRequestQuerySet(models.QuerySet):
     def visible_to(self, user):
         """The requests `user` may see: their teams' requests that were not deleted. One
@@ -206,7 +217,7 @@ class GenerationRequestQuerySet(models.QuerySet):
         if "until" in filters and filters["until"] < date.max:  # no day after the last
             rows = rows.filter(created__lt=_day_start(filters["until"] + timedelta(days=1)))
         if "q" in filters:
-            rows = rows.filter(prompt__icontains=filters["q"])
+            rows = _prompt_contains(rows, filters["q"])
         if "batch" in filters:
             rows = rows.filter(batch=filters["batch"])
         return rows

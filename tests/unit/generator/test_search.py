@@ -27,6 +27,7 @@ PROMPTS = [
     "100 cotton shirts",
     "snake_case sign",
     "snakecase sign",
+    "Éclair au café",
 ]
 
 
@@ -45,6 +46,9 @@ def _search(user, team, q):
         ("100%", ["100% cotton shirt"]),
         ("e_c", ["snake_case sign"]),
         ("no such thing", []),
+        # Letters beyond ASCII fold too, on SQLite as on Postgres.
+        ("CAFÉ", ["Éclair au café"]),
+        ("éclair", ["Éclair au café"]),
     ],
 )
 def test_it_finds_prompts_by_case_insensitive_substring(alice, team, q, expected):
