@@ -360,15 +360,19 @@ class _Planner:
 
     def _candidates(self) -> list[str]:
         """The models this request may still call, in chain order, each within its
-        attempt allowance. The last one may use whatever is left of the budget."""
+        attempt allowance. The last one may use whatever is left of the budget; one
+        before it keeps an attempt of the budget for each usable model after it, so a
+        failing middle model cannot take the last model's only chance."""
         chain = self.s.chain[self._position() :]
         usable = [m for m in chain if not self._out(m)]
         remaining = self.config.attempt_budget - len(self.s.attempts)
         result = []
         for i, model in enumerate(usable):
             used = self.counts.get(model, 0)
-            last = i == len(usable) - 1
-            allowed = used + remaining if last else self.limits.attempts_per_model
+            after = len(usable) - 1 - i
+            allowed = used + remaining - after
+            if after:
+                allowed = min(allowed, self.limits.attempts_per_model)
             if used < allowed:
                 result.append(model)
         return result

@@ -236,6 +236,18 @@ def test_it_a_retry_held_back_by_the_quota_still_says_what_the_last_call_met():
     assert decision.reason == Reason(Code.QUOTA_BUSY, PRO)
 
 
+def test_it_a_failing_middle_model_leaves_the_last_model_its_chance():
+    # Pro failed through its wait limit (8 calls), then Flash failed 5 times: the
+    # budget (14) has one attempt left, and it is GPT Image's, not Flash's sixth.
+    attempts = [attempt(PRO, "unavailable", at=T0 + 20 * i) for i in range(1, 9)]
+    attempts += [attempt(FLASH, "server_error", at=T0 + 170 + 5 * i) for i in range(1, 6)]
+    decision = decide(situation(attempts), CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, GPT)
+    # And with GPT Image out of the chain, Flash keeps its last attempt.
+    decision = decide(situation(attempts, chain=(PRO, FLASH)), CONFIG)
+    assert decision.model == FLASH
+
+
 def test_it_a_short_limiter_wait_keeps_the_primary():
     health = {PRO: ModelHealth(PRO, next_free_at=T0 + 3)}
     decision = decide(situation(health=health), CONFIG)
