@@ -478,8 +478,9 @@ class _Planner:
         if ready <= latest:
             return ready, why, True, latest if why.code == Code.QUOTA_BUSY else None
         limit = self.wait_until - self.s.created
-        if why.code == Code.QUOTA_BUSY:
+        if why.code == Code.QUOTA_BUSY and why.outcome is None:
             return ready, Reason(Code.QUOTA_PAST_PATIENCE, model, seconds=limit), False, None
+        # Failed calls (a retry the quota held back included) are why the limit ran out.
         tried = [a for a in self.s.attempts if a.model == model]
         outcome = tried[-1].outcome if tried else None
         why = Reason(Code.OUT_OF_PATIENCE, model, outcome, count=len(tried), seconds=limit)

@@ -183,6 +183,17 @@ def test_it_a_quota_slot_beyond_the_wait_limit_downgrades_at_once():
     assert decision.reason.cause == Reason(Code.QUOTA_PAST_PATIENCE, PRO, seconds=150)
 
 
+def test_it_blames_the_failures_not_the_quota_when_a_held_retry_passes_the_limit():
+    # Pro answered 503; its retry would have to wait for the quota past the wait limit.
+    health = {PRO: ModelHealth(PRO, next_free_at=T0 + 200)}
+    attempts = [attempt(PRO, "unavailable", at=T0 + 30)]
+    decision = decide(situation(attempts, health=health, wait_until=T0 + 150), CONFIG)
+    assert (decision.action, decision.model) == (Action.CALL, FLASH)
+    assert decision.reason.cause == Reason(
+        Code.OUT_OF_PATIENCE, PRO, Outcome.UNAVAILABLE, count=1, seconds=150
+    )
+
+
 def test_it_quality_first_retries_its_primary_while_an_attempt_can_still_pay():
     # Slow 503s (30 s) and Pro's successes taking 30 s, Flash's 15 s.
     health = {
