@@ -186,18 +186,22 @@ class SteadyshotCollector:
         usage = sources.quota_usage()
         up.add_metric(["quotas"], 0 if usage is None else 1)
         if usage is not None:
+            # Teams are told apart by id: names are the owners' to choose, and two
+            # teams may share one (two users' personal teams, say).
+            labels = ["team_id", "team"]
             images = GaugeMetricFamily(
-                "steadyshot_team_images_month", "Images this month per team", labels=["team"]
+                "steadyshot_team_images_month", "Images this month per team", labels=labels
             )
             percent = GaugeMetricFamily(
                 "steadyshot_team_quota_used_percent",
                 "Percent of the team's tightest quota used",
-                labels=["team"],
+                labels=labels,
             )
             for t in usage.get("teams", []):
-                images.add_metric([str(t["team"])], t.get("images_month") or 0)
+                names = [str(t["team_id"]), str(t["team"])]
+                images.add_metric(names, t.get("images_month") or 0)
                 if t.get("percent") is not None:
-                    percent.add_metric([str(t["team"])], float(t["percent"]))
+                    percent.add_metric(names, float(t["percent"]))
             yield images
             yield percent
         yield up
@@ -205,10 +209,10 @@ class SteadyshotCollector:
 
 def _authorized(request) -> bool:
     token = settings.METRICS_TOKEN
-    header = request.headers.get("Authorization", "")
-    if not token or not header.startswith("Bearer "):
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if not token or scheme.lower() != "bearer":  # schemes are case-insensitive (RFC 9110)
         return False
-    return hmac.compare_digest(header.removeprefix("Bearer ").encode(), token.encode())
+    return hmac.compare_digest(credentials.strip().encode(), token.encode())
 
 
 @require_GET

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from accounts.models import Team
 from generator.models import Attempt
 from monitoring import rollups
 from tests.factories import FLASH, PRO, make_request
@@ -59,6 +60,19 @@ def test_it_refuses_scrapes_without_the_token(client, db, token):
     assert client.get(URL).status_code == 401
     assert client.get(URL, HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert client.get(URL, HTTP_AUTHORIZATION=TOKEN).status_code == 401
+    # The scheme's case does not matter; the token's does.
+    assert client.get(URL, HTTP_AUTHORIZATION=f"bearer {TOKEN}").status_code == 200
+    assert client.get(URL, HTTP_AUTHORIZATION=f"Bearer {TOKEN.upper()}").status_code == 401
+
+
+def test_it_tells_apart_teams_that_share_a_name(client, token, alice):
+    other = Team.create_with_owner("Acme", alice)
+    Team.objects.filter(pk__in=[alice.active_team.pk, other.pk]).update(images_per_day=10)
+    series = {
+        (s.labels["team_id"], s.labels["team"])
+        for s in _scrape(client)["steadyshot_team_images_month"].samples
+    }
+    assert series == {(str(alice.active_team.pk), "Acme"), (str(other.pk), "Acme")}
 
 
 @pytest.mark.parametrize("rolled_up", [False, True])
