@@ -83,6 +83,9 @@ class PromptForm(forms.Form):
         help_text="Optional (UTC). Quality-first falls back sooner to meet it.",
     )
     remix_of = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    # The team the page showed: a switch in another tab must not send the submission,
+    # and its charge, to a team the member did not see here (views.prompt checks it).
+    team = forms.UUIDField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

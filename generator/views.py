@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import Team
 from accounts.redirects import safe_next
 from generator import files
 from generator.admission import AdmissionError, Submission, submit, unstorable
@@ -79,14 +80,36 @@ def prompt(request):
     team = request.user.current_team()
     if request.method == "POST":
         form = PromptForm(request.POST, request.FILES)
-        if form.is_valid():
+        if form.is_valid() and _same_team(request, team, form):
             accepted = _submit_form(request, team, form)
             if accepted:
                 return _after_submit(accepted)
     else:
-        form = PromptForm(initial=_remix_initial(request) or _draft_initial(request))
+        initial = _remix_initial(request) or _draft_initial(request)
+        form = PromptForm(initial={**initial, "team": team.pk})
     context = {"form": form, "team": team, **_quota_context(team, request.user)}
     return render(request, "generator/prompt.html", context)
+
+
+def _same_team(request, team, form: PromptForm) -> bool:
+    """Whether the form was shown for the active team. If the member switched team in
+    another tab since, nothing is submitted: the form comes back, its input kept, for
+    the team now active, and says so."""
+    shown = form.cleaned_data.get("team")
+    if shown is None or shown == team.pk:
+        return True
+    was = Team.objects.filter(pk=shown, memberships__user=request.user).first()
+    form.data = form.data.copy()
+    form.data["team"] = str(team.pk)
+    form.add_error(
+        None,
+        f"This page was for the team “{was.name if was else 'another team'}”, but your "
+        f"active team is now “{team.name}” (switched in another tab?). Nothing was "
+        "generated. Check the team and its quota below, then generate again.",
+    )
+    if form.files:
+        form.add_error("references", "Choose the reference images again.")
+    return False
 
 
 DRAFT_KEY = "prompt_draft"

@@ -11,6 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import Team
 from generator.images import store_generated_image
 from generator.models import (
     Attempt,
@@ -161,6 +162,29 @@ def test_it_submits_a_prompt_as_one_request(client_for, alice, team):
         team,
     )
     assert row.status == Status.QUEUED
+
+
+def test_it_refuses_a_form_shown_for_a_team_no_longer_active(client_for, alice, team):
+    client = client_for(alice)
+    page = client.get(reverse("generator:prompt")).content.decode()
+    assert f'name="team" value="{team.pk}"' in page
+    other = Team.create_with_owner("Side project", alice)
+    alice.switch_team(other)  # in another tab
+    response = client.post(
+        reverse("generator:prompt"), form(prompt="a lighthouse", team=str(team.pk))
+    )
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert not GenerationRequest.objects.exists()
+    assert "This page was for the team “Acme”" in body
+    assert "your active team is now “Side project”" in body
+    assert "a lighthouse" in body  # the input is kept
+    assert f'name="team" value="{other.pk}"' in body  # and now meant for the active team
+    response = client.post(
+        reverse("generator:prompt"), form(prompt="a lighthouse", team=str(other.pk))
+    )
+    assert response.status_code == 302
+    assert GenerationRequest.objects.get().team == other
 
 
 def test_it_fans_out_a_count_into_one_batch(client_for, alice):
