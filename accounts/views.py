@@ -202,7 +202,7 @@ def member_remove(request, team_id, membership_id):
     if target.is_last_owner():
         messages.error(
             request,
-            "A team needs at least one owner. Make someone else an owner first"
+            "A team needs at least one owner. Make someone else an owner first."
             if leaving
             else "The last owner cannot be removed.",
         )

@@ -144,7 +144,10 @@ def validate_reference(uploaded_file) -> tuple[bytes, str]:
     name = getattr(uploaded_file, "name", "") or "The file"
     size = getattr(uploaded_file, "size", None)
     if size is not None and size > limit:
-        raise ValidationError(f"{name} is {_mb(size)}; the limit is {_mb(limit)}.")
+        size_text, limit_text = _mb(size), _mb(limit)
+        if size_text == limit_text:  # "10.0 MB; the limit is 10.0 MB" says nothing
+            size_text, limit_text = f"{size:,} bytes", f"{limit:,} bytes"
+        raise ValidationError(f"{name} is {size_text}, over the limit of {limit_text}.")
     # Read at most one byte past the limit: the size an upload claims is not trusted.
     data = uploaded_file.read(limit + 1)
     if len(data) > limit:

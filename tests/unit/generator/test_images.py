@@ -149,9 +149,17 @@ def test_it_refuses_a_truncated_image():
 
 
 def test_it_refuses_a_file_over_the_size_cap(settings):
-    settings.REFERENCE_MAX_BYTES = 100
-    with pytest.raises(ValidationError, match=r"ref.png is .* the limit is 0.0 MB"):
-        validate_reference(upload(picture()))
+    data = picture()
+    settings.REFERENCE_MAX_BYTES = 100_000
+    with pytest.raises(ValidationError, match=r"ref.png is 0.2 MB, over the limit of 0.1 MB"):
+        validate_reference(upload(data + b"\0" * 200_000))
+    # Sizes that round alike are given in bytes.
+    settings.REFERENCE_MAX_BYTES = len(data) - 1
+    with pytest.raises(ValidationError) as refused:
+        validate_reference(upload(data))
+    assert refused.value.messages == [
+        f"ref.png is {len(data):,} bytes, over the limit of {len(data) - 1:,} bytes."
+    ]
 
 
 def test_it_refuses_an_image_over_the_pixel_cap():
