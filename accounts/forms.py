@@ -54,5 +54,9 @@ class ApiTokenForm(forms.ModelForm):
         help_texts = {"name": "What will use it, e.g. “CI pipeline”."}
         # The field strips spaces, so a name of spaces only is "required" too.
         error_messages = {
-            "name": {"required": "Give the token a name so you can recognise it later."}
+            "name": {
+                "required": "Give the token a name so you can recognise it later.",
+                "max_length": "Shorten the token name to %(limit_value)d characters or fewer "
+                "(it has %(show_value)d).",
+            }
         }

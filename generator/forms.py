@@ -53,6 +53,12 @@ class PromptForm(forms.Form):
         ),
         max_length=PROMPT_MAX_CHARS,
         help_text=f"Up to {PROMPT_MAX_CHARS} characters.",
+        # The API's words (generator/admission.py), not Django's defaults.
+        error_messages={
+            "required": "Write a prompt: describe the image you want.",
+            "max_length": "The prompt is %(show_value)d characters long; the limit is "
+            "%(limit_value)d.",
+        },
     )
     strategy = forms.ChoiceField(
         choices=Strategy.choices, initial=Strategy.QUALITY_FIRST, widget=forms.RadioSelect
@@ -70,6 +76,10 @@ class PromptForm(forms.Form):
         max_value=MAX_COUNT,
         initial=1,
         help_text=f"1 to {MAX_COUNT}; each is a separate request of one batch.",
+        error_messages={
+            key: f"Ask for between 1 and {MAX_COUNT} images."
+            for key in ("required", "invalid", "min_value", "max_value")
+        },
     )
     references = MultipleImageField(
         label="Reference images",

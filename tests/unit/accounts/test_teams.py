@@ -279,6 +279,14 @@ def test_it_explains_an_empty_token_name(client_for, alice):
     assert not ApiToken.objects.exists()
 
 
+def test_it_explains_a_token_name_too_long(client_for, alice):
+    response = client_for(alice).post(reverse("accounts:tokens"), {"name": "x" * 81})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "Shorten the token name to 80 characters or fewer (it has 81)." in body
+    assert not ApiToken.objects.exists()
+
+
 @pytest.mark.parametrize("value", ["not-a-uuid", "00000000-0000-0000-0000-000000000000"])
 def test_it_shows_the_team_page_when_the_invite_in_its_address_is_not_open(
     client_for, alice, team, invite, value

@@ -187,6 +187,25 @@ def test_it_refuses_a_form_shown_for_a_team_no_longer_active(client_for, alice, 
     assert GenerationRequest.objects.get().team == other
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"prompt": "", "count": 1}, "Write a prompt: describe the image you want."),
+        ({"prompt": "a lighthouse", "count": 0}, "Ask for between 1 and 4 images."),
+        ({"prompt": "a lighthouse", "count": 5}, "Ask for between 1 and 4 images."),
+        (
+            {"prompt": "x" * 4001, "count": 1},
+            "The prompt is 4001 characters long; the limit is 4000.",
+        ),
+    ],
+)
+def test_it_says_what_the_api_says_of_a_bad_prompt_or_count(client_for, alice, fields, message):
+    response = client_for(alice).post(reverse("generator:prompt"), form(**fields))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not GenerationRequest.objects.exists()
+
+
 def test_it_fans_out_a_count_into_one_batch(client_for, alice):
     response = client_for(alice).post(
         reverse("generator:prompt"),
