@@ -27,15 +27,17 @@ def staff_required(view):
 @require_GET
 @staff_required
 def dashboard_view(request):
-    key = request.GET.get("window", "1h")
-    if key not in WINDOWS:
+    given = request.GET.getlist("window")
+    key = given[0] if given else "1h"
+    if len(given) > 1 or key not in WINDOWS:
+        got = " and ".join(map(repr, given)) if len(given) > 1 else repr(key)
         return render(
             request,
             "error.html",
             {
                 "status": 400,
                 "title": "Unknown window",
-                "text": f"The window must be one of {', '.join(WINDOWS)}; got {key!r}.",
+                "text": f"The window must be one of {', '.join(WINDOWS)}, given once; got {got}.",
             },
             status=400,
         )

@@ -79,6 +79,12 @@ def test_it_explains_an_unknown_window(client_for, staff, no_redis):
     assert "must be one of 15m, 1h, 24h, 7d" in response.content.decode()
 
 
+def test_it_refuses_two_windows_at_once(client_for, staff, no_redis):
+    response = client_for(staff).get(URL + "?window=7d&window=15m")
+    assert response.status_code == 400
+    assert "given once; got &#x27;7d&#x27; and &#x27;15m&#x27;" in response.content.decode()
+
+
 @pytest.fixture
 def operator(staff):
     """Staff who may read the request log in the admin, as the demo operator may."""
