@@ -46,6 +46,19 @@ class MultipleImageField(forms.FileField):
         return checked
 
 
+class _HiddenId(forms.UUIDField):
+    """A hidden id the page wrote: one that is not an id (a tampered or truncated form)
+    counts as absent, since the member could not see or mend it."""
+
+    widget = forms.HiddenInput
+
+    def to_python(self, value):
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            return None
+
+
 class PromptForm(forms.Form):
     prompt = forms.CharField(
         widget=forms.Textarea(
@@ -92,10 +105,10 @@ class PromptForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         help_text="Optional (UTC). Quality-first falls back sooner to meet it.",
     )
-    remix_of = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    remix_of = _HiddenId(required=False)
     # The team the page showed: a switch in another tab must not send the submission,
     # and its charge, to a team the member did not see here (views.prompt checks it).
-    team = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    team = _HiddenId(required=False)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

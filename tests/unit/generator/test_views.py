@@ -206,6 +206,16 @@ def test_it_says_what_the_api_says_of_a_bad_prompt_or_count(client_for, alice, f
     assert not GenerationRequest.objects.exists()
 
 
+@pytest.mark.parametrize("field", ["remix_of", "team"])
+def test_it_submits_a_form_whose_hidden_id_was_mangled(client_for, alice, team, field):
+    response = client_for(alice).post(
+        reverse("generator:prompt"), form(prompt="a lighthouse", **{field: "junk"})
+    )
+    assert response.status_code == 302  # not "correct the fields marked below", none marked
+    row = GenerationRequest.objects.get()
+    assert (row.team, row.remix_of) == (team, None)
+
+
 def test_it_fans_out_a_count_into_one_batch(client_for, alice):
     response = client_for(alice).post(
         reverse("generator:prompt"),
