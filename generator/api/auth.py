@@ -66,8 +66,9 @@ class TokenAuth(HttpBearer):
         return ApiError(
             401,
             "invalid_token",
-            "This API token is unknown or was revoked. Create a new one on your "
-            "account's API tokens page.",
+            "This API token is unknown or was revoked, or its account is deactivated. "
+            "Create a new one on your account's API tokens page; if you cannot sign in, "
+            "ask an operator to reactivate your account.",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
 

@@ -45,6 +45,14 @@ def test_it_refuses_calls_without_a_valid_token(client, alice, redis_conn):
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "invalid_token"
 
+    # A live token of a deactivated account: the answer names that case too.
+    _, raw = ApiToken.issue(alice, "new")
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+    response = call(client, "get", "/api/v1/generations", raw)
+    assert response.status_code == 401
+    assert "its account is deactivated" in response.json()["error"]["message"]
+
 
 def test_it_submit_queues_one_request_per_image(
     client, token, alice, team, redis_conn, django_capture_on_commit_callbacks
