@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from accounts.bearer import bearer
 from generator.models import ACTIVE_STATUSES, GenerationRequest
 from monitoring import rollups, sources
 from monitoring.models import LATENCY_BOUNDS_MS, Alert
@@ -209,10 +210,10 @@ class SteadyshotCollector:
 
 def _authorized(request) -> bool:
     token = settings.METRICS_TOKEN
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    if not token or scheme.lower() != "bearer":  # schemes are case-insensitive (RFC 9110)
+    credentials = bearer(request)
+    if not token or not credentials:
         return False
-    return hmac.compare_digest(credentials.strip().encode(), token.encode())
+    return hmac.compare_digest(credentials.encode(), token.encode())
 
 
 @require_GET

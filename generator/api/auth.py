@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer
 
 from accounts import throttle
+from accounts.bearer import bearer
 from accounts.models import ApiToken
 from generator.api.errors import ApiError
 
@@ -38,10 +39,10 @@ class TokenAuth(HttpBearer):
 
     def __call__(self, request: HttpRequest):
         # HttpBearer answers None for a missing header; we say what to send instead.
-        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != self.openapi_scheme or not raw.strip():
+        raw = bearer(request)
+        if not raw:
             raise self.missing()
-        return self.authenticate(request, raw.strip())
+        return self.authenticate(request, raw)
 
     def authenticate(self, request: HttpRequest, token: str):
         refuse_if_guessing(request)

@@ -21,6 +21,7 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema
 from pydantic import BaseModel, ConfigDict
 
+from accounts.bearer import bearer
 from accounts.models import ApiToken
 from generator import economy, files
 from generator.api import rules
@@ -65,10 +66,10 @@ class AsyncTokenAuth(OpenAITokenAuth):
         return user
 
     async def __call__(self, request: HttpRequest):
-        scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != self.openapi_scheme or not raw.strip():
+        raw = bearer(request)
+        if not raw:
             raise self.missing()
-        user = await in_thread(self._check)(request, raw.strip())
+        user = await in_thread(self._check)(request, raw)
         if user is None:
             raise self.unknown()
         request.user = user
