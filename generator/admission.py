@@ -37,6 +37,10 @@ log = logging.getLogger("steadyshot.admission")
 
 PROMPT_MAX_CHARS = 4000
 MAX_COUNT = 4
+# What a bad prompt or count is told, on the API and the prompt form alike.
+PROMPT_MISSING = "Write a prompt: describe the image you want."
+PROMPT_TOO_LONG = "The prompt is {length} characters long; the limit is {limit}."
+COUNT_OUT_OF_RANGE = f"Ask for between 1 and {MAX_COUNT} images."
 # The latest "deliver by": quality-first retries its first model until then and holds its
 # reservation meanwhile, so a slip of the year must not keep a request open for decades.
 MAX_DEADLINE = timedelta(days=7)
@@ -82,7 +86,7 @@ def unstorable(text: str) -> bool:
 def validate(submission: Submission) -> None:
     prompt = submission.prompt.strip()
     if not prompt:
-        raise AdmissionError("prompt", "Write a prompt: describe the image you want.")
+        raise AdmissionError("prompt", PROMPT_MISSING)
     if unstorable(prompt):
         raise AdmissionError(
             "prompt",
@@ -92,7 +96,7 @@ def validate(submission: Submission) -> None:
     if len(prompt) > PROMPT_MAX_CHARS:
         raise AdmissionError(
             "prompt",
-            f"The prompt is {len(prompt)} characters long; the limit is {PROMPT_MAX_CHARS}.",
+            PROMPT_TOO_LONG.format(length=len(prompt), limit=PROMPT_MAX_CHARS),
         )
     if submission.strategy not in STRATEGIES:
         raise AdmissionError("strategy", f"Choose a strategy: {' or '.join(STRATEGIES)}.")
@@ -108,7 +112,7 @@ def validate(submission: Submission) -> None:
             f"choose one of those sizes.",
         )
     if not 1 <= submission.count <= MAX_COUNT:
-        raise AdmissionError("count", f"Ask for between 1 and {MAX_COUNT} images.")
+        raise AdmissionError("count", COUNT_OUT_OF_RANGE)
     if submission.reference_count() > primary.max_reference_images:
         raise AdmissionError(
             "references",

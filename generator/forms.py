@@ -11,7 +11,15 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from generator import economy
-from generator.admission import MAX_COUNT, MAX_DEADLINE, PROMPT_MAX_CHARS, default_patience
+from generator.admission import (
+    COUNT_OUT_OF_RANGE,
+    MAX_COUNT,
+    MAX_DEADLINE,
+    PROMPT_MAX_CHARS,
+    PROMPT_MISSING,
+    PROMPT_TOO_LONG,
+    default_patience,
+)
 from generator.images import validate_reference
 from generator.models import STRATEGY_HELP, Status, Strategy
 from generator.reasons import duration_words
@@ -66,11 +74,10 @@ class PromptForm(forms.Form):
         ),
         max_length=PROMPT_MAX_CHARS,
         help_text=f"Up to {PROMPT_MAX_CHARS} characters.",
-        # The API's words (generator/admission.py), not Django's defaults.
+        # The API's words, not Django's defaults.
         error_messages={
-            "required": "Write a prompt: describe the image you want.",
-            "max_length": "The prompt is %(show_value)d characters long; the limit is "
-            "%(limit_value)d.",
+            "required": PROMPT_MISSING,
+            "max_length": PROMPT_TOO_LONG.format(length="%(show_value)d", limit="%(limit_value)d"),
         },
     )
     strategy = forms.ChoiceField(
@@ -90,8 +97,7 @@ class PromptForm(forms.Form):
         initial=1,
         help_text=f"1 to {MAX_COUNT}; each is a separate request of one batch.",
         error_messages={
-            key: f"Ask for between 1 and {MAX_COUNT} images."
-            for key in ("required", "invalid", "min_value", "max_value")
+            key: COUNT_OUT_OF_RANGE for key in ("required", "invalid", "min_value", "max_value")
         },
     )
     references = MultipleImageField(
