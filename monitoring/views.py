@@ -30,7 +30,7 @@ def dashboard_view(request):
     given = request.GET.getlist("window")
     key = given[0] if given else "1h"
     if len(given) > 1 or key not in WINDOWS:
-        got = " and ".join(map(repr, given)) if len(given) > 1 else repr(key)
+        got = " and ".join(map(repr, given))  # the default is a window: given is not empty
         return render(
             request,
             "error.html",
